@@ -1,0 +1,1 @@
+"""Eval sets built from production traffic: choosing what humans grade, versioning, export, replay."""

@@ -1,0 +1,1 @@
+"""Judges: score stored outputs (groundedness, citations, business intent, pairwise preference)."""

@@ -1,0 +1,450 @@
+"""The ASGI application: the OpenAI-compatible surface, the feedback endpoint and operations.
+
+`/v1/...` is served by `ProxyApp`, a plain ASGI callable kept as lean as possible: it reads the
+body, forwards it to production with the lean HTTP client, and passes the answer back byte for
+byte (a stream piece by piece, as it arrives). What it copies for the store and the mirror is
+handed over without waiting: the mirror gets the request from a `call_soon` callback while
+production is thinking, and the store gets a builder that parses the copy in the writer thread.
+Everything else (health, metrics, feedback) is a small FastAPI app behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .candidates import Caller
+from .capture import CAPTURED_ROUTES, ProductionCapture, production_records
+from .http1 import ConnectError, Pool, UpstreamError, UpstreamTimeout
+from .metrics import Metrics, standard_metrics
+from .mirror import Mirror
+from .redact import Redactor
+from .settings import Settings
+from .sse import Capture
+from .store import Store
+from .types import Feedback, new_id
+
+log = logging.getLogger("shadoweval.proxy")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+# Hop-by-hop headers (RFC 9110 7.6.1) and the ones the HTTP client recomputes.
+_HOP_REQUEST = frozenset(
+    {b"host", b"content-length", b"connection", b"keep-alive", b"proxy-authorization", b"proxy-connection",
+     b"te", b"trailer", b"transfer-encoding", b"upgrade", b"expect"}
+)
+_HOP_RESPONSE = frozenset(
+    {b"connection", b"keep-alive", b"transfer-encoding", b"proxy-authenticate", b"trailer", b"upgrade"}
+)
+_OWN_PREFIX = b"x-shadoweval-"
+ID_HEADER = b"x-shadoweval-exchange-id"
+_JSON = (b"content-type", b"application/json")
+_KNOWN_ROUTES = frozenset({*CAPTURED_ROUTES, "/v1/completions", "/v1/embeddings", "/v1/models"})
+
+
+class ProductionStreamBroken(Exception):
+    """Raised to the server so that it aborts the client's connection, as production's broke."""
+
+
+def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> bytes:
+    """The error JSON OpenAI clients parse: {"error": {"message", "type", "param", "code"}}."""
+    return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
+
+
+class ProxyApp:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        pool: Pool,
+        store: Store | None,
+        mirror: Mirror | None,
+        metrics: Metrics,
+        fallback: Callable[[Scope, Receive, Send], Awaitable[None]],
+    ) -> None:
+        self.pool = pool
+        self.store = store
+        self.mirror = mirror
+        self.metrics = metrics
+        self.fallback = fallback
+        self.max_body = settings.server.max_body_bytes
+        self.proxy_keys = frozenset(k.encode() for k in settings.proxy_keys())
+        key = settings.secret(settings.production.api_key_env)
+        self.production_auth = b"Bearer " + key.encode() if key else None
+        self.base_path = pool.base_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            await self.proxy(scope, receive, send)
+        else:
+            await self.fallback(scope, receive, send)
+
+    async def proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
+        t0 = time.perf_counter()
+        created = time.time()
+        path: str = scope["path"]
+        method: str = scope["method"]
+        exchange_id = new_id()
+        id_header = (ID_HEADER, exchange_id.encode())
+        route_label = path if path in _KNOWN_ROUTES else "other"
+
+        forward: list[tuple[bytes, bytes]] = []
+        length = auth = presented = tags_header = None
+        for name, value in scope["headers"]:
+            if name in _HOP_REQUEST:
+                if name == b"content-length":
+                    length = value
+            elif name.startswith(_OWN_PREFIX):
+                if name == b"x-shadoweval-key":
+                    presented = value
+                elif name == b"x-shadoweval-tags":
+                    tags_header = value.decode("latin-1")
+            elif name == b"authorization":
+                auth = value
+            else:
+                forward.append((name, value))
+
+        if self.proxy_keys:
+            if presented is None and self.production_auth and auth and auth[:7].lower() == b"bearer ":
+                presented = auth[7:].strip()
+            if presented not in self.proxy_keys:
+                await self._error(send, 401, "Missing or invalid proxy key: send one of the configured keys in "
+                                  "x-shadoweval-key.", "invalid_request_error", "invalid_api_key", id_header, route_label)
+                return
+        if self.production_auth is not None:
+            forward.append((b"authorization", self.production_auth))
+        elif auth is not None:
+            forward.append((b"authorization", auth))
+
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            await self._too_large(send, id_header, route_label)
+            return
+        body = await _read_body(receive, self.max_body)
+        if body is None:
+            await self._too_large(send, id_header, route_label)
+            return
+
+        captured = method == "POST" and path in CAPTURED_ROUTES
+        if captured and self.mirror is not None:
+            asyncio.get_running_loop().call_soon(self.mirror.submit, exchange_id, path, body, scope["headers"], created)
+        cap = ProductionCapture(exchange_id, path, created, t0, body, tags_header, Capture()) if captured and self.store else None
+
+        target = self.base_path + path[3:]
+        if scope.get("query_string"):
+            target += "?" + scope["query_string"].decode("latin-1")
+        try:
+            resp = await self.pool.request(method, target, forward, body)
+        except UpstreamError as exc:
+            await self._upstream_failed(send, exc, cap, id_header, route_label)
+            return
+
+        answer = cap.answer if cap else None
+        headers = [h for h in resp.headers if h[0] not in _HOP_RESPONSE]
+        headers.append(id_header)
+        ctype = b""
+        sized = False
+        for name, value in resp.headers:
+            if name == b"content-type":
+                ctype = value
+            elif name == b"content-length":
+                sized = True
+        if answer is not None:
+            answer.status = resp.status
+            answer.content_type = ctype.decode("latin-1")
+            answer.content_encoding = next((v.decode("latin-1") for k, v in resp.headers if k == b"content-encoding"), None)
+
+        if sized and not ctype.startswith(b"text/event-stream"):
+            try:
+                data = await resp.read()
+            except UpstreamError as exc:
+                await resp.aclose()
+                await self._upstream_failed(send, exc, cap, id_header, route_label)
+                return
+            await resp.aclose()
+            await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+            await send({"type": "http.response.body", "body": data})
+            if answer is not None:
+                answer.pieces.append(data)
+                answer.times.append(time.perf_counter())
+            broken = None
+        else:
+            broken = await self._stream(resp, headers, receive, send, cap)
+        self.metrics.inc("shadoweval_requests_total", route=route_label, code=f"{resp.status // 100}xx")
+        if cap is not None:
+            cap.t_end = cap.t_end or time.perf_counter()
+            self._capture(cap)
+        if broken is not None:
+            self.metrics.inc("shadoweval_production_errors_total", kind="stream_broken")
+            raise ProductionStreamBroken(str(broken)) from None
+
+    async def _stream(self, resp: Any, headers: list[tuple[bytes, bytes]], receive: Receive, send: Send,
+                      cap: ProductionCapture | None) -> UpstreamError | None:
+        """Pass the answer through piece by piece; stop reading production if the client leaves.
+
+        Returns the error that broke production's stream, if one did."""
+        task = asyncio.current_task()
+        assert task is not None
+        finished = False
+        client_gone = False
+        broken: UpstreamError | None = None
+
+        async def wait_for_disconnect() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        def on_disconnect(fut: asyncio.Future[None]) -> None:
+            nonlocal client_gone
+            if not finished and not fut.cancelled() and fut.exception() is None:
+                client_gone = True
+                task.cancel()
+
+        watcher = asyncio.ensure_future(wait_for_disconnect())
+        watcher.add_done_callback(on_disconnect)
+        answer = cap.answer if cap else None
+        try:
+            await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+            async for piece in resp:
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+                if answer is not None:
+                    answer.pieces.append(piece)
+                    answer.times.append(time.perf_counter())
+            finished = True
+            await send({"type": "http.response.body", "body": b""})
+        except asyncio.CancelledError:
+            if not client_gone:
+                raise
+            task.uncancel()
+            if cap is not None:
+                cap.outcome, cap.error = "cancelled", "client disconnected mid-stream"
+        except UpstreamError as exc:
+            # Headers are gone already. The client must see the same broken stream it would have
+            # seen from production, not a clean end: the caller records it and aborts.
+            finished = True
+            if cap is not None:
+                cap.outcome, cap.error = "error", f"production stream broke: {exc}"
+            broken = exc
+        finally:
+            finished = True
+            watcher.remove_done_callback(on_disconnect)
+            watcher.cancel()
+            await resp.aclose()
+        if cap is not None:
+            cap.t_end = time.perf_counter()
+        return broken
+
+    def _capture(self, cap: ProductionCapture) -> None:
+        if self.store is not None:
+            self.store.submit(lambda: production_records(cap))
+
+    async def _upstream_failed(self, send: Send, exc: UpstreamError, cap: ProductionCapture | None,
+                               id_header: tuple[bytes, bytes], route_label: str) -> None:
+        if isinstance(exc, UpstreamTimeout):
+            status, code, message = 504, "upstream_timeout", f"Production did not answer in time: {exc}"
+        elif isinstance(exc, ConnectError):
+            status, code, message = 502, "upstream_unreachable", f"Production is unreachable: {exc}"
+        else:
+            status, code, message = 502, "upstream_protocol_error", f"Production sent an invalid answer: {exc}"
+        self.metrics.inc("shadoweval_production_errors_total", kind=code)
+        await self._error(send, status, message, "upstream_error", code, id_header, route_label)
+        if cap is not None:
+            cap.outcome = "timeout" if status == 504 else "error"
+            cap.error = message
+            cap.answer.status = status
+            cap.t_end = time.perf_counter()
+            self._capture(cap)
+
+    async def _too_large(self, send: Send, id_header: tuple[bytes, bytes], route_label: str) -> None:
+        await self._error(send, 413, f"Request body is larger than the proxy's limit of {self.max_body} bytes.",
+                          "invalid_request_error", "request_too_large", id_header, route_label)
+
+    async def _error(self, send: Send, status: int, message: str, type_: str, code: str,
+                     id_header: tuple[bytes, bytes], route_label: str) -> None:
+        body = error_body(message, type_, code)
+        headers = [_JSON, (b"content-length", str(len(body)).encode()), id_header]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        self.metrics.inc("shadoweval_requests_total", route=route_label, code=f"{status // 100}xx")
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or None once it exceeds `limit` bytes."""
+    message = await receive()
+    body = message.get("body", b"")
+    if not message.get("more_body"):
+        return body if len(body) <= limit else None
+    parts = [body]
+    size = len(body)
+    while message.get("more_body"):
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+class FeedbackIn(BaseModel):
+    exchange_id: str = Field(min_length=26, max_length=26)
+    rating: float | str | None = None
+    comment: str | None = Field(None, max_length=20_000)
+    source: str | None = Field(None, max_length=200)
+
+
+_RATING_WORDS = {"up": 1.0, "thumbs_up": 1.0, "good": 1.0, "down": -1.0, "thumbs_down": -1.0, "bad": -1.0}
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    pool: Pool | None = None,
+    callers: Mapping[str, Caller] | None = None,
+    metrics: Metrics | None = None,
+) -> ProxyApp:
+    """The whole proxy as one ASGI app. Pass `store`, `pool` or `callers` to replace the real ones."""
+    metrics = metrics or standard_metrics()
+    if store is None and settings.store.capture:
+        r = settings.redaction
+        store = Store(
+            settings.store.path, queue_size=settings.store.queue_size, batch_size=settings.store.batch_size,
+            flush_interval_ms=settings.store.flush_interval_ms, retention_days=settings.store.retention_days,
+            redactor=Redactor(emails=r.emails, card_numbers=r.card_numbers, phone_numbers=r.phone_numbers,
+                              patterns=r.patterns),
+            metrics=metrics,
+        )
+    pool = pool or Pool(
+        settings.production.base_url, max_connections=settings.production.max_connections,
+        connect_timeout=settings.production.connect_timeout_s, read_timeout=settings.production.timeout_s,
+    )
+    holder: dict[str, Mirror] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if store is not None:
+            store.start()
+        mirror = Mirror.from_settings(settings, store=store, metrics=metrics, callers=callers)
+        await mirror.start()
+        holder["mirror"] = mirror
+        proxy.mirror = mirror
+        log.info("proxy ready", extra={"production": settings.production.base_url,
+                                       "candidates": [t.name for t in mirror.targets],
+                                       "store": str(store.path) if store else None})
+        try:
+            yield
+        finally:
+            proxy.mirror = None
+            await mirror.stop(settings.mirror.drain_timeout_s)
+            await pool.aclose()
+            if store is not None:
+                await asyncio.to_thread(store.stop, settings.mirror.drain_timeout_s)
+            log.info("proxy stopped", extra={"store_lost": store.status().lost if store else 0})
+
+    api = FastAPI(title="shadoweval", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    metrics.gauge("shadoweval_mirror_queue_depth", "Mirror jobs waiting, by candidate.",
+                  lambda: {(("candidate", k),): float(v) for k, v in (holder["mirror"].queue_depths().items() if holder else [])})
+    metrics.gauge("shadoweval_store_queue_depth", "Records waiting for the store writer.",
+                  lambda: {(): float(store.status().queue_depth)} if store else {})
+    metrics.gauge("shadoweval_store_lag_seconds", "Age of the oldest record waiting for the store writer.",
+                  lambda: {(): store.status().lag_s} if store else {})
+
+    def check_key(request: Request) -> JSONResponse | None:
+        if not proxy.proxy_keys:
+            return None
+        presented = request.headers.get("x-shadoweval-key", "").encode()
+        if presented in proxy.proxy_keys:
+            return None
+        return _json_error(401, "Missing or invalid proxy key (x-shadoweval-key).", "invalid_request_error", "invalid_api_key")
+
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _json_error(exc.status_code, str(exc.detail), "invalid_request_error", None)
+
+    @api.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        return _json_error(400, f"Invalid request: {first.get('msg', 'bad body')}", "invalid_request_error",
+                           "invalid_value", param)
+
+    @api.get("/healthz")
+    async def healthz() -> JSONResponse:
+        st = store.status() if store else None
+        body: dict[str, Any] = {"status": "ok"}
+        if st is not None:
+            body["store"] = {"ok": st.ok, "queue_depth": st.queue_depth, "written": st.written,
+                             "lost": st.lost, "lag_s": round(st.lag_s, 3), "last_error": st.last_error}
+            if not st.ok:
+                body["status"] = "degraded"  # production traffic still flows; the store is losing records
+        if holder:
+            body["mirror"] = holder["mirror"].queue_depths()
+        return JSONResponse(body)
+
+    @api.get("/metrics")
+    async def metrics_text() -> PlainTextResponse:
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @api.post("/shadoweval/feedback")
+    async def feedback(request: Request, item: FeedbackIn) -> JSONResponse:
+        denied = check_key(request)
+        if denied:
+            return denied
+        rating = item.rating
+        if isinstance(rating, str):
+            if rating.lower() not in _RATING_WORDS:
+                try:
+                    rating = float(rating)
+                except ValueError:
+                    return _json_error(400, "rating must be a number or one of: " + ", ".join(_RATING_WORDS),
+                                       "invalid_request_error", "invalid_value", "rating")
+            else:
+                rating = _RATING_WORDS[rating.lower()]
+        if rating is None and not item.comment:
+            return _json_error(400, "Send a rating, a comment or both.", "invalid_request_error", "invalid_value")
+        if store is None:
+            return _json_error(409, "Capture is off: feedback cannot be stored.", "invalid_request_error", "store_off")
+        if not await asyncio.to_thread(_known, store, item.exchange_id):
+            return _json_error(404, f"No exchange {item.exchange_id}.", "invalid_request_error", "not_found", "exchange_id")
+        fb = Feedback(new_id(), item.exchange_id, time.time(), rating=rating, comment=item.comment, source=item.source)
+        if not store.submit(fb):
+            return _json_error(503, "The store is overloaded; feedback was not kept.", "server_error", "store_full")
+        metrics.inc("shadoweval_feedback_total")
+        return JSONResponse({"id": fb.id, "exchange_id": fb.exchange_id, "rating": rating, "stored": True}, status_code=201)
+
+    @api.get("/shadoweval/exchanges/{exchange_id}")
+    async def exchange(request: Request, exchange_id: str) -> JSONResponse:
+        denied = check_key(request)
+        if denied:
+            return denied
+        if store is None:
+            return _json_error(404, "Capture is off.", "invalid_request_error", "store_off")
+        found = await asyncio.to_thread(store.get_exchange, exchange_id)
+        if found is None:
+            return _json_error(404, f"No exchange {exchange_id}.", "invalid_request_error", "not_found")
+        ex, outputs, fbs = found
+        return JSONResponse(orjson.loads(orjson.dumps({"exchange": ex, "outputs": outputs, "feedback": fbs})))
+
+    proxy = ProxyApp(settings, pool=pool, store=store, mirror=None, metrics=metrics, fallback=api)
+    return proxy
+
+
+def _known(store: Store, exchange_id: str) -> bool:
+    """Whether the exchange exists; one that just happened may still be in the writer's queue."""
+    return store.exchange_exists(exchange_id) or (store.flush(2.0) and store.exchange_exists(exchange_id))
+
+
+def _json_error(status: int, message: str, type_: str, code: str | None, param: str | None = None) -> JSONResponse:
+    return JSONResponse(orjson.loads(error_body(message, type_, code, param)), status_code=status)

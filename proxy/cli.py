@@ -1,0 +1,105 @@
+"""The `shadoweval` command: serve the proxy, show what it captured, run the demo."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import orjson
+
+from . import __version__
+from .settings import SettingsError, load_settings
+
+
+def _settings(config: str | None, host: str | None = None, port: int | None = None, db: str | None = None):  # type: ignore[no-untyped-def]
+    overrides = {"server": {k: v for k, v in {"host": host, "port": port}.items() if v is not None},
+                 "store": {"path": db} if db else {}}
+    try:
+        return load_settings(config, overrides=overrides)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+@click.version_option(__version__, prog_name="shadoweval")
+def main() -> None:
+    """Shadow-mode evaluation: mirror real LLM traffic to candidate models and compare."""
+
+
+@main.command()
+@click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML configuration file.")
+@click.option("--host", help="Interface to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, help="Port to listen on (default 8080).")
+@click.option("--db", help="SQLite file for captured exchanges.")
+def serve(config: str | None, host: str | None, port: int | None, db: str | None) -> None:
+    """Run the proxy: point your app's base_url at http://HOST:PORT/v1."""
+    import uvicorn
+
+    from .app import create_app
+    from .logs import configure
+
+    settings = _settings(config, host, port, db)
+    configure(settings.server.log_level, settings.server.log_format)
+    app = create_app(settings)
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises SIGTERM/SIGINT after a graceful shutdown, so the process would die of
+        the signal; after a completed drain, exit 0 instead, as services are expected to."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                yield
+                getattr(self, "_captured_signals", []).clear()
+
+    server = Server(uvicorn.Config(
+        app, host=settings.server.host, port=settings.server.port, loop="auto", http="auto",
+        access_log=False, log_level="warning", server_header=False, date_header=False,
+        timeout_graceful_shutdown=int(settings.mirror.drain_timeout_s) + 5, lifespan="on",
+    ))
+    server.run()
+    if not server.started:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML configuration file.")
+@click.option("--db", help="SQLite file (default: the configuration's store.path).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def stats(config: str | None, db: str | None, as_json: bool) -> None:
+    """Exchanges captured, and per model: answers, errors, timeouts, latency, cost."""
+    from .store import Store
+
+    settings = _settings(config, db=db)
+    path = Path(settings.store.path)
+    if not path.exists():
+        raise click.ClickException(f"no store at {path}")
+    n, rows = Store(path).stats()
+    if as_json:
+        click.echo(orjson.dumps({"exchanges": n, "models": rows}, option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo(f"{n} exchanges in {path}")
+    click.echo(f"{'model':24} {'role':10} {'answers':>7} {'ok':>5} {'errors':>6} {'timeouts':>8} {'cancelled':>9} "
+               f"{'mean ms':>8} {'p95 ms':>8} {'cost $':>9}")
+    for r in rows:
+        mean = f"{r.mean_latency_ms:8.0f}" if r.mean_latency_ms is not None else f"{'-':>8}"
+        p95 = f"{r.p95_latency_ms:8.0f}" if r.p95_latency_ms is not None else f"{'-':>8}"
+        click.echo(f"{r.name:24} {r.role:10} {r.outputs:7} {r.ok:5} {r.errors:6} {r.timeouts:8} {r.cancelled:9} "
+                   f"{mean} {p95} {r.cost_usd:9.4f}")
+
+
+@main.command()
+@click.option("--db", default="shadoweval-demo.db", show_default=True, help="SQLite file the demo writes.")
+@click.option("--questions", type=int, default=0, help="Send only the first N questions (0: all).")
+def demo(db: str, questions: int) -> None:
+    """Run the built-in demo: a RAG support app, production and two candidates, all local."""
+    from .demo.run import run_demo
+
+    sys.exit(run_demo(Path(db), limit=questions or None))
+
+
+if __name__ == "__main__":
+    main()

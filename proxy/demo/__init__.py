@@ -1,0 +1,1 @@
+"""Built-in demo data: the scripted Northwind Robotics support-assistant traffic (northwind.json)."""

@@ -1,0 +1,188 @@
+"""The built-in demo: a RAG support app's traffic through the proxy, all on 127.0.0.1, no API keys.
+
+Three local stand-ins play the models, with answers scripted in `northwind.json`: production,
+a `careful` candidate that stays grounded and cites well but is slower, and a `drifting`
+candidate that is fast and cheap but adds facts the documents do not hold and cites sources that
+do not say what it claims. The app is the official `openai` client, pointed at the proxy by
+base_url only; it tags each request with its route and tenant, streams a third of them, and
+sends a thumbs-down on a couple of answers. Then it prints what was captured.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+
+from ..app import create_app
+from ..mockllm import MockLLM, ThreadedServer, last_user_text
+from ..settings import load_settings
+from ..store import Store
+
+# Which real model each stand-in pretends to be, so cost estimates use real prices.
+PRODUCTION_MODEL = "gpt-4o"
+PERSONAS = {
+    # name: (model, latency before first byte, delay between stream chunks)
+    "production": (PRODUCTION_MODEL, 0.12, 0.004),
+    "careful": ("gpt-4.1", 0.30, 0.008),
+    "drifting": ("gpt-4o-mini", 0.06, 0.002),
+}
+
+
+@dataclass(frozen=True)
+class DemoData:
+    company: str
+    system_prompt: str
+    documents: dict[str, dict[str, str]]
+    questions: list[dict[str, Any]]
+
+
+def load_demo() -> DemoData:
+    raw = json.loads(resources.files(__package__).joinpath("northwind.json").read_text(encoding="utf-8"))
+    return DemoData(raw["company"], raw["system_prompt"], {d["id"]: d for d in raw["documents"]}, raw["questions"])
+
+
+def build_messages(data: DemoData, question: dict[str, Any]) -> list[dict[str, str]]:
+    """What the app sends: the retrieved documents numbered [1]..[n] in the system message."""
+    docs = "\n\n".join(
+        f"[{i}] {data.documents[d]['title']}\n{data.documents[d]['text']}" for i, d in enumerate(question["doc_ids"], 1)
+    )
+    return [{"role": "system", "content": data.system_prompt.replace("{documents}", docs)},
+            {"role": "user", "content": question["question"]}]
+
+
+def scripted(data: DemoData, persona: str) -> MockLLM:
+    by_question = {q["question"]: q["answers"][persona] for q in data.questions}
+    model, latency, chunk_delay = PERSONAS[persona]
+
+    def answer(request: dict[str, Any]) -> str:
+        return by_question.get(last_user_text(request), "I can only answer Northwind Robotics support questions.")
+
+    return MockLLM(name=model, answer=answer, latency_s=latency, chunk_delay_s=chunk_delay)
+
+
+def _send_traffic(client: openai.OpenAI, data: DemoData, questions: list[dict[str, Any]]) -> Iterator[str]:
+    for i, q in enumerate(questions):
+        headers = {"x-shadoweval-tags": f"route={q['route']},tenant={q['tenant']}"}
+        messages = build_messages(data, q)
+        if i % 3 == 2:
+            with client.chat.completions.with_streaming_response.create(
+                model=PRODUCTION_MODEL, messages=messages, stream=True, temperature=0.2,
+                stream_options={"include_usage": True}, extra_headers=headers, user=f"customer-{i % 7}",
+            ) as resp:
+                for _ in resp.parse():
+                    pass
+                yield resp.headers["x-shadoweval-exchange-id"]
+        else:
+            raw = client.chat.completions.with_raw_response.create(
+                model=PRODUCTION_MODEL, messages=messages, temperature=0.2, extra_headers=headers,
+                user=f"customer-{i % 7}",
+            )
+            raw.parse()
+            yield raw.headers["x-shadoweval-exchange-id"]
+
+
+def _cited_out_of_range(text: str | None, n_docs: int) -> int:
+    return sum(1 for m in re.findall(r"\[(\d+)\]", text or "") if not 1 <= int(m) <= n_docs)
+
+
+def run_demo(db: Path, *, limit: int | None = None, out: Any = print) -> int:
+    data = load_demo()
+    questions = data.questions[:limit] if limit else data.questions
+    if db.exists():
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+    out(f"shadoweval demo: the support assistant of {data.company}, {len(questions)} questions, "
+        f"{len(data.documents)} knowledge-base documents")
+    with ExitStack() as stack:
+        servers = {p: stack.enter_context(ThreadedServer(scripted(data, p))) for p in PERSONAS}
+        settings = load_settings(None, env={}, overrides={
+            "production": {"base_url": servers["production"].url + "/v1"},
+            "store": {"path": str(db), "flush_interval_ms": 20},
+            "twin": {"sample_rate": 0.25},
+            "candidates": [
+                {"name": "careful", "model": PERSONAS["careful"][0], "base_url": servers["careful"].url + "/v1",
+                 "concurrency": 4, "timeout_s": 30},
+                {"name": "drifting", "model": PERSONAS["drifting"][0], "base_url": servers["drifting"].url + "/v1",
+                 "concurrency": 4, "timeout_s": 30},
+            ],
+        })
+        app = create_app(settings)
+        proxy = stack.enter_context(ThreadedServer(app))
+        out(f"proxy on {proxy.url}/v1 -> production {settings.production.base_url}; "
+            f"mirroring to careful ({PERSONAS['careful'][0]}), drifting ({PERSONAS['drifting'][0]}) "
+            f"and a 25% production twin")
+        client = openai.OpenAI(base_url=proxy.url + "/v1", api_key="sk-demo-not-a-real-key")
+        t0 = time.perf_counter()
+        ids = list(_send_traffic(client, data, questions))
+        elapsed = time.perf_counter() - t0
+        out(f"sent {len(ids)} requests through the proxy in {elapsed:.1f} s "
+            f"({sum(1 for i in range(len(ids)) if i % 3 == 2)} streamed)")
+        # End users complain about a couple of answers: feedback lands on the exchange.
+        for eid, comment in zip(ids[1:8:5], ["That is not what the warranty page says.", "Didn't answer my question."]):
+            httpx.post(proxy.url + "/shadoweval/feedback", json={"exchange_id": eid, "rating": "down", "comment": comment})
+        _wait_for_mirrors(app.store, ids, expected=3, timeout=60)
+    return _report(Path(db), data, questions, ids, out)
+
+
+def _wait_for_mirrors(store: Store | None, ids: list[str], *, expected: int, timeout: float) -> None:
+    assert store is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        store.flush()
+        done = sum(1 for eid in ids if (found := store.get_exchange(eid)) and len(found[1]) >= expected)
+        if done == len(ids):
+            return
+        time.sleep(0.2)
+
+
+def _report(db: Path, data: DemoData, questions: list[dict[str, Any]], ids: list[str], out: Any) -> int:
+    store = Store(db)
+    n, rows = store.stats()
+    out("")
+    out(f"captured {n} exchanges in {db}")
+    out(f"  {'model':16} {'answers':>7} {'ok':>4} {'errors':>6} {'mean ms':>8} {'p95 ms':>7} {'est. cost $':>11}")
+    for r in rows:
+        out(f"  {r.name:16} {r.outputs:7} {r.ok:4} {r.errors + r.timeouts:6} {r.mean_latency_ms or 0:8.0f} "
+            f"{r.p95_latency_ms or 0:7.0f} {r.cost_usd:11.5f}")
+    bad_cites: dict[str, int] = {}
+    ttft: dict[str, list[float]] = {}
+    feedback = 0
+    for q, eid in zip(questions, ids):
+        found = store.get_exchange(eid)
+        if not found:
+            continue
+        _, outputs, fbs = found
+        feedback += len(fbs)
+        for o in outputs:
+            bad_cites[o.name] = bad_cites.get(o.name, 0) + _cited_out_of_range(o.text, len(q["doc_ids"]))
+            if o.ttft_ms is not None:
+                ttft.setdefault(o.name, []).append(o.ttft_ms)
+    out("  median time to first token (streamed requests): " + ", ".join(
+        f"{k} {sorted(v)[len(v) // 2]:.0f} ms" for k, v in sorted(ttft.items())))
+    out("  citations to documents that were not retrieved: " + ", ".join(
+        f"{k} {v}" for k, v in sorted(bad_cites.items())))
+    out(f"  end-user feedback stored: {feedback}")
+    q = next((q for q in questions if q["id"] == "q02"), questions[0])
+    found = store.get_exchange(ids[questions.index(q)])
+    if found:
+        ex, outputs, _ = found
+        out("")
+        out(f"one exchange, side by side ({ex.id}, tags {ex.tags}):")
+        out(f"  question: {q['question']}")
+        for o in sorted(outputs, key=lambda o: ["production", "production-twin", "careful", "drifting"].index(o.name)
+                        if o.name in ("production", "production-twin", "careful", "drifting") else 9):
+            out(f"  [{o.name} · {o.model} · {o.latency_ms or 0:.0f} ms] {o.text}")
+    out("")
+    out(f"explore it: shadoweval stats --db {db}   |   sqlite3 {db} 'select name, status, text from outputs limit 5'")
+    out("judges and the comparison report come with the next releases; everything they need is stored above.")
+    return 0

@@ -1,0 +1,91 @@
+"""The store's schema, as append-only migrations.
+
+A migration that has shipped is never edited: a change to the schema is a new function at the end
+of MIGRATIONS. Each runs once, in order, inside a transaction, and is recorded in `_migrations`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import sqlite_utils
+
+
+def m001_create_exchanges(db: sqlite_utils.Database) -> None:
+    db["exchanges"].create(
+        {
+            "id": str,
+            "created_at": str,  # ISO 8601 UTC with milliseconds, sorts as text
+            "route": str,
+            "model": str,  # the model the app asked production for
+            "request_json": str,
+            "tags_json": str,
+            "stream": int,
+            "status": str,  # ok | error | cancelled
+            "http_status": int,
+        },
+        pk="id",
+    )
+    db["exchanges"].create_index(["created_at"])
+    db["outputs"].create(
+        {
+            "id": str,
+            "exchange_id": str,
+            "role": str,  # production | candidate | twin
+            "name": str,
+            "model": str,
+            "status": str,  # ok | error | timeout | cancelled
+            "created_at": str,
+            "stream": int,
+            "text": str,
+            "tool_calls_json": str,
+            "finish_reason": str,
+            "prompt_tokens": int,
+            "completion_tokens": int,
+            "total_tokens": int,
+            "latency_ms": float,
+            "ttft_ms": float,
+            "http_status": int,
+            "error": str,
+            "cost_usd": float,
+        },
+        pk="id",
+    )
+    db["outputs"].create_index(["exchange_id"])
+    db["outputs"].create_index(["name", "created_at"])
+    db["feedback"].create(
+        {
+            "id": str,
+            "exchange_id": str,
+            "created_at": str,
+            "rating": float,
+            "comment": str,
+            "source": str,
+        },
+        pk="id",
+    )
+    db["feedback"].create_index(["exchange_id"])
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    m001_create_exchanges,
+]
+
+
+def migrate(db: sqlite_utils.Database) -> list[str]:
+    """Apply the migrations this database has not seen yet; return their names."""
+    if "_migrations" not in db.table_names():
+        db["_migrations"].create({"name": str, "applied_at": str}, pk="name")
+    done = {row["name"] for row in db["_migrations"].rows}
+    applied = []
+    for fn in MIGRATIONS:
+        if fn.__name__ in done:
+            continue
+        with db.conn:
+            fn(db)
+            db["_migrations"].insert(
+                {"name": fn.__name__, "applied_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            )
+        applied.append(fn.__name__)
+    return applied

@@ -1,0 +1,244 @@
+"""One frozen Settings object: the TOML file, then SHADOWEVAL_* environment variables, then flags.
+
+This is the only module that reads the environment. Every setting is declared once, as a pydantic
+field with a default and a description; `settings_table()` lists them for the README and the
+tests check that each one is documented. Secrets never live in the file: it names the environment
+variables that hold them, and they are read here, once.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "SHADOWEVAL_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ServerSettings(_Section):
+    host: str = Field("127.0.0.1", description="Interface the proxy listens on.")
+    port: int = Field(8080, description="Port the proxy listens on.")
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, description="Largest request body accepted; larger ones get 413."
+    )
+    proxy_keys_env: str = Field(
+        "",
+        description="Environment variable holding comma-separated proxy keys. When set, clients "
+        "must present one (as `x-shadoweval-key`, or as their bearer token when production's key "
+        "comes from `production.api_key_env`).",
+    )
+    log_level: str = Field("info", description="debug, info, warning or error.")
+    log_format: str = Field("json", description="json (one object per line) or text.")
+
+
+class ProductionSettings(_Section):
+    base_url: str = Field(
+        "https://api.openai.com/v1",
+        description="Where production traffic goes: an OpenAI-compatible base URL ending in /v1.",
+    )
+    api_key_env: str = Field(
+        "",
+        description="Environment variable holding production's API key. When set it replaces the "
+        "client's Authorization; when empty the client's own Authorization is forwarded.",
+    )
+    timeout_s: float = Field(
+        600.0, description="Longest wait for production's next byte before answering 504."
+    )
+    connect_timeout_s: float = Field(10.0, description="Longest wait to connect to production (502).")
+    max_connections: int = Field(1024, description="Keep-alive connections to production at most.")
+
+
+class StoreSettings(_Section):
+    path: str = Field("shadoweval.db", description="SQLite file where exchanges are stored.")
+    capture: bool = Field(True, description="Store exchanges at all (off: forward and mirror only).")
+    queue_size: int = Field(
+        50_000, description="Records waiting for the writer at most; beyond it they are dropped and counted."
+    )
+    batch_size: int = Field(1000, description="Records the writer commits in one transaction at most.")
+    flush_interval_ms: int = Field(100, description="Longest a record waits before the writer commits.")
+    retention_days: float = Field(
+        0, description="Delete exchanges older than this many days (0 keeps everything)."
+    )
+
+
+class RedactionSettings(_Section):
+    emails: bool = Field(True, description="Replace e-mail addresses with [EMAIL] before storage.")
+    card_numbers: bool = Field(True, description="Replace payment card numbers with [CARD].")
+    phone_numbers: bool = Field(True, description="Replace phone numbers with [PHONE].")
+    patterns: tuple[str, ...] = Field(
+        (), description="Extra regular expressions whose matches are replaced with [REDACTED]."
+    )
+
+
+class MirrorSettings(_Section):
+    enabled: bool = Field(True, description="Mirror traffic to candidates at all.")
+    queue_size: int = Field(
+        1000, description="Mirrored requests waiting per candidate at most; beyond it they are dropped and counted."
+    )
+    sample_key: str = Field(
+        "content",
+        description="What sampling hashes: `content` (model-independent request content) or "
+        "`header:NAME` (a request header such as a conversation id; falls back to content).",
+    )
+    drain_timeout_s: float = Field(
+        10.0, description="On shutdown, how long queued mirror work may still run."
+    )
+
+
+class TwinSettings(_Section):
+    sample_rate: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of requests re-sent to production itself, to measure its own randomness.",
+    )
+    concurrency: int = Field(4, ge=1, description="Twin requests in flight at most.")
+    timeout_s: float = Field(120.0, description="Longest a twin request may take.")
+
+
+class CandidateSettings(_Section):
+    name: str = Field(description="Name used in reports; unique.")
+    model: str = Field(
+        description="litellm model string (`anthropic/claude-...`, `openai/gpt-4o-mini`, ...), or the "
+        "model name sent to `base_url`."
+    )
+    base_url: str = Field(
+        "",
+        description="An OpenAI-compatible base URL; when set the candidate is called directly "
+        "(no litellm) with `model` as the model name.",
+    )
+    api_base: str = Field(
+        "", description="For litellm candidates: the provider endpoint to use instead of litellm's default."
+    )
+    api_key_env: str = Field("", description="Environment variable holding this candidate's API key.")
+    sample_rate: float = Field(1.0, ge=0, le=1, description="Share of requests mirrored to it.")
+    routes: tuple[str, ...] = Field(
+        (), description="Only mirror these API paths (e.g. `/v1/chat/completions`); empty = all mirrored routes."
+    )
+    tags: dict[str, str] = Field(
+        default_factory=dict, description="Only mirror requests carrying all these tags (e.g. `{route = \"billing\"}`)."
+    )
+    concurrency: int = Field(4, ge=1, description="Requests in flight to this candidate at most.")
+    timeout_s: float = Field(120.0, gt=0, description="Longest a mirrored request may take.")
+    daily_requests: int = Field(0, ge=0, description="Mirrored requests per UTC day at most (0 = no limit).")
+    daily_usd: float = Field(0.0, ge=0, description="Estimated spend per UTC day at most (0 = no limit).")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Parameters that override the request's (e.g. `{temperature = 0}`)."
+    )
+    responses: bool = Field(True, description="Also mirror `/v1/responses` requests to this candidate.")
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        if not v or v in ("production", "production-twin"):
+            raise ValueError("candidate name must be non-empty and not 'production' or 'production-twin'")
+        return v
+
+
+class Settings(_Section):
+    server: ServerSettings = ServerSettings()
+    production: ProductionSettings = ProductionSettings()
+    store: StoreSettings = StoreSettings()
+    redaction: RedactionSettings = RedactionSettings()
+    mirror: MirrorSettings = MirrorSettings()
+    twin: TwinSettings = TwinSettings()
+    candidates: tuple[CandidateSettings, ...] = ()
+    # Secrets resolved from the environment at load time; excluded from repr and dumps.
+    secrets: Mapping[str, str] = Field(default_factory=dict, repr=False, exclude=True)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Settings:
+        names = [c.name for c in self.candidates]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"candidate names must be unique, repeated: {sorted(dupes)}")
+        return self
+
+    def secret(self, env_name: str) -> str | None:
+        """The value of a secret named by an `*_env` setting, or None when unset."""
+        return self.secrets.get(env_name) if env_name else None
+
+    def proxy_keys(self) -> frozenset[str]:
+        raw = self.secret(self.server.proxy_keys_env) or ""
+        return frozenset(k.strip() for k in raw.split(",") if k.strip())
+
+
+_SECTIONS: dict[str, type[_Section]] = {
+    "server": ServerSettings,
+    "production": ProductionSettings,
+    "store": StoreSettings,
+    "redaction": RedactionSettings,
+    "mirror": MirrorSettings,
+    "twin": TwinSettings,
+}
+
+
+class SettingsError(ValueError):
+    """The configuration cannot be used; the message says which setting and why."""
+
+
+def settings_table() -> Iterator[tuple[str, str, Any, str]]:
+    """(section, key, default, help) for every setting, candidates' included, in declaration order."""
+    for section, model in [*_SECTIONS.items(), ("candidates", CandidateSettings)]:
+        for key, f in model.model_fields.items():
+            default = None if f.is_required() else f.get_default(call_default_factory=True)
+            yield section, key, default, f.description or ""
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """SHADOWEVAL_<SECTION>_<KEY>=value for scalar settings, e.g. SHADOWEVAL_STORE_PATH."""
+    out: dict[str, dict[str, str]] = {}
+    for section, model in _SECTIONS.items():
+        for key, f in model.model_fields.items():
+            if f.annotation not in (str, int, float, bool):
+                continue
+            value = env.get(f"{ENV_PREFIX}{section.upper()}_{key.upper()}")
+            if value is not None:
+                out.setdefault(section, {})[key] = value
+    return out
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build Settings from the TOML file, then the environment, then `overrides` (the CLI flags)."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise SettingsError(f"configuration file not found: {path}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{path}: not valid TOML: {exc}") from exc
+    data = _merge(data, _env_overrides(env))
+    data = _merge(data, {k: v for k, v in (overrides or {}).items() if v})
+    wanted = {s.get("api_key_env", "") for s in data.get("candidates", []) if isinstance(s, dict)}
+    wanted |= {data.get("production", {}).get("api_key_env", ""), data.get("server", {}).get("proxy_keys_env", "")}
+    data["secrets"] = {name: env[name] for name in wanted if name and name in env}
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None

@@ -1,0 +1,468 @@
+"""The only module with SQL: exchanges, outputs and feedback in one SQLite file.
+
+One writer thread owns the write connection. Everything else hands it records through a bounded
+queue with a non-blocking `submit()`: the request path never waits for SQLite, and when the queue
+is full, the disk is full or the file is locked or read-only, records are dropped, counted in
+`shadoweval_store_lost_total` and logged, never raised. The writer commits in batches (one
+transaction per batch) so that thousands of exchanges a second cost little. Redaction happens
+here, in the writer thread, so nothing reaches the file unredacted. WAL lets the CLI, the UI and
+the judges read while the proxy writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Union
+
+import orjson
+import sqlite_utils
+
+from .metrics import Metrics, standard_metrics
+from .migrations import migrate
+from .redact import Redactor
+from .types import CandidateStats, Exchange, Feedback, Output, Usage
+
+log = logging.getLogger("shadoweval.store")
+
+Record = Union[Exchange, Output, Feedback]
+# A builder is called in the writer thread: parsing and shaping raw captures happens there, off
+# the event loop.
+Item = Union[Record, Callable[[], Iterable[Record]]]
+
+_STOP = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Flush:
+    """Set once everything queued before it has been committed (or lost)."""
+
+    done: threading.Event
+
+
+def iso(ts: float) -> str:
+    """Unix seconds -> ISO 8601 UTC with milliseconds, e.g. 2026-11-23T10:41:00.123Z."""
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _ts(text: str) -> float:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+
+
+def _dumps(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else orjson.loads(text)
+
+
+def connect(path: str | Path, *, readonly: bool = False) -> sqlite_utils.Database:
+    """A connection set up the way every reader and the writer want it."""
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    else:
+        conn = sqlite3.connect(str(path), check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 2000")
+    if not readonly:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+    return sqlite_utils.Database(conn)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStatus:
+    ok: bool
+    queue_depth: int
+    written: int
+    lost: int
+    last_error: str | None
+    lag_s: float  # age of the oldest record still waiting, 0 when the queue is empty
+
+
+class Store:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        queue_size: int = 50_000,
+        batch_size: int = 1000,
+        flush_interval_ms: int = 100,
+        retention_days: float = 0,
+        redactor: Redactor | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval_ms / 1000
+        self.retention_days = retention_days
+        self.redactor = redactor or Redactor(emails=False, card_numbers=False, phone_numbers=False)
+        self.metrics = metrics or standard_metrics()
+        self._queue: queue.Queue[tuple[float, Any]] = queue.Queue(maxsize=queue_size)
+        self._thread: threading.Thread | None = None
+        self._db: sqlite_utils.Database | None = None
+        self._written = 0
+        self._lost = 0
+        self._last_error: str | None = None
+        self._oldest_pending = 0.0
+        self._next_retention = 0.0
+        self._next_open_attempt = 0.0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._open()
+            self._thread = threading.Thread(target=self._run, name="shadoweval-store-writer", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Write what is queued (within `timeout`), then close."""
+        if self._thread is None:
+            return
+        try:
+            self._queue.put((time.monotonic(), _STOP), timeout=timeout)
+        except queue.Full:
+            pass
+        self._thread.join(timeout)
+        self._thread = None
+        if self._db is not None:
+            self._db.conn.close()
+            self._db = None
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Block until everything submitted so far is written (tests, CLI, shutdown)."""
+        done = threading.Event()
+        if not self.submit(_Flush(done)):
+            return False
+        return done.wait(timeout)
+
+    # -- the non-blocking entry point ------------------------------------------------------------
+
+    def submit(self, item: Item) -> bool:
+        try:
+            self._queue.put_nowait((time.monotonic(), item))
+            return True
+        except queue.Full:
+            self._lose(1, "queue_full")
+            return False
+
+    def status(self) -> StoreStatus:
+        pending = self._queue.qsize()
+        lag = time.monotonic() - self._oldest_pending if pending and self._oldest_pending else 0.0
+        return StoreStatus(
+            ok=self._db is not None and self._last_error is None,
+            queue_depth=pending,
+            written=self._written,
+            lost=self._lost,
+            last_error=self._last_error,
+            lag_s=lag,
+        )
+
+    # -- writer thread ---------------------------------------------------------------------------
+
+    def _lose(self, n: int, reason: str) -> None:
+        self._lost += n
+        self.metrics.inc("shadoweval_store_lost_total", n, reason=reason)
+
+    def _open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = connect(self.path)
+            migrate(db)
+            self._db = db
+            self._last_error = None
+        except (sqlite3.Error, OSError) as exc:
+            self._db = None
+            self._last_error = f"cannot open {self.path}: {exc}"
+            self._next_open_attempt = time.monotonic() + 5.0
+            log.error("store unavailable", extra={"path": str(self.path), "error": str(exc)})
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            try:
+                first = self._queue.get(timeout=1.0)
+            except queue.Empty:
+                self._maintenance()
+                continue
+            batch = [first]
+            deadline = time.monotonic() + self.flush_interval
+            while len(batch) < self.batch_size:
+                timeout = deadline - time.monotonic()
+                try:
+                    batch.append(self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._oldest_pending = self._peek_oldest()
+            items = []
+            for _, item in batch:
+                if item is _STOP:
+                    stopping = True
+                else:
+                    items.append(item)
+            self._write(items)
+            self._maintenance()
+
+    def _peek_oldest(self) -> float:
+        with self._queue.mutex:
+            return self._queue.queue[0][0] if self._queue.queue else 0.0
+
+    def _write(self, items: list[Any]) -> None:
+        records: list[Record] = []
+        flushes: list[threading.Event] = []
+        for item in items:
+            if isinstance(item, (Exchange, Output, Feedback)):
+                records.append(item)
+            elif isinstance(item, _Flush):
+                flushes.append(item.done)
+            else:
+                try:
+                    records.extend(item())
+                except Exception:  # a capture that cannot be shaped is a lost record, not a crash
+                    log.exception("could not build a record")
+                    self._lose(1, "build_error")
+        try:
+            if records:
+                self._commit(records)
+        finally:
+            for done in flushes:
+                done.set()
+
+    def _commit(self, records: list[Record]) -> None:
+        if self._db is None and time.monotonic() >= self._next_open_attempt:
+            self._open()
+        if self._db is None:
+            self._lose(len(records), "unavailable")
+            return
+        rows: dict[str, list[dict[str, Any]]] = {"exchanges": [], "outputs": [], "feedback": []}
+        for r in records:
+            if isinstance(r, Exchange):
+                rows["exchanges"].append(self._exchange_row(r))
+            elif isinstance(r, Output):
+                rows["outputs"].append(self._output_row(r))
+            else:
+                rows["feedback"].append(self._feedback_row(r))
+        try:
+            with self._db.conn:
+                for table, table_rows in rows.items():
+                    if table_rows:
+                        self._db[table].insert_all(table_rows, replace=True, batch_size=self.batch_size)
+        except sqlite3.Error as exc:
+            reason = _reason(exc)
+            self._lose(len(records), reason)
+            if self._last_error != str(exc):
+                log.error("store write failed", extra={"reason": reason, "error": str(exc), "lost": len(records)})
+            self._last_error = str(exc)
+            return
+        self._last_error = None
+        self._written += len(records)
+        for table, table_rows in rows.items():
+            if table_rows:
+                self.metrics.inc("shadoweval_store_written_total", len(table_rows), kind=table)
+
+    def _exchange_row(self, e: Exchange) -> dict[str, Any]:
+        request = self.redactor.json(e.request) if e.request is not None else None
+        model = e.request.get("model") if isinstance(e.request, dict) else None
+        return {
+            "id": e.id,
+            "created_at": iso(e.created_at),
+            "route": e.route,
+            "model": model if isinstance(model, str) else None,
+            "request_json": _dumps(request),
+            "tags_json": _dumps(e.tags),
+            "stream": int(e.stream),
+            "status": e.status,
+            "http_status": e.http_status,
+        }
+
+    def _output_row(self, o: Output) -> dict[str, Any]:
+        return {
+            "id": o.id,
+            "exchange_id": o.exchange_id,
+            "role": o.role,
+            "name": o.name,
+            "model": o.model,
+            "status": o.status,
+            "created_at": iso(o.started_at),
+            "stream": int(o.stream),
+            "text": self.redactor.text(o.text) if o.text else o.text,
+            "tool_calls_json": _dumps(self.redactor.json(o.tool_calls)) if o.tool_calls else None,
+            "finish_reason": o.finish_reason,
+            "prompt_tokens": o.usage.prompt_tokens,
+            "completion_tokens": o.usage.completion_tokens,
+            "total_tokens": o.usage.total_tokens,
+            "latency_ms": o.latency_ms,
+            "ttft_ms": o.ttft_ms,
+            "http_status": o.http_status,
+            "error": o.error,
+            "cost_usd": o.cost_usd,
+        }
+
+    def _feedback_row(self, f: Feedback) -> dict[str, Any]:
+        return {
+            "id": f.id,
+            "exchange_id": f.exchange_id,
+            "created_at": iso(f.created_at),
+            "rating": f.rating,
+            "comment": self.redactor.text(f.comment) if f.comment else f.comment,
+            "source": f.source,
+        }
+
+    def _maintenance(self) -> None:
+        if not self.retention_days or self._db is None or time.monotonic() < self._next_retention:
+            return
+        self._next_retention = time.monotonic() + 3600
+        try:
+            self.prune(older_than_days=self.retention_days, db=self._db)
+        except sqlite3.Error as exc:
+            log.error("retention failed", extra={"error": str(exc)})
+
+    # -- reads and maintenance (any thread; each uses its own connection) ----------------------
+
+    def _reader(self) -> sqlite_utils.Database:
+        return connect(self.path)
+
+    def prune(self, *, older_than_days: float, db: sqlite_utils.Database | None = None) -> int:
+        """Delete exchanges (with their outputs and feedback) older than the cutoff; return how many."""
+        own = db is None
+        db = db or self._reader()
+        cutoff = iso(time.time() - older_than_days * 86400)
+        try:
+            with db.conn:
+                ids = "select id from exchanges where created_at < ?"
+                db.execute(f"delete from outputs where exchange_id in ({ids})", [cutoff])
+                db.execute(f"delete from feedback where exchange_id in ({ids})", [cutoff])
+                n = db.execute("delete from exchanges where created_at < ?", [cutoff]).rowcount
+        finally:
+            if own:
+                db.conn.close()
+        return n
+
+    def exchange_exists(self, exchange_id: str) -> bool:
+        db = self._reader()
+        try:
+            return db.execute("select 1 from exchanges where id = ?", [exchange_id]).fetchone() is not None
+        finally:
+            db.conn.close()
+
+    def get_exchange(self, exchange_id: str) -> tuple[Exchange, list[Output], list[Feedback]] | None:
+        db = self._reader()
+        try:
+            rows = list(db["exchanges"].rows_where("id = ?", [exchange_id]))
+            if not rows:
+                return None
+            ex = _exchange_from(rows[0])
+            outputs = [_output_from(r) for r in db["outputs"].rows_where("exchange_id = ?", [exchange_id], order_by="created_at")]
+            feedback = [_feedback_from(r) for r in db["feedback"].rows_where("exchange_id = ?", [exchange_id], order_by="created_at")]
+            return ex, outputs, feedback
+        finally:
+            db.conn.close()
+
+    def exchange_ids(self, *, limit: int | None = None) -> list[str]:
+        db = self._reader()
+        try:
+            sql = "select id from exchanges order by id" + (f" limit {int(limit)}" if limit else "")
+            return [r[0] for r in db.execute(sql).fetchall()]
+        finally:
+            db.conn.close()
+
+    def spend_since(self, name: str, since: float) -> tuple[int, float]:
+        """Requests and estimated USD a candidate used since a time: budgets survive restarts."""
+        db = self._reader()
+        try:
+            row = db.execute(
+                "select count(*), coalesce(sum(cost_usd), 0) from outputs where name = ? and created_at >= ?",
+                [name, iso(since)],
+            ).fetchone()
+            return int(row[0]), float(row[1])
+        finally:
+            db.conn.close()
+
+    def stats(self) -> tuple[int, list[CandidateStats]]:
+        """Number of exchanges, and per model: outputs by status, latency, cost."""
+        db = self._reader()
+        try:
+            n = db.execute("select count(*) from exchanges").fetchone()[0]
+            rows = db.execute(
+                """select name, role, count(*),
+                          sum(status = 'ok'), sum(status = 'error'), sum(status = 'timeout'),
+                          sum(status = 'cancelled'), avg(case when status = 'ok' then latency_ms end),
+                          coalesce(sum(cost_usd), 0)
+                   from outputs group by name, role order by role != 'production', name"""
+            ).fetchall()
+            out = []
+            for name, role, total, ok, err, to, canc, mean, cost in rows:
+                lat = [r[0] for r in db.execute(
+                    "select latency_ms from outputs where name = ? and status = 'ok' and latency_ms is not null order by latency_ms",
+                    [name],
+                ).fetchall()]
+                p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))] if lat else None
+                out.append(CandidateStats(name, role, total, ok or 0, err or 0, to or 0, canc or 0, mean, p95, cost))
+            return n, out
+        finally:
+            db.conn.close()
+
+
+def _reason(exc: sqlite3.Error) -> str:
+    msg = str(exc).lower()
+    if "locked" in msg or "busy" in msg:
+        return "locked"
+    if "readonly" in msg or "read-only" in msg:
+        return "readonly"
+    if "full" in msg:
+        return "disk_full"
+    return "sqlite_error"
+
+
+def _exchange_from(row: dict[str, Any]) -> Exchange:
+    return Exchange(
+        id=row["id"],
+        created_at=_ts(row["created_at"]),
+        route=row["route"],
+        request=_loads(row["request_json"]),
+        tags=_loads(row["tags_json"]) or {},
+        stream=bool(row["stream"]),
+        status=row["status"],
+        http_status=row["http_status"],
+    )
+
+
+def _output_from(row: dict[str, Any]) -> Output:
+    return Output(
+        id=row["id"],
+        exchange_id=row["exchange_id"],
+        role=row["role"],
+        name=row["name"],
+        model=row["model"],
+        status=row["status"],
+        started_at=_ts(row["created_at"]),
+        text=row["text"],
+        tool_calls=_loads(row["tool_calls_json"]),
+        finish_reason=row["finish_reason"],
+        usage=Usage(row["prompt_tokens"], row["completion_tokens"], row["total_tokens"]),
+        latency_ms=row["latency_ms"],
+        ttft_ms=row["ttft_ms"],
+        http_status=row["http_status"],
+        error=row["error"],
+        cost_usd=row["cost_usd"],
+        stream=bool(row["stream"]),
+    )
+
+
+def _feedback_from(row: dict[str, Any]) -> Feedback:
+    return Feedback(
+        id=row["id"],
+        exchange_id=row["exchange_id"],
+        created_at=_ts(row["created_at"]),
+        rating=row["rating"],
+        comment=row["comment"],
+        source=row["source"],
+    )

@@ -1,0 +1,113 @@
+"""The records everything else passes around: an exchange, the outputs answered to it, feedback.
+
+Frozen dataclasses that import nothing from the project, so that every layer (store, mirror, app,
+judges, reports) can share them without import cycles.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Role = Literal["production", "candidate", "twin"]
+
+# Output statuses. "ok" means the model answered; everything else explains why there is no
+# (complete) answer. Aggregates later skip anything that is not "ok".
+OutputStatus = Literal["ok", "error", "timeout", "cancelled", "dropped"]
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_ulid_lock = threading.Lock()
+_ulid_last = [0, 0]  # [millis, random part] of the last id, to keep ids monotonic within a ms
+
+
+def new_id() -> str:
+    """A ULID: 26 characters that sort by creation time, made in-process without coordination."""
+    millis = time.time_ns() // 1_000_000
+    with _ulid_lock:
+        if millis <= _ulid_last[0]:
+            millis = _ulid_last[0]
+            rand = _ulid_last[1] + 1
+        else:
+            rand = int.from_bytes(os.urandom(10), "big")
+        _ulid_last[0], _ulid_last[1] = millis, rand
+    value = (millis << 80) | (rand & ((1 << 80) - 1))
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One model's answer to one exchange: production's, a candidate's, or the production twin's."""
+
+    id: str
+    exchange_id: str
+    role: Role
+    name: str  # "production", the candidate's configured name, or "production-twin"
+    model: str | None  # the model the answer came from, as reported or configured
+    status: OutputStatus
+    started_at: float  # unix seconds
+    text: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    finish_reason: str | None = None
+    usage: Usage = Usage()
+    latency_ms: float | None = None
+    ttft_ms: float | None = None  # time to first token (streaming only)
+    http_status: int | None = None
+    error: str | None = None
+    cost_usd: float | None = None
+    stream: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """One request as production received it, with where it came from."""
+
+    id: str
+    created_at: float  # unix seconds
+    route: str  # the API path, e.g. /v1/chat/completions
+    request: dict[str, Any] | None  # the parsed JSON body (secrets never included, redacted)
+    tags: dict[str, str] = field(default_factory=dict)
+    stream: bool = False
+    status: str = "ok"  # ok | error | cancelled
+    http_status: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """An end user's rating or comment on an exchange (thumbs down, complaint)."""
+
+    id: str
+    exchange_id: str
+    created_at: float
+    rating: float | None = None  # -1 .. 1 (thumbs down/up) or a score the app chooses
+    comment: str | None = None
+    source: str | None = None  # who gave it: "end_user", an app name...
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateStats:
+    """What `shadoweval stats` shows per model."""
+
+    name: str
+    role: str
+    outputs: int
+    ok: int
+    errors: int
+    timeouts: int
+    cancelled: int
+    mean_latency_ms: float | None
+    p95_latency_ms: float | None
+    cost_usd: float

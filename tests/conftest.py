@@ -1,0 +1,64 @@
+"""Shared fixtures: real uvicorn servers on 127.0.0.1, real SQLite files under tmp_path."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shadoweval.proxy.app import create_app
+from shadoweval.proxy.mockllm import MockLLM, ThreadedServer
+from shadoweval.proxy.settings import Settings, load_settings
+from shadoweval.proxy.store import Store
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture
+def production() -> Iterator[tuple[MockLLM, ThreadedServer]]:
+    mock = MockLLM(name="prod-model")
+    with ThreadedServer(mock) as server:
+        yield mock, server
+
+
+@dataclass
+class Proxy:
+    url: str  # base URL ending in /v1, what an app puts in base_url
+    root: str
+    settings: Settings
+    store: Store
+    app: Any
+
+
+@contextmanager
+def running_proxy(
+    tmp_path: Path,
+    production_url: str,
+    *,
+    candidates: list[dict[str, Any]] | None = None,
+    env: dict[str, str] | None = None,
+    **sections: dict[str, Any],
+) -> Iterator[Proxy]:
+    data: dict[str, Any] = {"production": {"base_url": production_url + "/v1", **sections.pop("production", {})},
+                            "store": {"path": str(tmp_path / "shadow.db"), "flush_interval_ms": 10,
+                                      **sections.pop("store", {})}}
+    data.update(sections)
+    if candidates:
+        data["candidates"] = candidates
+    settings = load_settings(None, overrides=data, env=env or {})
+    app = create_app(settings)
+    with ThreadedServer(app) as server:
+        assert app.store is not None
+        yield Proxy(server.url + "/v1", server.url, settings, app.store, app)
+
+
+@pytest.fixture
+def proxy_factory(tmp_path: Path) -> Callable[..., Any]:
+    return lambda production_url, **kw: running_proxy(tmp_path, production_url, **kw)
