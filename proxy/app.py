@@ -258,6 +258,8 @@ class ProxyApp:
         else:
             status, code, message = 502, "upstream_protocol_error", f"Production sent an invalid answer: {exc}"
         self.metrics.inc("shadoweval_production_errors_total", kind=code)
+        log.warning("production failed", extra={"exchange_id": id_header[1].decode(), "status": status,
+                                                "code": code, "error": str(exc)})
         await self._error(send, status, message, "upstream_error", code, id_header, route_label)
         if cap is not None:
             cap.outcome = "timeout" if status == 504 else "error"

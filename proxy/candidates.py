@@ -197,7 +197,8 @@ def _as_dict(obj: Any) -> dict[str, Any]:
     if isinstance(obj, dict):
         return obj
     dump = getattr(obj, "model_dump", None)
-    return dump() if callable(dump) else dict(obj)
+    # litellm's own models do not always match their declared types; their dumps are still right
+    return dump(warnings=False) if callable(dump) else dict(obj)
 
 
 @functools.lru_cache(maxsize=1)

@@ -94,3 +94,16 @@ def test_a_broken_builder_loses_one_record_not_the_batch(tmp_path):
     assert store.metrics.get("shadoweval_store_lost_total", reason="build_error") == 1
     assert len(store.get_exchange(ex.id)[1]) == 1
     store.stop()
+
+
+def test_retention_runs_in_the_writer(tmp_path):
+    store = Store(tmp_path / "s.db", retention_days=7)
+    store.start()
+    try:
+        old, new = _exchange(time.time() - 30 * 86400), _exchange()
+        store.submit(old)
+        store.submit(new)
+        assert store.flush() and store.flush()  # the second batch runs after the first's maintenance
+        assert store.exchange_ids() == [new.id]
+    finally:
+        store.stop()
