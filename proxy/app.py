@@ -17,13 +17,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
-import orjson
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
+from .api import error_body, ops_api
 from .candidates import Caller
 from .capture import CAPTURED_ROUTES, ProductionCapture, production_records
 from .http1 import ConnectError, Pool, UpstreamError, UpstreamTimeout
@@ -33,7 +27,7 @@ from .redact import Redactor
 from .settings import Settings
 from .sse import Capture
 from .store import Store
-from .types import Feedback, new_id
+from .types import new_id
 
 log = logging.getLogger("shadoweval.proxy")
 
@@ -57,11 +51,6 @@ _KNOWN_ROUTES = frozenset({*CAPTURED_ROUTES, "/v1/completions", "/v1/embeddings"
 
 class ProductionStreamBroken(Exception):
     """Raised to the server so that it aborts the client's connection, as production's broke."""
-
-
-def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> bytes:
-    """The error JSON OpenAI clients parse: {"error": {"message", "type", "param", "code"}}."""
-    return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
 
 
 class ProxyApp:
@@ -299,16 +288,6 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
     return b"".join(parts)
 
 
-class FeedbackIn(BaseModel):
-    exchange_id: str = Field(min_length=26, max_length=26)
-    rating: float | str | None = None
-    comment: str | None = Field(None, max_length=20_000)
-    source: str | None = Field(None, max_length=200)
-
-
-_RATING_WORDS = {"up": 1.0, "thumbs_up": 1.0, "good": 1.0, "down": -1.0, "thumbs_down": -1.0, "bad": -1.0}
-
-
 def create_app(
     settings: Settings,
     *,
@@ -332,15 +311,13 @@ def create_app(
         settings.production.base_url, max_connections=settings.production.max_connections,
         connect_timeout=settings.production.connect_timeout_s, read_timeout=settings.production.timeout_s,
     )
-    holder: dict[str, Mirror] = {}
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(_: Any) -> AsyncIterator[None]:
         if store is not None:
             store.start()
         mirror = Mirror.from_settings(settings, store=store, metrics=metrics, callers=callers)
         await mirror.start()
-        holder["mirror"] = mirror
         proxy.mirror = mirror
         log.info("proxy ready", extra={"production": settings.production.base_url,
                                        "candidates": [t.name for t in mirror.targets],
@@ -355,98 +332,7 @@ def create_app(
                 await asyncio.to_thread(store.stop, settings.mirror.drain_timeout_s)
             log.info("proxy stopped", extra={"store_lost": store.status().lost if store else 0})
 
-    api = FastAPI(title="shadoweval", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    metrics.gauge("shadoweval_mirror_queue_depth", "Mirror jobs waiting, by candidate.",
-                  lambda: {(("candidate", k),): float(v) for k, v in (holder["mirror"].queue_depths().items() if holder else [])})
-    metrics.gauge("shadoweval_store_queue_depth", "Records waiting for the store writer.",
-                  lambda: {(): float(store.status().queue_depth)} if store else {})
-    metrics.gauge("shadoweval_store_lag_seconds", "Age of the oldest record waiting for the store writer.",
-                  lambda: {(): store.status().lag_s} if store else {})
-
-    def check_key(request: Request) -> JSONResponse | None:
-        if not proxy.proxy_keys:
-            return None
-        presented = request.headers.get("x-shadoweval-key", "").encode()
-        if presented in proxy.proxy_keys:
-            return None
-        return _json_error(401, "Missing or invalid proxy key (x-shadoweval-key).", "invalid_request_error", "invalid_api_key")
-
-    @api.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _json_error(exc.status_code, str(exc.detail), "invalid_request_error", None)
-
-    @api.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-        return _json_error(400, f"Invalid request: {first.get('msg', 'bad body')}", "invalid_request_error",
-                           "invalid_value", param)
-
-    @api.get("/healthz")
-    async def healthz() -> JSONResponse:
-        st = store.status() if store else None
-        body: dict[str, Any] = {"status": "ok"}
-        if st is not None:
-            body["store"] = {"ok": st.ok, "queue_depth": st.queue_depth, "written": st.written,
-                             "lost": st.lost, "lag_s": round(st.lag_s, 3), "last_error": st.last_error}
-            if not st.ok:
-                body["status"] = "degraded"  # production traffic still flows; the store is losing records
-        if holder:
-            body["mirror"] = holder["mirror"].queue_depths()
-        return JSONResponse(body)
-
-    @api.get("/metrics")
-    async def metrics_text() -> PlainTextResponse:
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
-
-    @api.post("/shadoweval/feedback")
-    async def feedback(request: Request, item: FeedbackIn) -> JSONResponse:
-        denied = check_key(request)
-        if denied:
-            return denied
-        rating = item.rating
-        if isinstance(rating, str):
-            if rating.lower() not in _RATING_WORDS:
-                try:
-                    rating = float(rating)
-                except ValueError:
-                    return _json_error(400, "rating must be a number or one of: " + ", ".join(_RATING_WORDS),
-                                       "invalid_request_error", "invalid_value", "rating")
-            else:
-                rating = _RATING_WORDS[rating.lower()]
-        if rating is None and not item.comment:
-            return _json_error(400, "Send a rating, a comment or both.", "invalid_request_error", "invalid_value")
-        if store is None:
-            return _json_error(409, "Capture is off: feedback cannot be stored.", "invalid_request_error", "store_off")
-        if not await asyncio.to_thread(_known, store, item.exchange_id):
-            return _json_error(404, f"No exchange {item.exchange_id}.", "invalid_request_error", "not_found", "exchange_id")
-        fb = Feedback(new_id(), item.exchange_id, time.time(), rating=rating, comment=item.comment, source=item.source)
-        if not store.submit(fb):
-            return _json_error(503, "The store is overloaded; feedback was not kept.", "server_error", "store_full")
-        metrics.inc("shadoweval_feedback_total")
-        return JSONResponse({"id": fb.id, "exchange_id": fb.exchange_id, "rating": rating, "stored": True}, status_code=201)
-
-    @api.get("/shadoweval/exchanges/{exchange_id}")
-    async def exchange(request: Request, exchange_id: str) -> JSONResponse:
-        denied = check_key(request)
-        if denied:
-            return denied
-        if store is None:
-            return _json_error(404, "Capture is off.", "invalid_request_error", "store_off")
-        found = await asyncio.to_thread(store.get_exchange, exchange_id)
-        if found is None:
-            return _json_error(404, f"No exchange {exchange_id}.", "invalid_request_error", "not_found")
-        ex, outputs, fbs = found
-        return JSONResponse(orjson.loads(orjson.dumps({"exchange": ex, "outputs": outputs, "feedback": fbs})))
-
+    proxy_keys = frozenset(k.encode() for k in settings.proxy_keys())
+    api = ops_api(store=store, metrics=metrics, mirror=lambda: proxy.mirror, proxy_keys=proxy_keys, lifespan=lifespan)
     proxy = ProxyApp(settings, pool=pool, store=store, mirror=None, metrics=metrics, fallback=api)
     return proxy
-
-
-def _known(store: Store, exchange_id: str) -> bool:
-    """Whether the exchange exists; one that just happened may still be in the writer's queue."""
-    return store.exchange_exists(exchange_id) or (store.flush(2.0) and store.exchange_exists(exchange_id))
-
-
-def _json_error(status: int, message: str, type_: str, code: str | None, param: str | None = None) -> JSONResponse:
-    return JSONResponse(orjson.loads(error_body(message, type_, code, param)), status_code=status)

@@ -15,12 +15,12 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from .candidates import CallResult, Caller, CandidateError, DirectCaller, build_caller
+from .candidates import Caller, CallResult, CandidateError, DirectCaller, build_caller
 from .capture import CAPTURED_ROUTES, parse_request, parse_tags
 from .metrics import Metrics
 from .settings import CandidateSettings, Settings
@@ -97,7 +97,7 @@ class Target:
 
 
 def _utc_day(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d")
 
 
 class Mirror:
@@ -134,7 +134,7 @@ class Mirror:
 
     async def start(self) -> None:
         now = time.time()
-        day_start = datetime.fromtimestamp(now, timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+        day_start = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         for t in self.targets:
             if t.queue is None:
                 t.queue = asyncio.Queue(maxsize=1000)

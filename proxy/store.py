@@ -18,9 +18,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import orjson
 import sqlite_utils
@@ -32,10 +32,10 @@ from .types import CandidateStats, Exchange, Feedback, Output, Usage
 
 log = logging.getLogger("shadoweval.store")
 
-Record = Union[Exchange, Output, Feedback]
+Record = Exchange | Output | Feedback
 # A builder is called in the writer thread: parsing and shaping raw captures happens there, off
 # the event loop.
-Item = Union[Record, Callable[[], Iterable[Record]]]
+Item = Record | Callable[[], Iterable[Record]]
 
 _STOP = object()
 
@@ -49,11 +49,11 @@ class _Flush:
 
 def iso(ts: float) -> str:
     """Unix seconds -> ISO 8601 UTC with milliseconds, e.g. 2026-11-23T10:41:00.123Z."""
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def _ts(text: str) -> float:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
 
 
 def _dumps(value: Any) -> str | None:

@@ -3,12 +3,9 @@ proxy's own failures (store, oversized bodies, disconnects) never cost productio
 
 from __future__ import annotations
 
-import asyncio
 import os
-import socket
 import sqlite3
 import stat
-import threading
 import time
 
 import httpx

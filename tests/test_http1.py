@@ -95,9 +95,9 @@ class MockUpstream:
             await self.respond(send, 404, b"")
 
     @staticmethod
-    async def respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] = []) -> None:
+    async def respond(send: Send, status: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         length = [(b"content-length", b"%d" % len(body))]
-        await send({"type": "http.response.start", "status": status, "headers": length + headers})
+        await send({"type": "http.response.start", "status": status, "headers": length + list(headers)})
         await send({"type": "http.response.body", "body": body})
 
 

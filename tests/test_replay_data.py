@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(not REPLAY.exists(), reason="shared data not pre
 
 def _rows(n: int) -> list[dict]:
     with REPLAY.open() as f:
-        return [json.loads(line) for _, line in zip(range(n), f)]
+        return [json.loads(line) for _, line in zip(range(n), f, strict=False)]
 
 
 @pytest.mark.asyncio
@@ -51,7 +51,7 @@ async def test_replayed_rag_traffic_is_forwarded_captured_and_mirrored(productio
                 await asyncio.sleep(0.05)
             await asyncio.sleep(0.2)
             assert proxy.store.flush()
-            for row, eid in zip(rows, ids):
+            for row, eid in zip(rows, ids, strict=True):
                 ex, outputs, _ = proxy.store.get_exchange(eid)
                 assert ex.request["messages"] == row["request"]["messages"]
                 assert ex.tags["collection"] == row["meta"]["collection"]

@@ -128,7 +128,7 @@ def run_demo(db: Path, *, limit: int | None = None, out: Any = print) -> int:
         out(f"sent {len(ids)} requests through the proxy in {elapsed:.1f} s "
             f"({sum(1 for i in range(len(ids)) if i % 3 == 2)} streamed)")
         # End users complain about a couple of answers: feedback lands on the exchange.
-        for eid, comment in zip(ids[1:8:5], ["That is not what the warranty page says.", "Didn't answer my question."]):
+        for eid, comment in zip(ids[1:8:5], ["That is not what the warranty page says.", "Didn't answer my question."], strict=False):
             httpx.post(proxy.url + "/shadoweval/feedback", json={"exchange_id": eid, "rating": "down", "comment": comment})
         _wait_for_mirrors(app.store, ids, expected=3, timeout=60)
     return _report(Path(db), data, questions, ids, out)
@@ -157,7 +157,7 @@ def _report(db: Path, data: DemoData, questions: list[dict[str, Any]], ids: list
     bad_cites: dict[str, int] = {}
     ttft: dict[str, list[float]] = {}
     feedback = 0
-    for q, eid in zip(questions, ids):
+    for q, eid in zip(questions, ids, strict=True):
         found = store.get_exchange(eid)
         if not found:
             continue

@@ -1,0 +1,150 @@
+"""The proxy's own HTTP surface beside `/v1`: health, metrics, end-user feedback, stored exchanges.
+
+A small FastAPI app; the OpenAI-compatible hot path (`app.ProxyApp`) hands every non-`/v1` request
+to it. Its errors use the same OpenAI error JSON as the proxy's, so one client-side parser fits all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .metrics import Metrics
+from .mirror import Mirror
+from .store import Store
+from .types import Feedback, new_id
+
+
+def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> bytes:
+    """The error JSON OpenAI clients parse: {"error": {"message", "type", "param", "code"}}."""
+    return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
+
+
+class FeedbackIn(BaseModel):
+    exchange_id: str = Field(min_length=26, max_length=26)
+    rating: float | str | None = None
+    comment: str | None = Field(None, max_length=20_000)
+    source: str | None = Field(None, max_length=200)
+
+
+_RATING_WORDS = {"up": 1.0, "thumbs_up": 1.0, "good": 1.0, "down": -1.0, "thumbs_down": -1.0, "bad": -1.0}
+
+
+def ops_api(
+    *,
+    store: Store | None,
+    metrics: Metrics,
+    mirror: Callable[[], Mirror | None],
+    proxy_keys: frozenset[bytes],
+    lifespan: Callable[[Any], AbstractAsyncContextManager[None]],
+) -> FastAPI:
+    api = FastAPI(title="shadoweval", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+
+    def mirror_depths() -> dict[tuple[tuple[str, str], ...], float]:
+        current = mirror()
+        depths = current.queue_depths() if current is not None else {}
+        return {(("candidate", name),): float(n) for name, n in depths.items()}
+
+    metrics.gauge("shadoweval_mirror_queue_depth", "Mirror jobs waiting, by candidate.", mirror_depths)
+    metrics.gauge("shadoweval_store_queue_depth", "Records waiting for the store writer.",
+                  lambda: {(): float(store.status().queue_depth)} if store else {})
+    metrics.gauge("shadoweval_store_lag_seconds", "Age of the oldest record waiting for the store writer.",
+                  lambda: {(): store.status().lag_s} if store else {})
+
+    def check_key(request: Request) -> JSONResponse | None:
+        if not proxy_keys:
+            return None
+        presented = request.headers.get("x-shadoweval-key", "").encode()
+        if presented in proxy_keys:
+            return None
+        return _json_error(401, "Missing or invalid proxy key (x-shadoweval-key).", "invalid_request_error", "invalid_api_key")
+
+    @api.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _json_error(exc.status_code, str(exc.detail), "invalid_request_error", None)
+
+    @api.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        return _json_error(400, f"Invalid request: {first.get('msg', 'bad body')}", "invalid_request_error",
+                           "invalid_value", param)
+
+    @api.get("/healthz")
+    async def healthz() -> JSONResponse:
+        st = store.status() if store else None
+        body: dict[str, Any] = {"status": "ok"}
+        if st is not None:
+            body["store"] = {"ok": st.ok, "queue_depth": st.queue_depth, "written": st.written,
+                             "lost": st.lost, "lag_s": round(st.lag_s, 3), "last_error": st.last_error}
+            if not st.ok:
+                body["status"] = "degraded"  # production traffic still flows; the store is losing records
+        current = mirror()
+        if current is not None:
+            body["mirror"] = current.queue_depths()
+        return JSONResponse(body)
+
+    @api.get("/metrics")
+    async def metrics_text() -> PlainTextResponse:
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @api.post("/shadoweval/feedback")
+    async def feedback(request: Request, item: FeedbackIn) -> JSONResponse:
+        denied = check_key(request)
+        if denied:
+            return denied
+        rating = item.rating
+        if isinstance(rating, str):
+            if rating.lower() not in _RATING_WORDS:
+                try:
+                    rating = float(rating)
+                except ValueError:
+                    return _json_error(400, "rating must be a number or one of: " + ", ".join(_RATING_WORDS),
+                                       "invalid_request_error", "invalid_value", "rating")
+            else:
+                rating = _RATING_WORDS[rating.lower()]
+        if rating is None and not item.comment:
+            return _json_error(400, "Send a rating, a comment or both.", "invalid_request_error", "invalid_value")
+        if store is None:
+            return _json_error(409, "Capture is off: feedback cannot be stored.", "invalid_request_error", "store_off")
+        if not await asyncio.to_thread(_known, store, item.exchange_id):
+            return _json_error(404, f"No exchange {item.exchange_id}.", "invalid_request_error", "not_found", "exchange_id")
+        fb = Feedback(new_id(), item.exchange_id, time.time(), rating=rating, comment=item.comment, source=item.source)
+        if not store.submit(fb):
+            return _json_error(503, "The store is overloaded; feedback was not kept.", "server_error", "store_full")
+        metrics.inc("shadoweval_feedback_total")
+        return JSONResponse({"id": fb.id, "exchange_id": fb.exchange_id, "rating": rating, "stored": True}, status_code=201)
+
+    @api.get("/shadoweval/exchanges/{exchange_id}")
+    async def exchange(request: Request, exchange_id: str) -> JSONResponse:
+        denied = check_key(request)
+        if denied:
+            return denied
+        if store is None:
+            return _json_error(404, "Capture is off.", "invalid_request_error", "store_off")
+        found = await asyncio.to_thread(store.get_exchange, exchange_id)
+        if found is None:
+            return _json_error(404, f"No exchange {exchange_id}.", "invalid_request_error", "not_found")
+        ex, outputs, fbs = found
+        return JSONResponse(orjson.loads(orjson.dumps({"exchange": ex, "outputs": outputs, "feedback": fbs})))
+
+    return api
+
+
+def _known(store: Store, exchange_id: str) -> bool:
+    """Whether the exchange exists; one that just happened may still be in the writer's queue."""
+    return store.exchange_exists(exchange_id) or (store.flush(2.0) and store.exchange_exists(exchange_id))
+
+
+def _json_error(status: int, message: str, type_: str, code: str | None, param: str | None = None) -> JSONResponse:
+    return JSONResponse(orjson.loads(error_body(message, type_, code, param)), status_code=status)
