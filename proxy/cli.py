@@ -77,9 +77,26 @@ def stats(config: str | None, db: str | None, as_json: bool) -> None:
     path = Path(settings.store.path)
     if not path.exists():
         raise click.ClickException(f"no store at {path}")
-    n, rows = Store(path).stats()
+    store = Store(path)
+    n, rows = store.stats()
+    counters = store.counters()
+
+    def by(name: str, *keys: str) -> dict[str, dict[str, float]] | dict[str, float]:
+        out: dict = {}
+        for (metric, labels), value in counters.items():
+            if metric == name and value:
+                d = dict(labels)
+                if len(keys) == 2:
+                    out.setdefault(d.get(keys[0], ""), {})[d.get(keys[1], "")] = value
+                else:
+                    out[d.get(keys[0], "")] = value
+        return out
+
+    dropped = by("shadoweval_mirror_dropped_total", "candidate", "reason")
+    lost = by("shadoweval_store_lost_total", "reason")
     if as_json:
-        click.echo(orjson.dumps({"exchanges": n, "models": rows}, option=orjson.OPT_INDENT_2).decode())
+        click.echo(orjson.dumps({"exchanges": n, "models": rows, "mirror_dropped": dropped, "store_lost": lost},
+                                option=orjson.OPT_INDENT_2).decode())
         return
     click.echo(f"{n} exchanges in {path}")
     click.echo(f"{'model':24} {'role':10} {'answers':>7} {'ok':>5} {'errors':>6} {'timeouts':>8} {'cancelled':>9} "
@@ -89,6 +106,10 @@ def stats(config: str | None, db: str | None, as_json: bool) -> None:
         p95 = f"{r.p95_latency_ms:8.0f}" if r.p95_latency_ms is not None else f"{'-':>8}"
         click.echo(f"{r.name:24} {r.role:10} {r.outputs:7} {r.ok:5} {r.errors:6} {r.timeouts:8} {r.cancelled:9} "
                    f"{mean} {p95} {r.cost_usd:9.4f}")
+    click.echo("mirror drops (not sent to a candidate): " + (", ".join(
+        f"{cand} {int(v)} ({reason})" for cand, reasons in sorted(dropped.items()) for reason, v in sorted(reasons.items())
+    ) or "none"))
+    click.echo("store losses (records not kept): " + (", ".join(f"{int(v)} ({k})" for k, v in sorted(lost.items())) or "none"))
 
 
 @main.command()

@@ -40,6 +40,11 @@ class Metrics:
     def total(self, name: str) -> float:
         return sum(self._families[name].values.values())
 
+    def snapshot(self) -> list[tuple[str, dict[str, str], float]]:
+        """Every counter value, for saving: (name, labels, value)."""
+        return [(name, dict(key), value) for name, fam in self._families.items()
+                for key, value in list(fam.values.items())]
+
     def gauge(self, name: str, help: str, read: Callable[[], dict[LabelKey, float]]) -> None:
         """A gauge read when /metrics is rendered, e.g. a queue's current depth."""
         self._gauges[name] = (help, read)

@@ -68,8 +68,18 @@ def m001_create_exchanges(db: sqlite_utils.Database) -> None:
     db["feedback"].create_index(["exchange_id"])
 
 
+def m002_create_counters(db: sqlite_utils.Database) -> None:
+    # The running proxy's counters (drops, losses, errors), saved by the writer every few seconds,
+    # one row per process run, so that `shadoweval stats` can show them after the fact.
+    db["counters"].create(
+        {"run_id": str, "name": str, "labels_json": str, "value": float, "updated_at": str},
+        pk=("run_id", "name", "labels_json"),
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m001_create_exchanges,
+    m002_create_counters,
 ]
 
 

@@ -28,7 +28,7 @@ import sqlite_utils
 from .metrics import Metrics, standard_metrics
 from .migrations import migrate
 from .redact import Redactor
-from .types import CandidateStats, Exchange, Feedback, Output, Usage
+from .types import CandidateStats, Exchange, Feedback, Output, Usage, new_id
 
 log = logging.getLogger("shadoweval.store")
 
@@ -113,6 +113,8 @@ class Store:
         self._last_error: str | None = None
         self._oldest_pending = 0.0
         self._next_retention = 0.0
+        self._next_counters = 0.0
+        self._run_id = new_id()  # this process's row set in `counters`
         self._next_open_attempt = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -210,6 +212,7 @@ class Store:
                     items.append(item)
             self._write(items)
             self._maintenance()
+        self._save_counters()
 
     def _peek_oldest(self) -> float:
         with self._queue.mutex:
@@ -317,13 +320,31 @@ class Store:
         }
 
     def _maintenance(self) -> None:
-        if not self.retention_days or self._db is None or time.monotonic() < self._next_retention:
+        now = time.monotonic()
+        if now >= self._next_counters:
+            self._next_counters = now + 5.0
+            self._save_counters()
+        if not self.retention_days or self._db is None or now < self._next_retention:
             return
-        self._next_retention = time.monotonic() + 3600
+        self._next_retention = now + 3600
         try:
             self.prune(older_than_days=self.retention_days, db=self._db)
         except sqlite3.Error as exc:
             log.error("retention failed", extra={"error": str(exc)})
+
+    def _save_counters(self) -> None:
+        if self._db is None:
+            return
+        stamp = iso(time.time())
+        rows = [{"run_id": self._run_id, "name": name, "labels_json": _dumps(labels), "value": value,
+                 "updated_at": stamp} for name, labels, value in self.metrics.snapshot()]
+        if not rows:
+            return
+        try:
+            with self._db.conn:
+                self._db["counters"].insert_all(rows, replace=True)
+        except sqlite3.Error as exc:  # counted elsewhere already; saving them is best effort
+            log.debug("could not save counters", extra={"error": str(exc)})
 
     # -- reads and maintenance (any thread; each uses its own connection) ----------------------
 
@@ -383,6 +404,17 @@ class Store:
                 [name, iso(since)],
             ).fetchone()
             return int(row[0]), float(row[1])
+        finally:
+            db.conn.close()
+
+    def counters(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Counters saved by every run of the proxy on this store, summed: {(name, labels): value}."""
+        db = self._reader()
+        try:
+            if "counters" not in db.table_names():
+                return {}
+            rows = db.execute("select name, labels_json, sum(value) from counters group by name, labels_json")
+            return {(name, tuple(sorted((_loads(labels) or {}).items()))): value for name, labels, value in rows}
         finally:
             db.conn.close()
 

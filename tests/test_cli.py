@@ -76,8 +76,29 @@ concurrency = 2
     out = subprocess.run([str(BIN), "stats", "--db", str(db), "--json"], capture_output=True, check=True)
     data = json.loads(out.stdout)
     assert data["exchanges"] == 4 and {m["name"] for m in data["models"]} == {"production", "slow"}
+    assert data["mirror_dropped"] == {} and data["store_lost"] == {}
     text = subprocess.run([str(BIN), "stats", "--db", str(db)], capture_output=True, check=True, text=True).stdout
-    assert "4 exchanges" in text and "slow" in text
+    assert "4 exchanges" in text and "slow" in text and "mirror drops (not sent to a candidate): none" in text
+
+
+def test_stats_shows_drops_saved_by_the_proxy(tmp_path, production):
+    """Drops happen in the running proxy; the store saves its counters so stats can show them later."""
+    from .conftest import running_proxy
+
+    _, prod = production
+    slow = MockLLM(name="slow", latency_s=1.0)
+    with ThreadedServer(slow) as cs:
+        cands = [{"name": "slow", "model": "s", "base_url": cs.url + "/v1", "concurrency": 1, "daily_requests": 2}]
+        with running_proxy(tmp_path, prod.url, candidates=cands, mirror={"queue_size": 1}) as proxy:
+            client = openai.OpenAI(base_url=proxy.url, api_key="k")
+            for i in range(5):
+                client.chat.completions.create(model="m", messages=[{"role": "user", "content": f"q{i}"}])
+            db = proxy.store.path
+    data = json.loads(subprocess.run([str(BIN), "stats", "--db", str(db), "--json"], capture_output=True,
+                                     check=True).stdout)
+    assert data["mirror_dropped"] == {"slow": {"budget": 3}}
+    text = subprocess.run([str(BIN), "stats", "--db", str(db)], capture_output=True, check=True, text=True).stdout
+    assert "slow 3 (budget)" in text
 
 
 def test_serve_rejects_bad_config_clearly(tmp_path):
