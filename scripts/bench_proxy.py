@@ -4,23 +4,25 @@ The numbers that matter for a shadow proxy are relative: how much it adds on top
 production directly, compared with what a 40-line forwarder and LiteLLM's proxy add on the same
 machine in the same minutes. The shared harness (`run_overhead.py`, see its README) already
 measures that fairly: one mock upstream, pinned CPUs, interleaved cells, rotating order, CPU per
-request from /proc. This script only drives it, twice:
+request from /proc. This script only drives it:
 
 1. overhead: direct, LiteLLM (1 worker), `examples/passthrough_proxy.py`, and `shadoweval serve`
    with capture to SQLite on and mirroring off;
 2. mirror check: `shadoweval serve` with mirroring off against the same config with mirroring on
    to two candidates that are not the production mock: a fast mock (a second
    `mock_upstream.py`) and one that accepts connections and never answers. Production latency
-   must not move.
+   must not move;
+3. tail (optional): C=1 only, with longer cells, so that p99 rests on more than a few requests.
 
 Then it prints the harness's tables, a compact side-by-side table and each target, met or not.
 
-    .venv/bin/python scripts/bench_proxy.py                     # both parts, ~9 minutes
+    .venv/bin/python scripts/bench_proxy.py                     # parts 1 and 2, ~6 minutes
+    .venv/bin/python scripts/bench_proxy.py --tail-check        # and part 3, ~4 minutes more
     .venv/bin/python scripts/bench_proxy.py --skip-mirror-check # overhead only
     .venv/bin/python scripts/bench_proxy.py --mirror-check      # mirror check only
     .venv/bin/python scripts/bench_proxy.py --duration 2 --repeat 1   # quicker, noisier
 
-Arguments it does not know are passed to both harness runs (e.g. `--latency-ms 50`).
+Arguments it does not know are passed to every harness run (e.g. `--latency-ms 50`).
 See scripts/bench_proxy.md for how to read the output.
 """
 
@@ -65,9 +67,11 @@ def log(msg: str) -> None:
 
 
 def prepare_bench(source: Path, run_setup: bool) -> Path:
-    """The harness folder to run from: `source` if writable (it creates venvs and results inside
-    itself), else a copy under results/bench-copy, refreshed file by file."""
-    bench = source if os.access(source, os.W_OK) else BENCH_COPY
+    """The harness folder to run from: `source` if it is meant to be written (the harness creates
+    venvs and results inside itself), else a copy under results/bench-copy, refreshed file by file.
+    Mode bits decide, not os.access(): as root, access() says yes to a folder marked read-only."""
+    writable = bool(source.stat().st_mode & 0o222) and os.access(source, os.W_OK)
+    bench = source if writable else BENCH_COPY
     if bench != source:
         for src in [*source.glob("*.py"), *source.glob("*.sh"), *source.glob("*.md"), *source.glob("examples/*")]:
             dst = bench / src.relative_to(source)
@@ -272,7 +276,31 @@ def compact_table(by: Cells, systems: list[str], modes: list[str], concurrency: 
     return table(headers, rows)
 
 
-def overhead_summary(by: Cells, modes: list[str], concurrency: list[int]) -> list[str]:
+def tail_lines(data: dict[str, Any], modes: list[str], label: str = "") -> list[str]:
+    """The C=1 tail target, pooled over repeats, with each repeat's p99 next to direct's and the
+    forwarder's: a tail that all systems show in the same repeat is the host, not the proxy."""
+    by, out = cells(data), []
+    for m in modes:
+        a50, a99 = added(by, OURS, m, 1), added(by, OURS, m, 1, q="p99")
+        cell = by.get((OURS, m, 1))
+        p50, p99 = pct(cell, "latency_ms", "p50"), pct(cell, "latency_ms", "p99")
+        ok = None if a50 is None or a99 is None else a99 < P99_OVER_P50 * max(a50, 0.0)
+        n = cell["ok"] if cell else 0
+        out.append(f"- [{verdict(ok)}] {m} C=1 tail{label}: ours added p99 {fmt(a99, '+.2f')} ms vs {P99_OVER_P50:g}x "
+                   f"added p50 = {fmt(None if a50 is None else P99_OVER_P50 * a50, '.2f')} ms "
+                   f"(end-to-end p99/p50 = {fmt(None if not p50 or p99 is None else p99 / p50, '.2f')}x; {n} requests)")
+        runs = [r for r in data["runs"] if r["mode"] == m and r["concurrency"] == 1]
+        for rep in sorted({r["rep"] for r in runs}):
+            got = {r["system"]: r for r in runs if r["rep"] == rep}
+            p99s = [f"{s} {fmt(pct(got[s], 'latency_ms', 'p99'))}" for s in ("direct", PASSTHROUGH, OURS) if s in got]
+            speed = got[OURS]["speed_ns_per_iter"] if OURS in got else None
+            out.append(f"    - repeat {rep}: p99 ms {', '.join(p99s)} "
+                       f"(speed probe before ours: {fmt(speed, '.0f')} ns)")
+    return out
+
+
+def overhead_summary(data: dict[str, Any], modes: list[str], concurrency: list[int]) -> list[str]:
+    by = cells(data)
     litellm = next((s for s, _, _ in by if s.startswith("litellm")), None)
     systems = [s for s in (litellm, PASSTHROUGH, OURS) if s]
     out = ["## Overhead: side by side (added = minus direct, same mode and C)", "",
@@ -282,16 +310,9 @@ def overhead_summary(by: Cells, modes: list[str], concurrency: list[int]) -> lis
         ok = None if ours is None or fwd is None else ours <= fwd
         out.append(f"- [{verdict(ok)}] {m} C=1 added p50: ours {fmt(ours, '+.2f')} ms vs plain forwarder "
                    f"{fmt(fwd, '+.2f')} ms (target: ours <= forwarder)")
-    for m in modes:
-        a50, a99 = added(by, OURS, m, 1), added(by, OURS, m, 1, q="p99")
-        cell = by.get((OURS, m, 1))
-        p50, p99 = pct(cell, "latency_ms", "p50"), pct(cell, "latency_ms", "p99")
-        ok = None if a50 is None or a99 is None else a99 < P99_OVER_P50 * max(a50, 0.0)
-        out.append(f"- [{verdict(ok)}] {m} C=1 tail: ours added p99 {fmt(a99, '+.2f')} ms vs {P99_OVER_P50:g}x added "
-                   f"p50 = {fmt(None if a50 is None else P99_OVER_P50 * a50, '.2f')} ms "
-                   f"(end-to-end p99/p50 = {fmt(None if not p50 or p99 is None else p99 / p50, '.2f')}x)")
+    out += tail_lines(data, modes)
     c_max = max(concurrency)
-    for m in modes:
+    for m in modes if litellm else []:
         ours, ref = by.get((OURS, m, c_max)), by.get((litellm, m, c_max)) if litellm else None
         direct = by.get(("direct", m, c_max))
         ratio = ours["rps"] / ref["rps"] if ours and ref and ref["rps"] else None
@@ -312,7 +333,8 @@ def overhead_summary(by: Cells, modes: list[str], concurrency: list[int]) -> lis
     return out
 
 
-def mirror_summary(by: Cells, modes: list[str], concurrency: list[int], db_on: Path, cand_cpu: dict[str, float]) -> list[str]:
+def mirror_summary(by: Cells, modes: list[str], concurrency: list[int], db_on: Path,
+                   cand_cpu: dict[str, float]) -> list[str]:
     headers = ["mode", "C", "off p50", "on p50", "on/off p50", "off p99", "on p99", "on/off p99",
                "off +p50", "on +p50", "off cpu ms/req", "on cpu ms/req", "on req/s", "off req/s"]
     rows, verdicts = [], []
@@ -351,7 +373,8 @@ def mirror_outputs(db: Path) -> list[str]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         n = conn.execute("select count(*) from exchanges").fetchone()[0]
-        rows = conn.execute("select name, status, count(*) from outputs group by name, status order by name, status").fetchall()
+        rows = conn.execute("select name, status, count(*) from outputs "
+                            "group by name, status order by name, status").fetchall()
     finally:
         conn.close()
     return [f"- mirror-on store: {n} exchanges; outputs by model/status: "
@@ -378,8 +401,13 @@ def store_line(db: Path, system: str, data: dict[str, Any]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mirror-check", action="store_true", help="run only the mirror check (part 2)")
-    ap.add_argument("--skip-mirror-check", action="store_true", help="run only the overhead comparison (part 1)")
+    ap.add_argument("--parts", default="overhead,mirror",
+                    help="comma list of overhead (part 1), mirror (part 2), tail (optional C=1 tail run)")
+    ap.add_argument("--mirror-check", action="store_true", help="shortcut for --parts mirror")
+    ap.add_argument("--skip-mirror-check", action="store_true", help="drop mirror from --parts")
+    ap.add_argument("--tail-check", action="store_true",
+                    help="add tail to --parts: the C=1 tail with more samples (direct, forwarder, ours; ~4 min)")
+    ap.add_argument("--tail-duration", type=float, default=10.0, help="seconds per cell and repeat of the tail run")
     ap.add_argument("--concurrency", default="1,16,64", help="part 1 concurrency levels")
     ap.add_argument("--modes", default="nonstream,stream")
     ap.add_argument("--mirror-concurrency", default="1,16", help="part 2 concurrency levels")
@@ -399,8 +427,15 @@ def main() -> int:
     if args.hang_server:
         serve_hanging(args.hang_server, args.hang_seconds)
         return 0
-    if args.mirror_check and args.skip_mirror_check:
-        ap.error("--mirror-check and --skip-mirror-check exclude each other")
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    if args.mirror_check:
+        parts = {"mirror"}
+    if args.skip_mirror_check:
+        parts.discard("mirror")
+    if args.tail_check:
+        parts.add("tail")
+    if not parts or parts - {"overhead", "mirror", "tail"}:
+        ap.error(f"--parts: nothing to run or unknown part in {sorted(parts)}")
     if not SHADOWEVAL.exists():
         raise SystemExit(f"{SHADOWEVAL} not found: run scripts/install first")
 
@@ -408,11 +443,11 @@ def main() -> int:
     out = (args.out or REPO / "results" / "bench_proxy" / time.strftime("%Y%m%d-%H%M%S")).resolve()
     out.mkdir(parents=True, exist_ok=True)
     modes = [m for m in args.modes.split(",") if m]
-    common = ["--pin", args.pin, "--aux-cpus", args.aux_cpus, "--modes", args.modes,
-              "--duration", str(args.duration), "--repeat", str(args.repeat), *passthrough]
+    pin = ["--pin", args.pin, "--aux-cpus", args.aux_cpus, "--modes", args.modes]
+    common = [*pin, "--duration", str(args.duration), "--repeat", str(args.repeat), *passthrough]
     report: list[str] = [f"# shadoweval proxy benchmark {time.strftime('%Y-%m-%d %H:%M:%S')}", ""]
 
-    if not args.mirror_check:
+    if "overhead" in parts:
         conc = [int(c) for c in args.concurrency.split(",")]
         part = out / "overhead"
         part.mkdir(exist_ok=True)
@@ -421,10 +456,23 @@ def main() -> int:
         db = part / "shadoweval.db"
         data = run_harness(bench, part, [(PASSTHROUGH, passthrough_cmd()), (OURS, ours_cmd(config, db))],
                            ["--concurrency", args.concurrency, "--budget-s", str(args.budget_s), *common])
-        report += overhead_summary(cells(data), modes, conc)
+        report += overhead_summary(data, modes, conc)
         report += [store_line(db, OURS, data), f"- harness report: {part}/results.md", ""]
 
-    if not args.skip_mirror_check:
+    if "tail" in parts:
+        part = out / "tail"
+        part.mkdir(exist_ok=True)
+        config = part / "shadoweval.toml"
+        write_config(config, mirror=False, candidates=[])
+        budget = 3 * 3 * len(modes) * (args.tail_duration + 4) + 60  # systems x repeats x cells, + start-up
+        data = run_harness(bench, part, [(PASSTHROUGH, passthrough_cmd()),
+                                         (OURS, ours_cmd(config, part / "shadoweval.db"))],
+                           [*pin, "--concurrency", "1", "--duration", str(args.tail_duration), "--repeat", "3",
+                            "--no-litellm", "--budget-s", str(budget), *passthrough])
+        report += [f"## C=1 tail with more samples ({args.tail_duration:g} s x 3 repeats per cell)", ""]
+        report += tail_lines(data, modes, " (long run)") + [f"- harness report: {part}/results.md", ""]
+
+    if "mirror" in parts:
         conc = [int(c) for c in args.mirror_concurrency.split(",")]
         part = out / "mirror"
         part.mkdir(exist_ok=True)

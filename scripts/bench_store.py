@@ -127,7 +127,7 @@ def chat_sse(cid: str, words: list[str]) -> list[bytes]:
 def build_items(scenario: str, n: int, seed: int) -> tuple[list[Item], int, float]:
     """The queue items for n exchanges, the number of records they make, and the mean request size."""
     rng = random.Random(seed)
-    passages = [" ".join(sentence(rng, rng.randint(8, 16)) for _ in range(6)) for _ in range(400)]
+    passages = [" ".join(sentence(rng, rng.randint(8, 16)) for _ in range(8)) for _ in range(400)]
     items: list[Item] = []
     size = 0
     now = time.time()
