@@ -19,6 +19,12 @@ _PHONE = re.compile(
 )
 
 
+# Cheap necessary conditions, tested before the full patterns: most text has no e-mail address,
+# card or phone number, and scanning a 3 KB prompt with the full patterns costs ~0.25 ms.
+_CARD_HINT = re.compile(r"\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d[ -]?\d")
+_PHONE_HINT = re.compile(r"\d{3}[\s.-]\d{3}")
+
+
 def _luhn_ok(digits: str) -> bool:
     total = 0
     for i, ch in enumerate(reversed(digits)):
@@ -36,6 +42,10 @@ def _card_sub(match: re.Match[str]) -> str:
     return "[CARD]" if 13 <= len(digits) <= 19 and _luhn_ok(digits) else match.group(0)
 
 
+def _has_at(value: str) -> bool:
+    return "@" in value
+
+
 class Redactor:
     def __init__(
         self,
@@ -45,23 +55,25 @@ class Redactor:
         phone_numbers: bool = True,
         patterns: tuple[str, ...] | list[str] = (),
     ) -> None:
-        self._steps: list[tuple[re.Pattern[str], Any]] = []
+        # (hint, pattern, replacement): the pattern runs only where the hint says it can match
+        self._steps: list[tuple[Any, re.Pattern[str], Any]] = []
         if card_numbers:  # before phones: a card number would otherwise look like phone numbers
-            self._steps.append((_CARD, _card_sub))
+            self._steps.append((_CARD_HINT.search, _CARD, _card_sub))
         if emails:
-            self._steps.append((_EMAIL, "[EMAIL]"))
+            self._steps.append((_has_at, _EMAIL, "[EMAIL]"))
         if phone_numbers:
-            self._steps.append((_PHONE, "[PHONE]"))
+            self._steps.append((_PHONE_HINT.search, _PHONE, "[PHONE]"))
         for p in patterns:
-            self._steps.append((re.compile(p), "[REDACTED]"))
+            self._steps.append((None, re.compile(p), "[REDACTED]"))
 
     @property
     def active(self) -> bool:
         return bool(self._steps)
 
     def text(self, value: str) -> str:
-        for pattern, repl in self._steps:
-            value = pattern.sub(repl, value)
+        for hint, pattern, repl in self._steps:
+            if hint is None or hint(value):
+                value = pattern.sub(repl, value)
         return value
 
     def json(self, value: Any) -> Any:

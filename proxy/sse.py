@@ -8,8 +8,10 @@ to first token from the arrival time of the piece that carried the first content
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +101,19 @@ class ChatStreamAccumulator:
     def feed(self, event: dict[str, Any]) -> bool:
         """Take one event; True when it carried content (text or a tool call)."""
         r = self.result
+        choices = event.get("choices")
+        if type(choices) is list and len(choices) == 1 and "usage" not in event:
+            # the common chunk: one choice, a text delta, nothing else (hundreds per answer)
+            choice = choices[0]
+            if type(choice) is dict and not choice.get("index") and not choice.get("finish_reason"):
+                delta = choice.get("delta")
+                if type(delta) is dict and "tool_calls" not in delta and "function_call" not in delta:
+                    content = delta.get("content")
+                    if content:
+                        self.parts.append(content)
+                    if event.get("model"):
+                        r.model = event["model"]
+                    return bool(content)
         if "error" in event and "choices" not in event:
             r.error = _error_text(event["error"])
             return False
@@ -205,43 +220,73 @@ class ResponsesStreamAccumulator:
 # -- SSE framing -----------------------------------------------------------------------------------
 
 
-def iter_sse_data(pieces: Iterable[bytes]) -> Iterable[tuple[int, bytes]]:
-    """(index of the piece that completed it, data payload) for every SSE event in the stream."""
-    buf = b""
-    index = -1
-    for index, piece in enumerate(pieces):
-        buf += piece
-        if b"\r" in buf:
-            buf = buf.replace(b"\r\n", b"\n")
-        while True:
-            end = buf.find(b"\n\n")
-            if end < 0:
-                break
-            block, buf = buf[:end], buf[end + 2 :]
-            data = [line[5:].lstrip(b" ") for line in block.split(b"\n") if line.startswith(b"data:")]
-            if data:
-                yield index, b"\n".join(data)
-    if buf.strip():
-        data = [line[5:].lstrip(b" ") for line in buf.split(b"\n") if line.startswith(b"data:")]
-        if data:
-            yield index, b"\n".join(data)
+def sse_payloads(pieces: Sequence[bytes]) -> tuple[list[bytes], list[int]]:
+    """The data payload of every SSE event, and the byte offset at which each event was complete.
+
+    One split over the joined bytes and no per-event function calls: long streams have hundreds
+    of events, and this runs for every streamed answer."""
+    buf = b"".join(pieces)
+    if b"\r" in buf:
+        buf = buf.replace(b"\r\n", b"\n")  # CRLF framing (rare); offsets then shift slightly
+    blocks = buf.split(b"\n\n")
+    if blocks and not blocks[-1]:
+        blocks.pop()
+    ends = list(itertools.accumulate(map(len, blocks)))
+    n = len(blocks)
+    # every event one `data: ` line, checked by counting instead of looking at each event
+    newlines = 2 * n if buf.endswith(b"\n\n") else 2 * n - 2
+    if buf.startswith(b"data: ") and buf.count(b"\n\ndata: ") == n - 1 and buf.count(b"\n") == newlines:
+        return [b[6:] for b in blocks], [e + 2 * i + 1 for i, e in enumerate(ends)]
+    payloads: list[bytes] = []
+    offsets: list[int] = []
+    for i, block in enumerate(blocks):
+        if block.startswith(b"data: ") and b"\n" not in block:  # the common case: one data line
+            payload = block[6:]
+        elif block.strip():
+            lines = [line[5:].lstrip(b" ") for line in block.strip(b"\n").split(b"\n") if line.startswith(b"data:")]
+            if not lines:
+                continue
+            payload = b"\n".join(lines)
+        else:
+            continue
+        payloads.append(payload)
+        offsets.append(ends[i] + 2 * i + 1)
+    return payloads, offsets
+
+
+def iter_sse_data(pieces: Sequence[bytes]) -> Iterator[tuple[int, bytes]]:
+    """(byte offset where the event was complete, data payload) for every SSE event."""
+    payloads, offsets = sse_payloads(pieces)
+    return zip(offsets, payloads, strict=True)
+
+
+def _json_or_none(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
 
 
 def parse_stream(pieces: Sequence[bytes], *, responses_api: bool) -> Parsed:
     acc: ChatStreamAccumulator | ResponsesStreamAccumulator
     acc = ResponsesStreamAccumulator() if responses_api else ChatStreamAccumulator()
-    first: int | None = None
-    for index, data in iter_sse_data(pieces):
-        if data == b"[DONE]":
-            continue
-        try:
-            event = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(event, dict) and acc.feed(event) and first is None:
-            first = index
+    payloads, offsets = sse_payloads(pieces)
+    if payloads and payloads[-1] == b"[DONE]":
+        payloads, offsets = payloads[:-1], offsets[:-1]
+    try:  # one parse for the whole stream; event by event only when some event is not JSON
+        events = orjson.loads(b"[" + b",".join(payloads) + b"]")
+    except orjson.JSONDecodeError:
+        events = [_json_or_none(p) for p in payloads]
+    first_offset: int | None = None
+    feed = acc.feed
+    for k, event in enumerate(events):
+        if type(event) is dict and feed(event) and first_offset is None:
+            first_offset = offsets[k]
     result = acc.finish()
-    result.first_token_index = first
+    if first_offset is not None:
+        # which piece had arrived once the first content event was complete
+        ends = list(itertools.accumulate(len(p) for p in pieces))
+        result.first_token_index = min(bisect.bisect_right(ends, first_offset), len(pieces) - 1)
     return result
 
 

@@ -257,7 +257,11 @@ class Store:
             with self._db.conn:
                 for table, table_rows in rows.items():
                     if table_rows:
-                        self._db[table].insert_all(table_rows, replace=True, batch_size=self.batch_size)
+                        # one prepared statement per table: insert_all would re-read the schema per batch
+                        cols = list(table_rows[0])
+                        sql = (f"insert or replace into {table} ({', '.join(cols)}) "
+                               f"values ({', '.join('?' * len(cols))})")
+                        self._db.conn.executemany(sql, [tuple(r.values()) for r in table_rows])
         except sqlite3.Error as exc:
             reason = _reason(exc)
             self._lose(len(records), reason)
