@@ -102,7 +102,7 @@ class ChatStreamAccumulator:
         """Take one event; True when it carried content (text or a tool call)."""
         r = self.result
         choices = event.get("choices")
-        if type(choices) is list and len(choices) == 1 and "usage" not in event:
+        if type(choices) is list and len(choices) == 1 and not event.get("usage"):
             # the common chunk: one choice, a text delta, nothing else (hundreds per answer)
             choice = choices[0]
             if type(choice) is dict and not choice.get("index") and not choice.get("finish_reason"):
@@ -111,8 +111,8 @@ class ChatStreamAccumulator:
                     content = delta.get("content")
                     if content:
                         self.parts.append(content)
-                    if event.get("model"):
-                        r.model = event["model"]
+                    if r.model is None:
+                        r.model = event.get("model") or None
                     return bool(content)
         if "error" in event and "choices" not in event:
             r.error = _error_text(event["error"])
@@ -285,7 +285,7 @@ def parse_stream(pieces: Sequence[bytes], *, responses_api: bool) -> Parsed:
     result = acc.finish()
     if first_offset is not None:
         # which piece had arrived once the first content event was complete
-        ends = list(itertools.accumulate(len(p) for p in pieces))
+        ends = list(itertools.accumulate(map(len, pieces)))
         result.first_token_index = min(bisect.bisect_right(ends, first_offset), len(pieces) - 1)
     return result
 

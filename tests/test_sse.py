@@ -63,3 +63,12 @@ def test_error_bodies_and_garbage():
     assert parse_body(b"<html>", responses_api=False).error == "response body is not JSON"
     got = parse_stream([b"data: not json\n\n", b'data: {"error": {"message": "overloaded"}}\n\n'], responses_api=False)
     assert got.error == "overloaded"
+
+
+def test_usage_null_in_every_chunk_as_openai_sends_with_include_usage():
+    events = [{"model": "gpt-4o", "usage": None, "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]}
+              for w in ["a", "b"]]
+    events.append({"model": "gpt-4o", "usage": None, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    events.append({"model": "gpt-4o", "choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}})
+    got = parse_stream([b"data: " + orjson.dumps(e) + b"\n\n" for e in events], responses_api=False)
+    assert (got.text, got.model, got.finish_reason, got.usage.total_tokens) == ("ab", "gpt-4o", "stop", 3)
