@@ -158,11 +158,7 @@ class LiteLLMCaller:
             if route == "/v1/responses":
                 resp = await litellm.aresponses(model=self.model, stream=stream, drop_params=True, **kwargs)
                 if stream:
-                    racc = ResponsesStreamAccumulator()
-                    async for event in resp:
-                        if racc.feed(_as_dict(event)) and ttft is None:
-                            ttft = (time.perf_counter() - t0) * 1000
-                    parsed = racc.finish()
+                    parsed, ttft = await _accumulate(resp, ResponsesStreamAccumulator(), t0)
                 else:
                     parsed = parse_responses_json(_as_dict(resp))
             else:
@@ -172,11 +168,7 @@ class LiteLLMCaller:
                     model=self.model, stream=stream, drop_params=True, num_retries=0, **kwargs
                 )
                 if stream:
-                    acc = ChatStreamAccumulator()
-                    async for chunk in resp:
-                        if acc.feed(_as_dict(chunk)) and ttft is None:
-                            ttft = (time.perf_counter() - t0) * 1000
-                    parsed = acc.finish()
+                    parsed, ttft = await _accumulate(resp, ChatStreamAccumulator(), t0)
                 else:
                     parsed = parse_chat_json(_as_dict(resp))
         except Exception as exc:
@@ -191,6 +183,17 @@ class LiteLLMCaller:
 
     async def aclose(self) -> None:
         return None
+
+
+async def _accumulate(
+    events: Any, acc: ChatStreamAccumulator | ResponsesStreamAccumulator, t0: float
+) -> tuple[Parsed, float | None]:
+    """Read a litellm stream to the end: the answer, and when its first content arrived (ms)."""
+    ttft = None
+    async for event in events:
+        if acc.feed(_as_dict(event)) and ttft is None:
+            ttft = (time.perf_counter() - t0) * 1000
+    return acc.finish(), ttft
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:
