@@ -112,6 +112,92 @@ def stats(config: str | None, db: str | None, as_json: bool) -> None:
     click.echo("store losses (records not kept): " + (", ".join(f"{int(v)} ({k})" for k, v in sorted(lost.items())) or "none"))
 
 
+def _since(value: str | None) -> float | None:
+    """`7d`, `24h`, `30m` ago, or an ISO date/time (UTC when no zone is given)."""
+    import re
+    import time
+    from datetime import UTC, datetime
+
+    if not value:
+        return None
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([dhm])", value.strip())
+    if m:
+        return time.time() - float(m.group(1)) * {"d": 86400, "h": 3600, "m": 60}[m.group(2)]
+    try:
+        dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter("use 7d, 24h, 30m or an ISO date such as 2026-11-01", param_hint="--since") from None
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+
+
+@main.group()
+def judge() -> None:
+    """Judge stored outputs."""
+
+
+@judge.command("list")
+def judge_list() -> None:
+    """The judges that can be run."""
+    from shadoweval import judges
+
+    for name in judges.registered():
+        j = judges.create(name)
+        click.echo(f"{name:16} version {j.version}  {(type(j).__doc__ or '').strip().splitlines()[0]}")
+
+
+@judge.command("run")
+@click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML configuration file.")
+@click.option("--db", help="SQLite file (default: the configuration's store.path).")
+@click.option("--judge", "names", multiple=True, help="Judge to run (repeatable; default: all).")
+@click.option("--since", help="Only outputs since: 7d, 24h, 30m or an ISO date.")
+@click.option("--candidate", "candidates", multiple=True, help="Only these models' outputs (repeatable; "
+              "`production` and `production-twin` are names too).")
+@click.option("--limit", type=int, help="At most this many outputs per judge.")
+@click.option("--concurrency", type=int, default=8, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def judge_run(config: str | None, db: str | None, names: tuple[str, ...], since: str | None,
+              candidates: tuple[str, ...], limit: int | None, concurrency: int, as_json: bool) -> None:
+    """Judge the outputs no judge of this name, version and arguments has judged yet (resumable)."""
+    import asyncio
+
+    from shadoweval import judges
+    from shadoweval.judges.runner import plan, run_plan
+
+    from .store import Store
+
+    settings = _settings(config, db=db)
+    path = Path(settings.store.path)
+    if not path.exists():
+        raise click.ClickException(f"no store at {path}")
+    try:
+        chosen = [judges.create(n) for n in (names or judges.registered())]
+    except KeyError as exc:
+        raise click.ClickException(str(exc.args[0])) from None
+    store = Store(path)
+    store.start()  # applies new migrations (verdicts) to a store made by an older version
+    try:
+        work = plan(store, chosen, since=_since(since), names=candidates, limit=limit)
+        total = sum(len(todo) for _, todo in work)
+        with click.progressbar(length=total, label="judging", file=sys.stderr,
+                               hidden=as_json or not sys.stderr.isatty()) as bar:
+            results = asyncio.run(run_plan(store, work, concurrency=concurrency, progress=bar.update))
+    finally:
+        store.stop()
+    summary = store.verdict_summary()
+    if as_json:
+        click.echo(orjson.dumps({
+            "run": [{"judge": r.judge_key, "judged": r.judged, "errors": r.errors} for r in results],
+            "verdicts": [{"judge": k, "model": m, "verdicts": n, "errors": e, "mean_score": s}
+                         for k, m, n, e, s in summary],
+        }, option=orjson.OPT_INDENT_2).decode())
+        return
+    for r in results:
+        click.echo(f"{r.judge_key}: judged {r.judged} outputs ({r.errors} could not be judged)")
+    click.echo(f"{'judge':40} {'model':20} {'verdicts':>8} {'errors':>6} {'mean score':>10}")
+    for k, m, n, e, s in summary:
+        click.echo(f"{k:40} {m:20} {n:8} {e:6} {'-' if s is None else f'{s:.3f}':>10}")
+
+
 @main.command()
 @click.option("--db", default="shadoweval-demo.db", show_default=True, help="SQLite file the demo writes.")
 @click.option("--questions", type=int, default=0, help="Send only the first N questions (0: all).")

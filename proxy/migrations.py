@@ -77,9 +77,34 @@ def m002_create_counters(db: sqlite_utils.Database) -> None:
     )
 
 
+def m003_create_verdicts(db: sqlite_utils.Database) -> None:
+    db["verdicts"].create(
+        {
+            "id": str,
+            "output_id": str,
+            "exchange_id": str,
+            "judge": str,
+            "version": str,
+            "args_json": str,
+            "judge_key": str,  # name@version{args}: one verdict per output and key
+            "created_at": str,
+            "score": float,
+            "label": str,
+            "explanation": str,
+            "evidence_json": str,
+            "cost_usd": float,
+            "error": str,
+        },
+        pk="id",
+    )
+    db["verdicts"].create_index(["output_id", "judge_key"], unique=True)
+    db["verdicts"].create_index(["exchange_id"])
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m001_create_exchanges,
     m002_create_counters,
+    m003_create_verdicts,
 ]
 
 

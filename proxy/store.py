@@ -28,11 +28,11 @@ import sqlite_utils
 from .metrics import Metrics, standard_metrics
 from .migrations import migrate
 from .redact import Redactor
-from .types import CandidateStats, Exchange, Feedback, Output, Usage, new_id
+from .types import CandidateStats, Exchange, Feedback, Output, Usage, Verdict, new_id
 
 log = logging.getLogger("shadoweval.store")
 
-Record = Exchange | Output | Feedback
+Record = Exchange | Output | Feedback | Verdict
 # A builder is called in the writer thread: parsing and shaping raw captures happens there, off
 # the event loop.
 Item = Record | Callable[[], Iterable[Record]]
@@ -222,7 +222,7 @@ class Store:
         records: list[Record] = []
         flushes: list[threading.Event] = []
         for item in items:
-            if isinstance(item, (Exchange, Output, Feedback)):
+            if isinstance(item, (Exchange, Output, Feedback, Verdict)):
                 records.append(item)
             elif isinstance(item, _Flush):
                 flushes.append(item.done)
@@ -245,12 +245,14 @@ class Store:
         if self._db is None:
             self._lose(len(records), "unavailable")
             return
-        rows: dict[str, list[dict[str, Any]]] = {"exchanges": [], "outputs": [], "feedback": []}
+        rows: dict[str, list[dict[str, Any]]] = {"exchanges": [], "outputs": [], "feedback": [], "verdicts": []}
         for r in records:
             if isinstance(r, Exchange):
                 rows["exchanges"].append(self._exchange_row(r))
             elif isinstance(r, Output):
                 rows["outputs"].append(self._output_row(r))
+            elif isinstance(r, Verdict):
+                rows["verdicts"].append(self._verdict_row(r))
             else:
                 rows["feedback"].append(self._feedback_row(r))
         try:
@@ -311,6 +313,24 @@ class Store:
             "http_status": o.http_status,
             "error": o.error,
             "cost_usd": o.cost_usd,
+        }
+
+    def _verdict_row(self, v: Verdict) -> dict[str, Any]:
+        return {
+            "id": v.id,
+            "output_id": v.output_id,
+            "exchange_id": v.exchange_id,
+            "judge": v.judge,
+            "version": v.version,
+            "args_json": _dumps(v.args),
+            "judge_key": v.judge_key,
+            "created_at": iso(v.created_at),
+            "score": v.score,
+            "label": v.label,
+            "explanation": v.explanation,
+            "evidence_json": _dumps(v.evidence),
+            "cost_usd": v.cost_usd,
+            "error": v.error,
         }
 
     def _feedback_row(self, f: Feedback) -> dict[str, Any]:
@@ -388,6 +408,69 @@ class Store:
             outputs = [_output_from(r) for r in db["outputs"].rows_where("exchange_id = ?", [exchange_id], order_by="created_at")]
             feedback = [_feedback_from(r) for r in db["feedback"].rows_where("exchange_id = ?", [exchange_id], order_by="created_at")]
             return ex, outputs, feedback
+        finally:
+            db.conn.close()
+
+    def outputs_to_judge(
+        self, judge_key: str, *, since: float | None = None, names: tuple[str, ...] = (), limit: int | None = None
+    ) -> list[tuple[Exchange, Output, Output | None]]:
+        """Answered outputs with no verdict under `judge_key` yet, oldest first, each with its exchange
+        and production's output for the same exchange (None when there is none or it is production's)."""
+        db = self._reader()
+        try:
+            where = ["o.status = 'ok'", "not exists (select 1 from verdicts v where v.output_id = o.id and v.judge_key = ?)"]
+            params: list[Any] = [judge_key]
+            if since is not None:
+                where.append("o.created_at >= ?")
+                params.append(iso(since))
+            if names:
+                where.append(f"o.name in ({', '.join('?' * len(names))})")
+                params.extend(names)
+            sql = (f"select o.id from outputs o where {' and '.join(where)} order by o.created_at, o.id"
+                   + (f" limit {int(limit)}" if limit else ""))
+            ids = [r[0] for r in db.execute(sql, params).fetchall()]
+            out: list[tuple[Exchange, Output, Output | None]] = []
+            exchanges: dict[str, Exchange | None] = {}
+            productions: dict[str, Output] = {}
+            for chunk_start in range(0, len(ids), 500):
+                chunk = ids[chunk_start:chunk_start + 500]
+                marks = ", ".join("?" * len(chunk))
+                outputs = {r["id"]: _output_from(r) for r in db["outputs"].rows_where(f"id in ({marks})", chunk)}
+                ex_ids = sorted({o.exchange_id for o in outputs.values()} - exchanges.keys())
+                if ex_ids:
+                    em = ", ".join("?" * len(ex_ids))
+                    found = {r["id"]: _exchange_from(r) for r in db["exchanges"].rows_where(f"id in ({em})", ex_ids)}
+                    exchanges.update({i: found.get(i) for i in ex_ids})
+                    productions.update({r["exchange_id"]: _output_from(r) for r in db["outputs"].rows_where(
+                        f"exchange_id in ({em}) and role = 'production'", ex_ids)})
+                for oid in chunk:
+                    o = outputs[oid]
+                    ex = exchanges.get(o.exchange_id)
+                    if ex is None:
+                        continue
+                    p = productions.get(o.exchange_id) if o.role != "production" else None
+                    out.append((ex, o, p))
+            return out
+        finally:
+            db.conn.close()
+
+    def verdicts(self, exchange_id: str) -> list[Verdict]:
+        db = self._reader()
+        try:
+            return [_verdict_from(r) for r in db["verdicts"].rows_where("exchange_id = ?", [exchange_id], order_by="created_at")]
+        finally:
+            db.conn.close()
+
+    def verdict_summary(self) -> list[tuple[str, str, int, int, float | None]]:
+        """Per judge key and output name: verdicts, errors, mean score."""
+        db = self._reader()
+        try:
+            return [tuple(r) for r in db.execute(  # type: ignore[misc]
+                """select v.judge_key, o.name, count(*), sum(v.error is not null),
+                          avg(case when v.error is null then v.score end)
+                   from verdicts v join outputs o on o.id = v.output_id
+                   group by v.judge_key, o.name order by v.judge_key, o.role != 'production', o.name"""
+            ).fetchall()]
         finally:
             db.conn.close()
 
@@ -501,4 +584,22 @@ def _feedback_from(row: dict[str, Any]) -> Feedback:
         rating=row["rating"],
         comment=row["comment"],
         source=row["source"],
+    )
+
+
+def _verdict_from(row: dict[str, Any]) -> Verdict:
+    return Verdict(
+        id=row["id"],
+        output_id=row["output_id"],
+        exchange_id=row["exchange_id"],
+        judge=row["judge"],
+        version=row["version"],
+        args=_loads(row["args_json"]) or {},
+        created_at=_ts(row["created_at"]),
+        score=row["score"],
+        label=row["label"],
+        explanation=row["explanation"] or "",
+        evidence=_loads(row["evidence_json"]),
+        cost_usd=row["cost_usd"] or 0.0,
+        error=row["error"],
     )

@@ -6,6 +6,7 @@ judges, reports) can share them without import cycles.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -95,6 +96,37 @@ class Feedback:
     rating: float | None = None  # -1 .. 1 (thumbs down/up) or a score the app chooses
     comment: str | None = None
     source: str | None = None  # who gave it: "end_user", an app name...
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A judge's result on one output. `error` set means "could not judge": aggregates skip it.
+
+    The judge's name, version and arguments are kept with every verdict, so any number can be
+    traced to exactly what produced it and re-run."""
+
+    id: str
+    output_id: str
+    exchange_id: str
+    judge: str
+    version: str
+    args: dict[str, Any]
+    created_at: float
+    score: float | None = None  # 0..1, higher is better
+    label: str | None = None
+    explanation: str = ""
+    evidence: Any = None  # JSON-able: the unsupported sentences, the measurements...
+    cost_usd: float = 0.0
+    error: str | None = None
+
+    @property
+    def judge_key(self) -> str:
+        return judge_key(self.judge, self.version, self.args)
+
+
+def judge_key(name: str, version: str, args: dict[str, Any]) -> str:
+    """One string per judge, version and arguments: a verdict exists once per output and key."""
+    return f"{name}@{version}" + (json.dumps(args, sort_keys=True, separators=(",", ":")) if args else "")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,59 @@
+"""Judge stored outputs: resumable, idempotent, concurrent, with progress.
+
+The store hands out only outputs that have no verdict under the judge's key (name, version,
+arguments), so running again after an interruption continues where it stopped and never judges
+the same output twice. Verdicts go through the store's writer like everything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from shadoweval.proxy.store import Store
+from shadoweval.proxy.types import Exchange, Output
+
+from .base import Judge, Subject, judge_safely, key_of
+
+Todo = list[tuple[Exchange, Output, Output | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    judge_key: str
+    judged: int
+    errors: int
+
+
+def plan(store: Store, judges: Sequence[Judge], *, since: float | None = None, names: tuple[str, ...] = (),
+         limit: int | None = None) -> list[tuple[Judge, Todo]]:
+    """For each judge, the outputs it has not judged yet."""
+    return [(j, store.outputs_to_judge(key_of(j), since=since, names=names, limit=limit)) for j in judges]
+
+
+async def _run_judge(store: Store, j: Judge, todo: Todo, concurrency: int,
+                     progress: Callable[[int], None] | None) -> RunResult:
+    sem = asyncio.Semaphore(concurrency)
+    errors = 0
+
+    async def one(ex: Exchange, out: Output, prod: Output | None) -> None:
+        nonlocal errors
+        async with sem:
+            v = await judge_safely(j, Subject(ex, out, prod))
+        errors += v.error is not None
+        while not store.submit(v):  # the writer is behind: wait rather than lose verdicts
+            await asyncio.sleep(0.05)
+        if progress:
+            progress(1)
+
+    await asyncio.gather(*(one(ex, out, prod) for ex, out, prod in todo))
+    return RunResult(key_of(j), len(todo), errors)
+
+
+async def run_plan(store: Store, work: list[tuple[Judge, Todo]], *, concurrency: int = 8,
+                   progress: Callable[[int], None] | None = None) -> list[RunResult]:
+    """Judge everything in the plan; the store must be started. Returns counts per judge."""
+    results = [await _run_judge(store, j, todo, concurrency, progress) for j, todo in work]
+    await asyncio.to_thread(store.flush, 60.0)
+    return results
