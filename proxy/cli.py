@@ -79,21 +79,14 @@ def stats(config: str | None, db: str | None, as_json: bool) -> None:
         raise click.ClickException(f"no store at {path}")
     store = Store(path)
     n, rows = store.stats()
-    counters = store.counters()
-
-    def by(name: str, *keys: str) -> dict[str, dict[str, float]] | dict[str, float]:
-        out: dict = {}
-        for (metric, labels), value in counters.items():
-            if metric == name and value:
-                d = dict(labels)
-                if len(keys) == 2:
-                    out.setdefault(d.get(keys[0], ""), {})[d.get(keys[1], "")] = value
-                else:
-                    out[d.get(keys[0], "")] = value
-        return out
-
-    dropped = by("shadoweval_mirror_dropped_total", "candidate", "reason")
-    lost = by("shadoweval_store_lost_total", "reason")
+    dropped: dict[str, dict[str, float]] = {}  # candidate -> reason -> count
+    lost: dict[str, float] = {}  # reason -> count
+    for (metric, labels), value in store.counters().items():
+        label = dict(labels)
+        if value and metric == "shadoweval_mirror_dropped_total":
+            dropped.setdefault(label.get("candidate", ""), {})[label.get("reason", "")] = value
+        elif value and metric == "shadoweval_store_lost_total":
+            lost[label.get("reason", "")] = value
     if as_json:
         click.echo(orjson.dumps({"exchanges": n, "models": rows, "mirror_dropped": dropped, "store_lost": lost},
                                 option=orjson.OPT_INDENT_2).decode())

@@ -66,10 +66,6 @@ class Redactor:
         for p in patterns:
             self._steps.append((None, re.compile(p), "[REDACTED]"))
 
-    @property
-    def active(self) -> bool:
-        return bool(self._steps)
-
     def text(self, value: str) -> str:
         for hint, pattern, repl in self._steps:
             if hint is None or hint(value):

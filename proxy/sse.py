@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -252,12 +252,6 @@ def sse_payloads(pieces: Sequence[bytes]) -> tuple[list[bytes], list[int]]:
         payloads.append(payload)
         offsets.append(ends[i] + 2 * i + 1)
     return payloads, offsets
-
-
-def iter_sse_data(pieces: Sequence[bytes]) -> Iterator[tuple[int, bytes]]:
-    """(byte offset where the event was complete, data payload) for every SSE event."""
-    payloads, offsets = sse_payloads(pieces)
-    return zip(offsets, payloads, strict=True)
 
 
 def _json_or_none(data: bytes) -> Any:

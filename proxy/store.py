@@ -426,30 +426,22 @@ class Store:
             if names:
                 where.append(f"o.name in ({', '.join('?' * len(names))})")
                 params.extend(names)
-            sql = (f"select o.id from outputs o where {' and '.join(where)} order by o.created_at, o.id"
+            sql = (f"select o.* from outputs o where {' and '.join(where)} order by o.created_at, o.id"
                    + (f" limit {int(limit)}" if limit else ""))
-            ids = [r[0] for r in db.execute(sql, params).fetchall()]
-            out: list[tuple[Exchange, Output, Output | None]] = []
-            exchanges: dict[str, Exchange | None] = {}
+            outputs = [_output_from(r) for r in db.query(sql, params)]
+            ex_ids = sorted({o.exchange_id for o in outputs})
+            exchanges: dict[str, Exchange] = {}
             productions: dict[str, Output] = {}
-            for chunk_start in range(0, len(ids), 500):
-                chunk = ids[chunk_start:chunk_start + 500]
+            for start in range(0, len(ex_ids), 500):  # SQLite caps the number of parameters
+                chunk = ex_ids[start:start + 500]
                 marks = ", ".join("?" * len(chunk))
-                outputs = {r["id"]: _output_from(r) for r in db["outputs"].rows_where(f"id in ({marks})", chunk)}
-                ex_ids = sorted({o.exchange_id for o in outputs.values()} - exchanges.keys())
-                if ex_ids:
-                    em = ", ".join("?" * len(ex_ids))
-                    found = {r["id"]: _exchange_from(r) for r in db["exchanges"].rows_where(f"id in ({em})", ex_ids)}
-                    exchanges.update({i: found.get(i) for i in ex_ids})
-                    productions.update({r["exchange_id"]: _output_from(r) for r in db["outputs"].rows_where(
-                        f"exchange_id in ({em}) and role = 'production'", ex_ids)})
-                for oid in chunk:
-                    o = outputs[oid]
-                    ex = exchanges.get(o.exchange_id)
-                    if ex is None:
-                        continue
-                    p = productions.get(o.exchange_id) if o.role != "production" else None
-                    out.append((ex, o, p))
+                exchanges.update((r["id"], _exchange_from(r)) for r in db["exchanges"].rows_where(f"id in ({marks})", chunk))
+                productions.update((r["exchange_id"], _output_from(r)) for r in db["outputs"].rows_where(
+                    f"exchange_id in ({marks}) and role = 'production'", chunk))
+            out: list[tuple[Exchange, Output, Output | None]] = [
+                (exchanges[o.exchange_id], o, productions.get(o.exchange_id) if o.role != "production" else None)
+                for o in outputs if o.exchange_id in exchanges
+            ]
             return out
         finally:
             db.conn.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from shadoweval.proxy.sse import iter_sse_data, parse_body, parse_stream
+from shadoweval.proxy.sse import parse_body, parse_stream, sse_payloads
 
 
 def _chat_events(words: list[str]) -> list[bytes]:
@@ -35,7 +35,7 @@ def test_first_token_piece_index():
 def test_crlf_framing_and_multiline_data():
     raw = [b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}\r\n\r\n",
            b"event: message\r\ndata: {\"choices\":[{\"index\":0,\r\ndata: \"delta\":{\"content\":\"y\"}}]}\r\n\r\n"]
-    assert [p for _, p in iter_sse_data(raw)][0].startswith(b"{")
+    assert sse_payloads(raw)[0][0].startswith(b"{")
     assert parse_stream(raw, responses_api=False).text == "xy"
 
 
