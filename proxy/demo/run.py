@@ -184,5 +184,6 @@ def _report(db: Path, data: DemoData, questions: list[dict[str, Any]], ids: list
             out(f"  [{o.name} · {o.model} · {o.latency_ms or 0:.0f} ms] {o.text}")
     out("")
     out(f"explore it: shadoweval stats --db {db}   |   sqlite3 {db} 'select name, status, text from outputs limit 5'")
-    out("judges and the comparison report come with the next releases; everything they need is stored above.")
+    out(f"judge it: shadoweval judge run --db {db}   (deterministic checks today; groundedness, citation and "
+        "pairwise judges and the comparison report are next)")
     return 0
