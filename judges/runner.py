@@ -12,9 +12,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from shadoweval.proxy.store import Store
-from shadoweval.proxy.types import Exchange, Output
+from shadoweval.proxy.types import Exchange, Feedback, Output, Verdict
 
 from .base import Judge, Subject, judge_safely, key_of
+from .cascade import CascadePolicy, select
 
 Todo = list[tuple[Exchange, Output, Output | None]]
 
@@ -57,3 +58,43 @@ async def run_plan(store: Store, work: list[tuple[Judge, Todo]], *, concurrency:
     results = [await _run_judge(store, j, todo, concurrency, progress) for j, todo in work]
     await asyncio.to_thread(store.flush, 60.0)
     return results
+
+
+async def run_cascade(store: Store, offline: Sequence[Judge], llm: Sequence[Judge], *, policy: CascadePolicy,
+                      since: float | None = None, names: tuple[str, ...] = (), limit: int | None = None,
+                      concurrency: int = 8, llm_concurrency: int = 4,
+                      progress: Callable[[int], None] | None = None,
+                      planned: Callable[[str, int], None] | None = None) -> list[RunResult]:
+    """Offline judges on everything not judged yet, then each LLM judge on what the policy selects.
+
+    `planned(phase, n)` is told how many outputs each phase will judge (for a progress bar)."""
+    work = plan(store, offline, since=since, names=names, limit=limit)
+    if planned:
+        planned("offline", sum(len(t) for _, t in work))
+    results = await run_plan(store, work, concurrency=concurrency, progress=progress)
+    if not llm or policy.share == "none":
+        return results
+    seen: dict[str, tuple[list[Verdict], list[Feedback]]] = {}
+
+    def context(exchange_id: str) -> tuple[list[Verdict], list[Feedback]]:
+        if exchange_id not in seen:
+            found = store.get_exchange(exchange_id)
+            seen[exchange_id] = (store.verdicts(exchange_id), found[2] if found else [])
+        return seen[exchange_id]
+
+    offline_keys = {key_of(j) for j in offline}
+    llm_work: list[tuple[Judge, Todo]] = []
+    for j in llm:
+        chosen: Todo = []
+        for ex, out, prod in store.outputs_to_judge(key_of(j), since=since, names=names, limit=limit):
+            if getattr(j, "needs_production", False) and prod is None:
+                continue  # a pairwise judge has nothing to compare production's own answer with
+            verdicts, feedback = context(ex.id)
+            verdicts = [v for v in verdicts if v.judge_key in offline_keys]
+            theirs = [v for v in verdicts if prod is not None and v.output_id == prod.id]
+            if select(out, verdicts, production=theirs, feedback=feedback, policy=policy):
+                chosen.append((ex, out, prod))
+        llm_work.append((j, chosen))
+    if planned:
+        planned("llm", sum(len(t) for _, t in llm_work))
+    return results + await run_plan(store, llm_work, concurrency=llm_concurrency, progress=progress)

@@ -74,6 +74,8 @@ class ProxyApp:
         key = settings.secret(settings.production.api_key_env)
         self.production_auth = b"Bearer " + key.encode() if key else None
         self.base_path = pool.base_path
+        self.context = settings.context
+        self.context_header = settings.context.header.encode() or None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/v1/"):
@@ -91,7 +93,7 @@ class ProxyApp:
         route_label = path if path in _KNOWN_ROUTES else "other"
 
         forward: list[tuple[bytes, bytes]] = []
-        length = auth = presented = tags_header = None
+        length = auth = presented = tags_header = context_header = None
         for name, value in scope["headers"]:
             if name in _HOP_REQUEST:
                 if name == b"content-length":
@@ -101,6 +103,8 @@ class ProxyApp:
                     presented = value
                 elif name == b"x-shadoweval-tags":
                     tags_header = value.decode("latin-1")
+                elif name == self.context_header:
+                    context_header = value.decode("latin-1")
             elif name == b"authorization":
                 auth = value
             else:
@@ -129,7 +133,8 @@ class ProxyApp:
         captured = method == "POST" and path in CAPTURED_ROUTES
         if captured and self.mirror is not None:
             asyncio.get_running_loop().call_soon(self.mirror.submit, exchange_id, path, body, scope["headers"], created)
-        cap = ProductionCapture(exchange_id, path, created, t0, body, tags_header, Capture()) if captured and self.store else None
+        cap = (ProductionCapture(exchange_id, path, created, t0, body, tags_header, Capture(),
+                                 context_header=context_header) if captured and self.store else None)
 
         target = self.base_path + path[3:]
         if scope.get("query_string"):
@@ -236,7 +241,7 @@ class ProxyApp:
 
     def _capture(self, cap: ProductionCapture) -> None:
         if self.store is not None:
-            self.store.submit(lambda: production_records(cap))
+            self.store.submit(lambda: production_records(cap, self.context))
 
     async def _upstream_failed(self, send: Send, exc: UpstreamError, cap: ProductionCapture | None,
                                id_header: tuple[bytes, bytes], route_label: str) -> None:

@@ -1,20 +1,26 @@
 """Shape what the request path copied (raw bytes and arrival times) into an exchange and an output.
 
 The request path only keeps references to the bytes it forwarded; `production_records()` runs
-later, in the store's writer thread, where parsing JSON and SSE costs the client nothing.
+later, in the store's writer thread, where parsing JSON and SSE and finding the retrieved passages
+cost the client nothing.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from .context import extract_contexts
 from .pricing import cost_usd
+from .settings import ContextSettings
 from .sse import Capture, decode_body, parse_body, parse_stream
 from .types import Exchange, Output, Usage, new_id
+
+log = logging.getLogger("shadoweval.capture")
 
 # Routes whose exchanges are stored and mirrored; anything else under /v1 is forwarded only.
 CAPTURED_ROUTES = frozenset({"/v1/chat/completions", "/v1/responses"})
@@ -69,9 +75,12 @@ class ProductionCapture:
     t_end: float = 0.0
     outcome: str = "ok"  # ok | error | cancelled
     error: str | None = None
+    context_header: str | None = None  # the raw `x-shadoweval-context` value, parsed in the writer
 
 
-def production_records(c: ProductionCapture) -> tuple[Exchange, Output]:
+def production_records(c: ProductionCapture, context: ContextSettings | None = None) -> tuple[Exchange, Output]:
+    """The exchange (with the passages its request carried) and production's output.
+    `context` defaults to the default `[context]` settings."""
     request = parse_request(c.body)
     stream = bool(request.get("stream")) if request else False
     answer = c.answer
@@ -121,6 +130,7 @@ def production_records(c: ProductionCapture) -> tuple[Exchange, Output]:
         stream=stream,
         status=status if status != "timeout" else "error",
         http_status=answer.status or None,
+        contexts=_contexts(request, context, c.context_header),
     )
     output = Output(
         id=new_id(),
@@ -142,3 +152,13 @@ def production_records(c: ProductionCapture) -> tuple[Exchange, Output]:
         stream=stream,
     )
     return exchange, output
+
+
+def _contexts(request: dict[str, Any] | None, settings: ContextSettings | None,
+              header: str | None) -> list[dict[str, Any]] | None:
+    """The passages, or None: a prompt the extraction chokes on still leaves its exchange stored."""
+    try:
+        return extract_contexts(request, settings=settings, header=header)
+    except Exception:
+        log.exception("could not extract contexts")
+        return None

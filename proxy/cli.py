@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
 
 from . import __version__
 from .settings import SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from shadoweval.judges.calibrate import CalibrationReport
 
 
 def _settings(config: str | None, host: str | None = None, port: int | None = None, db: str | None = None):  # type: ignore[no-untyped-def]
@@ -60,9 +65,36 @@ def serve(config: str | None, host: str | None, port: int | None, db: str | None
         access_log=False, log_level="warning", server_header=False, date_header=False,
         timeout_graceful_shutdown=int(settings.mirror.drain_timeout_s) + 5, lifespan="on",
     ))
-    server.run()
+    judging = _start_judging(settings, config) if settings.judges.background else None
+    try:
+        server.run()
+    finally:
+        if judging is not None:
+            _stop_judging(judging)
     if not server.started:
         sys.exit(1)
+
+
+def _start_judging(settings: Any, config: str | None) -> Any:
+    """The background judges: `shadoweval judge run --follow` as a child process, so that embedding
+    models and judge calls never compete with the proxy's event loop (or its GIL)."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "shadoweval.proxy", "judge", "run", "--follow", "--db", settings.store.path]
+    if config:
+        cmd += ["--config", config]
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+
+
+def _stop_judging(child: Any) -> None:
+    import subprocess
+
+    child.terminate()  # the pass under way finishes, at most 500 outputs per judge
+    try:
+        child.wait(30)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
 
 
 @main.command()
@@ -141,45 +173,76 @@ def judge_list() -> None:
 @judge.command("run")
 @click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML configuration file.")
 @click.option("--db", help="SQLite file (default: the configuration's store.path).")
-@click.option("--judge", "names", multiple=True, help="Judge to run (repeatable; default: all).")
+@click.option("--judge", "names", multiple=True,
+              help="Judge to run (repeatable; default: the configured offline judges, then the LLM tier).")
 @click.option("--since", help="Only outputs since: 7d, 24h, 30m or an ISO date.")
 @click.option("--candidate", "candidates", multiple=True, help="Only these models' outputs (repeatable; "
               "`production` and `production-twin` are names too).")
 @click.option("--limit", type=int, help="At most this many outputs per judge.")
-@click.option("--concurrency", type=int, default=8, show_default=True)
+@click.option("--concurrency", type=int, help="Outputs judged at once (default: [judges] concurrency).")
+@click.option("--follow", is_flag=True, help="Keep running: judge new outputs every --interval seconds.")
+@click.option("--interval", type=float, help="Seconds between passes with --follow (default: [judges] interval_s).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def judge_run(config: str | None, db: str | None, names: tuple[str, ...], since: str | None,
-              candidates: tuple[str, ...], limit: int | None, concurrency: int, as_json: bool) -> None:
-    """Judge the outputs no judge of this name, version and arguments has judged yet (resumable)."""
+              candidates: tuple[str, ...], limit: int | None, concurrency: int | None, follow: bool,
+              interval: float | None, as_json: bool) -> None:
+    """Judge the outputs no judge of this name, version and arguments has judged yet (resumable).
+
+    Offline judges see every output; the LLM tier (when [judges] llm_model is set) sees the share
+    [judges] llm_share selects."""
     import asyncio
 
     from shadoweval import judges
-    from shadoweval.judges.runner import plan, run_plan
+    from shadoweval.judges.config import build
+    from shadoweval.judges.runner import RunResult, run_cascade
 
     from .store import Store
 
     settings = _settings(config, db=db)
     path = Path(settings.store.path)
-    if not path.exists():
+    if not path.exists() and not follow:
         raise click.ClickException(f"no store at {path}")
-    try:
-        chosen = [judges.create(n) for n in (names or judges.registered())]
-    except KeyError as exc:
-        raise click.ClickException(str(exc.args[0])) from None
+    unknown = [n for n in names if n not in judges.registered()]
+    if unknown:
+        raise click.ClickException(f"no judge named {unknown[0]!r}; known: {', '.join(judges.registered())}")
     store = Store(path)
     store.start()  # applies new migrations (verdicts) to a store made by an older version
     try:
-        work = plan(store, chosen, since=_since(since), names=candidates, limit=limit)
-        total = sum(len(todo) for _, todo in work)
-        with click.progressbar(length=total, label="judging", file=sys.stderr,
+        configured = build(settings, store=store, only=names)
+    except (KeyError, TypeError, ValueError) as exc:
+        store.stop()
+        raise click.ClickException(str(exc)) from None
+    for why in configured.skipped:
+        click.echo(f"skipped {why}", err=True)
+    width = concurrency or settings.judges.concurrency
+
+    async def one_pass(bar: Any = None) -> list[RunResult]:
+        def planned(phase: str, n: int) -> None:
+            if bar is not None:
+                bar.length = (bar.length or 0) + n
+        return await run_cascade(store, configured.offline, configured.llm, policy=configured.policy,
+                                 since=_since(since), names=candidates, limit=limit, concurrency=width,
+                                 llm_concurrency=settings.judges.llm_concurrency,
+                                 progress=bar.update if bar is not None else None, planned=planned)
+
+    try:
+        if follow:
+            from .logs import configure
+
+            configure(settings.server.log_level, settings.server.log_format)
+            limit = limit or 500  # per judge and pass, so that a stop signal is heeded soon
+            asyncio.run(_follow(one_pass, interval or settings.judges.interval_s))
+            return
+        with click.progressbar(length=0, label="judging", file=sys.stderr,
                                hidden=as_json or not sys.stderr.isatty()) as bar:
-            results = asyncio.run(run_plan(store, work, concurrency=concurrency, progress=bar.update))
+            results = asyncio.run(one_pass(bar))
     finally:
         store.stop()
     summary = store.verdict_summary()
     if as_json:
         click.echo(orjson.dumps({
             "run": [{"judge": r.judge_key, "judged": r.judged, "errors": r.errors} for r in results],
+            "skipped": configured.skipped,
             "verdicts": [{"judge": k, "model": m, "verdicts": n, "errors": e, "mean_score": s}
                          for k, m, n, e, s in summary],
         }, option=orjson.OPT_INDENT_2).decode())
@@ -189,6 +252,148 @@ def judge_run(config: str | None, db: str | None, names: tuple[str, ...], since:
     click.echo(f"{'judge':40} {'model':20} {'verdicts':>8} {'errors':>6} {'mean score':>10}")
     for k, m, n, e, s in summary:
         click.echo(f"{k:40} {m:20} {n:8} {e:6} {'-' if s is None else f'{s:.3f}':>10}")
+
+
+async def _follow(one_pass: Any, interval: float) -> None:
+    """Judge passes every `interval` seconds until SIGTERM or SIGINT; the pass under way finishes first."""
+    import asyncio
+    import logging
+    import signal
+
+    log = logging.getLogger("shadoweval.judges")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            results = await one_pass()
+        except Exception:  # a pass that fails (store locked, model error) is retried next time
+            log.exception("judging pass failed")
+        else:
+            judged = {r.judge_key: r.judged for r in results if r.judged}
+            if judged:
+                log.info("judged", extra={"judged": judged, "errors": sum(r.errors for r in results),
+                                          "seconds": round(time.monotonic() - started, 2)})
+        try:
+            await asyncio.wait_for(stop.wait(), interval)
+        except TimeoutError:
+            pass
+
+
+class _BadInput(click.ClickException):
+    exit_code = 2
+
+
+def _fmt(x: float | None, width: int = 6) -> str:
+    return f"{'-' if x is None else f'{x:.3f}':>{width}}"
+
+
+@main.command()
+@click.option("--labels", "labels_file", required=True, metavar="FILE",
+              help="Labeled records (JSONL): responses or pairs.")
+@click.option("--judge", "judge_name", required=True, metavar="NAME",
+              help="Judge to calibrate (see `shadoweval judge list`).")
+@click.option("--label", "label", required=True, metavar="KEY", help="Human label to compare with: `grounded` "
+              "means `labels.grounded`; paths starting with labels. or meta. are read as they are.")
+@click.option("--by", "by", metavar="FIELD", help="Break results down by this field, e.g. meta.src_dataset.")
+@click.option("--threshold", type=float, metavar="X", help="Score at or above which the judge says positive "
+              "(default: the judge's own threshold, else 0.5).")
+@click.option("--positive-min", type=float, metavar="X",
+              help="For numeric labels: the lowest positive value (e.g. 3).")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Only the first N records.")
+@click.option("--arg", "judge_args", multiple=True, metavar="KEY=VALUE",
+              help="Argument for the judge (repeatable; the value is read as JSON when it parses).")
+@click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True, metavar="N",
+              help="Records judged at the same time.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def calibrate(labels_file: str, judge_name: str, label: str, by: str | None, threshold: float | None,
+              positive_min: float | None, limit: int | None, judge_args: tuple[str, ...], concurrency: int,
+              as_json: bool) -> None:
+    """Run a judge on human-labeled records and report how well it agrees with the labels.
+
+    Binary labels (yes/no, or numbers with --positive-min) give accuracy, precision, recall,
+    specificity, F1, macro-F1, balanced accuracy, ROC AUC and Cohen's kappa at the threshold, a
+    threshold sweep and the best thresholds; pair files (labels.preference a/b/tie) and other
+    string labels give accuracy, macro-F1, kappa and a confusion matrix.
+    """
+    import asyncio
+
+    from shadoweval import judges
+    from shadoweval.judges.calibrate import CalibrationError, load_records, parse_judge_args, prepare
+    from shadoweval.judges.calibrate import calibrate as run_calibration
+
+    try:
+        records = load_records(labels_file, limit=limit)
+        args = parse_judge_args(judge_args)
+        _, items, _ = prepare(records, label=label, by=by, positive_min=positive_min)
+    except CalibrationError as exc:
+        raise _BadInput(str(exc)) from None
+    try:
+        j = judges.create(judge_name, **args)
+    except KeyError as exc:
+        raise _BadInput(str(exc.args[0])) from None
+    except (TypeError, ValueError) as exc:
+        raise _BadInput(f"judge {judge_name!r} does not accept {args}: {exc}") from None
+    with click.progressbar(length=len(items), label="judging", file=sys.stderr,
+                           hidden=as_json or not sys.stderr.isatty()) as bar:
+        report = asyncio.run(run_calibration(records, j, label=label, by=by, threshold=threshold,
+                                             positive_min=positive_min, concurrency=concurrency,
+                                             progress=bar.update))
+    if as_json:
+        click.echo(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        _print_calibration(report)
+    if report.errors and not report.overall.n:
+        raise click.ClickException(f"no verdict could be compared with a label; first: {report.error_examples[0]}")
+
+
+def _print_calibration(report: CalibrationReport) -> None:
+    click.echo(f"{report.judge} against {report.label}"
+               + (f" >= {report.positive_min:g}" if report.positive_min is not None else "")
+               + f": {report.records} records, {report.unlabeled} without the label, {report.errors} not judged"
+               + (f" (first: {report.error_examples[0]})" if report.error_examples else ""))
+    rows = [("all", report.overall), *report.by.items()]
+    width = max(len(report.by_field or ""), *(len(name) for name, _ in rows))
+    if report.kind == "binary":
+        click.echo(f"{report.by_field or '':{width}} {'n':>6} {'base':>6} {'acc':>6} {'prec':>6} {'recall':>6} "
+                   f"{'spec':>6} {'F1':>6} {'mF1':>6} {'balacc':>6} {'AUC':>6} {'kappa':>6}")
+        for name, m in rows:
+            click.echo(f"{name:{width}} {m.n:6} " + " ".join(_fmt(x) for x in (
+                m.base_rate, m.accuracy, m.precision, m.recall, m.specificity, m.f1, m.macro_f1,
+                m.balanced_accuracy, m.roc_auc, m.kappa)))
+        source = {"flag": "--threshold", "judge": "the judge's own", "default": "default"}[report.threshold_source]
+        click.echo(f"threshold {report.threshold:g} ({source}); a score at or above it counts as positive")
+        best = report.best_threshold
+        for key, title in (("macro_f1", "macro-F1"), ("balanced_accuracy", "balanced accuracy")):
+            if key in best:
+                b = best[key]
+                click.echo(f"best threshold by {title}: {b.threshold:g} (macro-F1 {b.macro_f1:.3f}, "
+                           f"balanced accuracy {b.balanced_accuracy:.3f}, kappa {b.kappa:.3f})")
+        sweep = report.sweep
+        if sweep:
+            keep = {round(k * (len(sweep) - 1) / 9) for k in range(10)} if len(sweep) > 10 else set(range(len(sweep)))
+            shown = {sweep[i].threshold: sweep[i] for i in keep} | {b.threshold: b for b in best.values()}
+            click.echo(f"sweep ({len(shown)} of {len(sweep)} thresholds; * best):")
+            click.echo(f"{'threshold':>10} {'pred+':>6} {'acc':>6} {'prec':>6} {'recall':>6} {'spec':>6} "
+                       f"{'F1':>6} {'mF1':>6} {'balacc':>6} {'kappa':>6}")
+            marked = {b.threshold for b in best.values()}
+            for t, r in sorted(shown.items()):
+                click.echo(f"{t:>9.4g}{'*' if t in marked else ' '} {r.predicted:6} " + " ".join(_fmt(x) for x in (
+                    r.accuracy, r.precision, r.recall, r.specificity, r.f1, r.macro_f1, r.balanced_accuracy,
+                    r.kappa)))
+        return
+    click.echo(f"{report.by_field or '':{width}} {'n':>6} {'acc':>6} {'mF1':>6} {'kappa':>6}")
+    for name, m in rows:
+        click.echo(f"{name:{width}} {m.n:6} {_fmt(m.accuracy)} {_fmt(m.macro_f1)} {_fmt(m.kappa)}")
+    classes = report.overall.classes
+    if classes:
+        cw = max(6, *(len(c) for c in classes))
+        click.echo("confusion (rows: human label, columns: judge's):")
+        click.echo(f"{'':{cw}} " + " ".join(f"{c:>{cw}}" for c in classes))
+        for t in classes:
+            click.echo(f"{t:{cw}} " + " ".join(f"{report.overall.confusion[t][p]:>{cw}}" for p in classes))
 
 
 @main.command()

@@ -101,10 +101,17 @@ def m003_create_verdicts(db: sqlite_utils.Database) -> None:
     db["verdicts"].create_index(["exchange_id"])
 
 
+def m004_add_exchange_contexts(db: sqlite_utils.Database) -> None:
+    # The retrieved passages found in the request (proxy/context.py), as a JSON list of
+    # {id, title, text, source}; NULL when none were found or for rows stored before this.
+    db["exchanges"].add_column("contexts_json", str)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m001_create_exchanges,
     m002_create_counters,
     m003_create_verdicts,
+    m004_add_exchange_contexts,
 ]
 
 

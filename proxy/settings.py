@@ -9,6 +9,7 @@ variables that hold them, and they are read here, once.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -104,6 +105,55 @@ class TwinSettings(_Section):
     timeout_s: float = Field(120.0, description="Longest a twin request may take.")
 
 
+class ContextSettings(_Section):
+    enabled: bool = Field(
+        True, description="Find the retrieved passages each request gave the model and store them with the exchange."
+    )
+    header: str = Field(
+        "x-shadoweval-context",
+        description="Request header the app may send the passages in: a JSON array of strings or of "
+        "`{id, title, text}` objects. Never forwarded, so it must start with `x-shadoweval-`; empty "
+        "turns it off. Wins over `field` and the messages.",
+    )
+    field: str = Field(
+        "",
+        description="Dotted path of a request field holding the passages (e.g. `metadata.contexts`): a "
+        "list of strings or of `{id, title, text}` objects, or a JSON string of either. Wins over the "
+        "messages.",
+    )
+    patterns: tuple[str, ...] = Field(
+        (),
+        description="Extra regular expressions tried first on system and user messages; each match is "
+        "one passage, from the named group `text` and the optional groups `id` and `title`.",
+    )
+    max_passages: int = Field(100, ge=1, description="Passages stored per exchange at most.")
+    max_chars: int = Field(
+        200_000, ge=1, description="Characters of passage text stored per exchange at most; the rest is cut."
+    )
+
+    @field_validator("header")
+    @classmethod
+    def _header_ok(cls, v: str) -> str:
+        v = v.strip().lower()
+        # The proxy strips every x-shadoweval-* header before forwarding, and only those: any other
+        # name would leak the passages to production.
+        if v and (not v.startswith("x-shadoweval-") or v in ("x-shadoweval-key", "x-shadoweval-tags")):
+            raise ValueError("must start with 'x-shadoweval-' and not be x-shadoweval-key or x-shadoweval-tags")
+        return v
+
+    @field_validator("patterns")
+    @classmethod
+    def _patterns_ok(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for p in v:
+            try:
+                compiled = re.compile(p)
+            except re.error as exc:
+                raise ValueError(f"{p!r} is not a valid regular expression: {exc}") from None
+            if "text" not in compiled.groupindex:
+                raise ValueError(f"{p!r} has no named group 'text', e.g. (?P<text>...)")
+        return v
+
+
 class CandidateSettings(_Section):
     name: str = Field(description="Name used in reports; unique.")
     model: str = Field(
@@ -143,6 +193,57 @@ class CandidateSettings(_Section):
         return v
 
 
+class JudgesSettings(_Section):
+    background: bool = Field(
+        True, description="Run the judges in the background of `shadoweval serve` (a child process that "
+        "judges new outputs every `interval_s`); off: run `shadoweval judge run` yourself."
+    )
+    interval_s: float = Field(30.0, gt=0, description="Pause between background judging passes.")
+    offline: tuple[str, ...] = Field(
+        ("checks", "grounded", "citations"), description="Offline judges run on every output (no LLM)."
+    )
+    embedder: str = Field("minilm", description="Embeddings for the offline judges: minilm (all-MiniLM-L6-v2, "
+                          "shipped in a package) or hashing (a fast deterministic stand-in for tests).")
+    concurrency: int = Field(2, ge=1, description="Outputs judged at once by the offline tier.")
+    llm: tuple[str, ...] = Field(
+        ("grounded-llm", "citations-llm", "intent", "pairwise"),
+        description="LLM judges, run on the share `llm_share` selects when `llm_model` is set.",
+    )
+    llm_model: str = Field("", description="litellm model string of the judge model (e.g. `openai/gpt-4o-mini`); "
+                           "empty: no LLM tier.")
+    llm_api_base: str = Field("", description="Endpoint of the judge model instead of the provider's default.")
+    llm_api_key_env: str = Field("", description="Environment variable holding the judge model's API key.")
+    llm_timeout_s: float = Field(60.0, gt=0, description="Longest a judge model call may take.")
+    llm_concurrency: int = Field(4, ge=1, description="Judge model calls in flight at most.")
+    llm_daily_usd: float = Field(
+        5.0, ge=0, description="Judge model spend per UTC day at most, counted from stored verdicts (0 = no limit)."
+    )
+    llm_share: str = Field(
+        "risky", description="Which outputs the LLM tier judges: all, sample (`llm_sample_rate`), risky (offline "
+        "score within `risk_margin` of its threshold, offline judges disagree, a `gap` to production, a "
+        "complaint) or none."
+    )
+    llm_sample_rate: float = Field(0.1, ge=0, le=1, description="Share of outputs judged when `llm_share = sample`.")
+    risk_margin: float = Field(0.1, ge=0, description="Offline scores this close to their threshold are risky.")
+    gap: float = Field(0.3, ge=0, description="A candidate's offline score this far from production's is risky.")
+
+    @field_validator("llm_share")
+    @classmethod
+    def _share_ok(cls, v: str) -> str:
+        if v not in ("all", "sample", "risky", "none"):
+            raise ValueError("llm_share must be all, sample, risky or none")
+        return v
+
+
+class IntentSettings(_Section):
+    name: str = Field(description="Name of the intent (shown in verdicts).")
+    intent: str = Field(description="What the app is for, in plain words (\"answers billing questions for Acme "
+                        "customers\").")
+    criteria: tuple[str, ...] = Field((), description="Rules each answer must follow (\"never promises refunds\").")
+    routes: tuple[str, ...] = Field((), description="Route tags or API paths it applies to (globs); empty = all.")
+    tags: dict[str, str] = Field(default_factory=dict, description="Tags a request must carry for it to apply.")
+
+
 class Settings(_Section):
     server: ServerSettings = ServerSettings()
     production: ProductionSettings = ProductionSettings()
@@ -150,7 +251,10 @@ class Settings(_Section):
     redaction: RedactionSettings = RedactionSettings()
     mirror: MirrorSettings = MirrorSettings()
     twin: TwinSettings = TwinSettings()
+    context: ContextSettings = ContextSettings()
+    judges: JudgesSettings = JudgesSettings()
     candidates: tuple[CandidateSettings, ...] = ()
+    intents: tuple[IntentSettings, ...] = ()
     # Secrets resolved from the environment at load time; excluded from repr and dumps.
     secrets: Mapping[str, str] = Field(default_factory=dict, repr=False, exclude=True)
 
@@ -178,6 +282,8 @@ _SECTIONS: dict[str, type[_Section]] = {
     "redaction": RedactionSettings,
     "mirror": MirrorSettings,
     "twin": TwinSettings,
+    "context": ContextSettings,
+    "judges": JudgesSettings,
 }
 
 
@@ -187,7 +293,7 @@ class SettingsError(ValueError):
 
 def settings_table() -> Iterator[tuple[str, str, Any, str]]:
     """(section, key, default, help) for every setting, candidates' included, in declaration order."""
-    for section, model in [*_SECTIONS.items(), ("candidates", CandidateSettings)]:
+    for section, model in [*_SECTIONS.items(), ("candidates", CandidateSettings), ("intents", IntentSettings)]:
         for key, f in model.model_fields.items():
             default = None if f.is_required() else f.get_default(call_default_factory=True)
             yield section, key, default, f.description or ""
@@ -235,7 +341,8 @@ def load_settings(
     data = _merge(data, _env_overrides(env))
     data = _merge(data, {k: v for k, v in (overrides or {}).items() if v})
     wanted = {s.get("api_key_env", "") for s in data.get("candidates", []) if isinstance(s, dict)}
-    wanted |= {data.get("production", {}).get("api_key_env", ""), data.get("server", {}).get("proxy_keys_env", "")}
+    wanted |= {data.get("production", {}).get("api_key_env", ""), data.get("server", {}).get("proxy_keys_env", ""),
+               data.get("judges", {}).get("llm_api_key_env", "")}
     data["secrets"] = {name: env[name] for name in wanted if name and name in env}
     try:
         return Settings.model_validate(data)

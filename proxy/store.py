@@ -5,8 +5,8 @@ queue with a non-blocking `submit()`: the request path never waits for SQLite, a
 is full, the disk is full or the file is locked or read-only, records are dropped, counted in
 `shadoweval_store_lost_total` and logged, never raised. The writer commits in batches (one
 transaction per batch) so that thousands of exchanges a second cost little. Redaction happens
-here, in the writer thread, so nothing reaches the file unredacted. WAL lets the CLI, the UI and
-the judges read while the proxy writes.
+here, in the writer thread, so nothing reaches the file unredacted (the passages found in a
+request included). WAL lets the CLI, the UI and the judges read while the proxy writes.
 """
 
 from __future__ import annotations
@@ -290,7 +290,16 @@ class Store:
             "stream": int(e.stream),
             "status": e.status,
             "http_status": e.http_status,
+            "contexts_json": _dumps(self._redact_contexts(e.contexts, request)) if e.contexts else None,
         }
+
+    def _redact_contexts(self, contexts: list[dict[str, Any]], request: Any) -> list[dict[str, Any]]:
+        """Passages redacted like the request. Most are verbatim pieces of the request, which was
+        just redacted: a piece found as is in the redacted request holds nothing to redact and
+        skips a second pass (the redactor's scans cost about as much as finding the passages)."""
+        stored = "\x00".join(_strings(request))
+        return [{k: self.redactor.text(v) if isinstance(v, str) and v not in stored else v for k, v in p.items()}
+                for p in contexts]
 
     def _output_row(self, o: Output) -> dict[str, Any]:
         return {
@@ -453,6 +462,16 @@ class Store:
         finally:
             db.conn.close()
 
+    def judge_spend_since(self, since: float) -> float:
+        """What judge verdicts created since `since` cost, in USD (the LLM tier's daily budget)."""
+        db = self._reader()
+        try:
+            row = db.execute("select coalesce(sum(cost_usd), 0) from verdicts where created_at >= ?",
+                             [iso(since)]).fetchone()
+            return float(row[0])
+        finally:
+            db.conn.close()
+
     def verdict_summary(self) -> list[tuple[str, str, int, int, float | None]]:
         """Per judge key and output name: verdicts, errors, mean score."""
         db = self._reader()
@@ -522,6 +541,18 @@ class Store:
             db.conn.close()
 
 
+def _strings(value: Any) -> Iterable[str]:
+    """Every string value in a JSON-like value."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
 def _reason(exc: sqlite3.Error) -> str:
     msg = str(exc).lower()
     if "locked" in msg or "busy" in msg:
@@ -543,6 +574,7 @@ def _exchange_from(row: dict[str, Any]) -> Exchange:
         stream=bool(row["stream"]),
         status=row["status"],
         http_status=row["http_status"],
+        contexts=_loads(row.get("contexts_json")),  # .get: a reader may open a store not yet migrated
     )
 
 

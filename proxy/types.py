@@ -84,6 +84,9 @@ class Exchange:
     stream: bool = False
     status: str = "ok"  # ok | error | cancelled
     http_status: int | None = None
+    # The retrieved passages the model was given, as [{"id", "title", "text"}], found in the request
+    # (or a field or header the app sends) by proxy/context.py; None when none were found.
+    contexts: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

