@@ -399,11 +399,12 @@ def _print_calibration(report: CalibrationReport) -> None:
 @main.command()
 @click.option("--db", default="shadoweval-demo.db", show_default=True, help="SQLite file the demo writes.")
 @click.option("--questions", type=int, default=0, help="Send only the first N questions (0: all).")
-def demo(db: str, questions: int) -> None:
+@click.option("--judge/--no-judge", default=True, show_default=True, help="Run the offline judges at the end.")
+def demo(db: str, questions: int, judge: bool) -> None:
     """Run the built-in demo: a RAG support app, production and two candidates, all local."""
     from .demo.run import run_demo
 
-    sys.exit(run_demo(Path(db), limit=questions or None))
+    sys.exit(run_demo(Path(db), limit=questions or None, judge=judge))
 
 
 if __name__ == "__main__":

@@ -119,6 +119,10 @@ def test_demo_runs_and_captures(tmp_path):
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert "captured 6 exchanges" in out.stdout
+    # the offline judges ran on every answer and their summary names each model
+    assert "judging every answer offline" in out.stdout
+    table = out.stdout.split("judged in", 1)[1]
+    assert all(f"\n  {m} " in table for m in ("production", "careful", "drifting"))
     n, rows = Store(db).stats()
     by = {r.name: r for r in rows}
     assert n == 6 and by["careful"].ok == 6 and by["drifting"].ok == 6 and by["production"].ok == 6

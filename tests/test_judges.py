@@ -139,7 +139,8 @@ def test_runner_is_idempotent_resumable_and_skips_errors(tmp_path):
 
 def test_judge_run_cli_on_the_demo(tmp_path):
     db = tmp_path / "demo.db"
-    subprocess.run([str(BIN), "demo", "--db", str(db), "--questions", "4"], check=True, capture_output=True, timeout=120)
+    subprocess.run([str(BIN), "demo", "--db", str(db), "--questions", "4", "--no-judge"], check=True,
+                   capture_output=True, timeout=120)
     out = subprocess.run([str(BIN), "judge", "run", "--db", str(db), "--judge", "checks", "--json"],
                          check=True, capture_output=True, text=True)
     data = json.loads(out.stdout)

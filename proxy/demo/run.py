@@ -95,7 +95,7 @@ def _cited_out_of_range(text: str | None, n_docs: int) -> int:
     return sum(1 for m in re.findall(r"\[(\d+)\]", text or "") if not 1 <= int(m) <= n_docs)
 
 
-def run_demo(db: Path, *, limit: int | None = None, out: Any = print) -> int:
+def run_demo(db: Path, *, limit: int | None = None, judge: bool = True, out: Any = print) -> int:
     data = load_demo()
     questions = data.questions[:limit] if limit else data.questions
     if db.exists():
@@ -131,7 +131,72 @@ def run_demo(db: Path, *, limit: int | None = None, out: Any = print) -> int:
         for eid, comment in zip(ids[1:8:5], ["That is not what the warranty page says.", "Didn't answer my question."], strict=False):
             httpx.post(proxy.url + "/shadoweval/feedback", json={"exchange_id": eid, "rating": "down", "comment": comment})
         _wait_for_mirrors(app.store, ids, expected=3, timeout=60)
-    return _report(Path(db), data, questions, ids, out)
+    code = _report(Path(db), data, questions, ids, out)
+    if judge:
+        _judge(Path(db), ids, out)
+    out("")
+    out(f"explore it: shadoweval stats --db {db}   |   sqlite3 {db} 'select name, status, text from outputs limit 5'")
+    out(f"judge it again, or with an LLM tier: shadoweval judge run --db {db}   (see README, Judges)")
+    return code
+
+
+def _judge(db: Path, ids: list[str], out: Any) -> None:
+    """Run the offline judges on the demo traffic and show what they found, per model."""
+    import asyncio
+
+    from shadoweval.judges.config import build
+    from shadoweval.judges.runner import run_cascade
+
+    out("")
+    out("judging every answer offline (checks, groundedness, citations; no LLM, no API key)...")
+    store = Store(db)
+    store.start()
+    try:
+        configured = build(load_settings(None, env={}), store=store)
+        t0 = time.perf_counter()
+        asyncio.run(run_cascade(store, configured.offline, [], policy=configured.policy, concurrency=2))
+        elapsed = time.perf_counter() - t0
+    finally:
+        store.stop()
+    per: dict[str, dict[str, list[Any]]] = {}
+    weakest: dict[str, tuple[float, str]] = {}
+    names = {}
+    for eid in ids:
+        found = store.get_exchange(eid)
+        if not found:
+            continue
+        names.update({o.id: o.name for o in found[1]})
+        for v in store.verdicts(eid):
+            if v.error is not None:
+                continue
+            row = per.setdefault(names[v.output_id], {})
+            row.setdefault(v.judge, []).append(v)
+            if v.judge == "grounded":
+                for u in v.evidence.get("unsupported", []):
+                    if len(u["sentence"].split()) >= 8 and u["support"] < weakest.get(names[v.output_id], (2.0, ""))[0]:
+                        weakest[names[v.output_id]] = (u["support"], u["sentence"])
+    out(f"judged in {elapsed:.1f} s; per model (`shadoweval calibrate` measures these judges against human labels):")
+    out(f"  {'model':16} {'grounded':>9} {'mean score':>10} {'citations ok':>12} {'cites missing source':>20} "
+        f"{'checks ok':>9}")
+    order = ["production", "production-twin", "careful", "drifting"]
+    for name in sorted(per, key=lambda n: order.index(n) if n in order else 9):
+        row = per[name]
+        g, c, k = row.get("grounded", []), row.get("citations", []), row.get("checks", [])
+        cited = [v for v in c if v.label != "uncited"]
+        missing = sum(len(v.evidence.get("nonexistent", [])) for v in cited)
+        out(f"  {name:16} {_share(g, 'grounded'):>9} {_mean(g):>10} {_share(cited, 'supported'):>12} "
+            f"{missing:>20} {_share(k, 'ok'):>9}")
+    if "drifting" in weakest:
+        out(f"  least supported sentence of drifting: {weakest['drifting'][1]!r}")
+
+
+def _share(vs: list[Any], label: str) -> str:
+    return f"{sum(v.label == label for v in vs)}/{len(vs)}" if vs else "-"
+
+
+def _mean(vs: list[Any]) -> str:
+    scores = [v.score for v in vs if v.score is not None]
+    return f"{sum(scores) / len(scores):.3f}" if scores else "-"
 
 
 def _wait_for_mirrors(store: Store | None, ids: list[str], *, expected: int, timeout: float) -> None:
@@ -182,8 +247,4 @@ def _report(db: Path, data: DemoData, questions: list[dict[str, Any]], ids: list
         for o in sorted(outputs, key=lambda o: ["production", "production-twin", "careful", "drifting"].index(o.name)
                         if o.name in ("production", "production-twin", "careful", "drifting") else 9):
             out(f"  [{o.name} · {o.model} · {o.latency_ms or 0:.0f} ms] {o.text}")
-    out("")
-    out(f"explore it: shadoweval stats --db {db}   |   sqlite3 {db} 'select name, status, text from outputs limit 5'")
-    out(f"judge it: shadoweval judge run --db {db}   (deterministic checks today; groundedness, citation and "
-        "pairwise judges and the comparison report are next)")
     return 0
