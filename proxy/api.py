@@ -136,7 +136,9 @@ def ops_api(
         if found is None:
             return _json_error(404, f"No exchange {exchange_id}.", "invalid_request_error", "not_found")
         ex, outputs, fbs = found
-        return JSONResponse(orjson.loads(orjson.dumps({"exchange": ex, "outputs": outputs, "feedback": fbs})))
+        verdicts = await asyncio.to_thread(store.verdicts, exchange_id)
+        return JSONResponse(orjson.loads(orjson.dumps(
+            {"exchange": ex, "outputs": outputs, "feedback": fbs, "verdicts": verdicts})))
 
     return api
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 
 import httpx
 import openai
 import pytest
+
+from shadoweval import judges
+from shadoweval.judges.runner import plan, run_plan
 
 from .conftest import running_proxy
 
@@ -33,6 +37,11 @@ def test_feedback_is_stored_against_the_exchange(production, tmp_path):
         assert sorted((f.rating, f.comment) for f in fbs) == [(-1.0, "Wrong refund window."), (4.0, None)]
         shown = httpx.get(proxy.root + f"/shadoweval/exchanges/{eid}").json()
         assert shown["exchange"]["id"] == eid and len(shown["feedback"]) == 2 and shown["outputs"][0]["role"] == "production"
+        assert shown["verdicts"] == []
+        # verdicts appear once a judge has run
+        asyncio.run(run_plan(proxy.store, plan(proxy.store, [judges.create("checks")])))
+        shown = httpx.get(proxy.root + f"/shadoweval/exchanges/{eid}").json()
+        assert [(v["judge"], v["label"]) for v in shown["verdicts"]] == [("checks", "ok")]
         assert 'shadoweval_feedback_total 2' in httpx.get(proxy.root + "/metrics").text
 
 
