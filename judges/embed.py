@@ -138,14 +138,15 @@ class MiniLMEmbedder(_Cached):
     def _token_vectors(self, texts: Sequence[str]) -> list[np.ndarray]:
         model = self._load()
         pieces = [(i, c) for i, t in enumerate(texts) for c in chunks(t)]
-        with self._lock:
+        tokenizer = model.tokenizer
+        with self._lock:  # the model's fast tokenizer must not be used by two threads at once
             outs = model.encode([c for _, c in pieces], batch_size=self.batch_size, output_value="token_embeddings",
                                 convert_to_numpy=False, show_progress_bar=False)
-        tokenizer = model.tokenizer
+            tokens = [tokenizer.convert_ids_to_tokens(
+                tokenizer(chunk, truncation=True, max_length=model.max_seq_length)["input_ids"]) for _, chunk in pieces]
         per_text: list[list[np.ndarray]] = [[] for _ in texts]
-        for (i, chunk), vectors in zip(pieces, outs, strict=True):
-            ids = tokenizer(chunk, truncation=True, max_length=model.max_seq_length)["input_ids"]
-            keep = [k for k, tok in enumerate(tokenizer.convert_ids_to_tokens(ids)) if _meaningful(tok)]
+        for (i, _), vectors, toks in zip(pieces, outs, tokens, strict=True):
+            keep = [k for k, tok in enumerate(toks) if _meaningful(tok)]
             v = vectors.float().numpy()[keep[: len(vectors)]]
             norms = np.linalg.norm(v, axis=1, keepdims=True)
             per_text[i].append(v / np.where(norms == 0, 1, norms))
