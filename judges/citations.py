@@ -34,7 +34,7 @@ from shadoweval.proxy.types import Verdict
 from .base import Subject, register, verdict
 from .embed import Embedder, get_embedder
 from .grounded import passage_units
-from .text import URL, citations, content_words, numbers, sentences, strip_citations
+from .text import Citations, content_words, find_citations, numbers, passage_ref, sentences, strip_citations
 
 # From shadoweval calibrate --labels ../shared/data/attribution_claims.jsonl --judge citations
 #   --label citation_supported (best macro-F1 on the dev file; see README).
@@ -46,31 +46,16 @@ _FACTUAL = re.compile(r"\d|\b[A-Z][a-z]+\s+[A-Z][a-z]+")
 class Claim:
     sentence: str
     text: str
-    cited: list[str]
+    cites: Citations
 
 
-def resolve(cited: str, passages: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The passage a citation points at: by id, by URL, or by position when ids are not numbers."""
-    for p in passages:
-        if str(p.get("id")) == cited:
-            return p
-    for p in passages:
-        if cited.startswith("http") and (p.get("url") == cited or cited in (p.get("text") or "")[:300]):
-            return p
-    if cited.isdigit() and not any(str(p.get("id")).isdigit() for p in passages):
-        n = int(cited)
-        if 1 <= n <= len(passages):
-            return passages[n - 1]
-    return None
-
-
-def claims_of(answer: str) -> list[Claim]:
+def claims_of(answer: str, passages: list[dict[str, Any]]) -> list[Claim]:
+    """The answer's sentences that say something, with the passages each one cites."""
     out = []
     for s in sentences(answer):
-        cited = citations(s) + [u.rstrip(".,;") for u in URL.findall(s)]
         text = strip_citations(s)
         if content_words(text):
-            out.append(Claim(s, text, cited))
+            out.append(Claim(s, text, find_citations(s, passages)))
     return out
 
 
@@ -111,29 +96,28 @@ class CitationContext:
         self.embedder = get_embedder(embedder)
 
     def _assess(self, answer: str, passages: list[dict[str, Any]]) -> dict[str, Any]:
-        claims = claims_of(answer)
-        cited = [c for c in claims if c.cited]
+        claims = claims_of(answer, passages)
+        cited = [c for c in claims if c.cites]
         nonexistent: list[dict[str, Any]] = []
         results = []
         for c in cited:
-            found = {cid: resolve(cid, passages) for cid in c.cited}
-            missing = [cid for cid, p in found.items() if p is None]
+            missing = [u.strip("[^] ") for u in c.cites.unknown]  # "[7]" -> "7"
             if missing:
                 nonexistent.append({"sentence": c.sentence, "citations": missing})
-            sources = [p for p in found.values() if p is not None]
+            refs = [passage_ref(passages, n) for n in c.cites.passages]
+            sources = [passages[n - 1] for n in c.cites.passages]
             union = support_score(c.text, sources, self.embedder) if sources else 0.0
             precise = []
-            for cid, p in found.items():
-                if p is None:
-                    continue
+            for ref, p in zip(refs, sources, strict=True):
                 alone = union if len(sources) == 1 else support_score(c.text, [p], self.embedder)
                 rest = [q for q in sources if q is not p]
-                without = support_score(c.text, rest, self.embedder) if rest and len(sources) > 1 else 0.0
-                precise.append({"citation": cid, "precise": alone >= self.threshold or (
+                without = support_score(c.text, rest, self.embedder) if rest else 0.0
+                precise.append({"citation": ref, "precise": alone >= self.threshold or (
                     union >= self.threshold and without < self.threshold), "support_alone": round(alone, 3)})
-            results.append({"sentence": c.sentence, "citations": c.cited, "support": round(union, 3),
-                            "supported": union >= self.threshold, "per_citation": precise})
-        uncited = [c.sentence for c in claims if not c.cited and _is_factual(c)] if cited else []
+            results.append({"sentence": c.sentence, "citations": refs + missing,
+                            "support": round(union, 3), "supported": union >= self.threshold,
+                            "per_citation": precise})
+        uncited = [c.sentence for c in claims if not c.cites and _is_factual(c)] if cited else []
         return {"cited": results, "nonexistent": nonexistent, "uncited": uncited, "sentences": len(claims)}
 
     async def judge(self, s: Subject) -> Verdict:

@@ -3,13 +3,12 @@
 `grounded-llm` asks, in one call, whether each sentence of the answer is supported by the
 retrieved passages; `citations-llm` asks whether each sentence is supported by the passages it
 cites (ALCE-style citation recall and precision), after flagging, without a model, citations to
-passages that do not exist. Both need the passages the model was given (`llm.passages`).
+passages that do not exist. Both need the passages the model was given (`llm.passages`), and
+read the answer as the offline judges do (`text.sentences`, `text.find_citations`).
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from string import Template
 from typing import Any
 
@@ -17,147 +16,7 @@ from shadoweval.proxy.types import Verdict
 
 from .base import Subject, register, verdict
 from .llm import JudgeModel, format_passages, model_from, passages
-
-# --- sentences -----------------------------------------------------------------------------------
-
-# Words whose trailing period does not end a sentence (lowercased, without their last period).
-_ABBREVIATIONS = frozenset(
-    "e.g i.e etc vs cf al approx ca dr mr mrs ms prof sr jr st no nos fig inc ltd co corp dept est "
-    "min max resp viz vol pp incl excl avg".split()
-)
-_END = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019)]*")
-_CITE_ITEM = r"[A-Za-z]{0,12}[ _-]?\d{1,4}"
-# Citation markers that stay with the sentence before them ("... in 5 days. [1][2] Next ...").
-_TRAILING_MARKS = re.compile(
-    rf"(?:\s*(?:\[\^?\s*{_CITE_ITEM}(?:\s*[-\u2013,;]\s*{_CITE_ITEM})*\s*\]|\^\d{{1,3}}))+")
-_BULLET = re.compile(r"^\s*(?:[-*\u2022+]\s+|\d{1,3}[.)]\s+|#{1,6}\s+|>\s*)")
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of an answer, each line split on its own; citation markers stay with their sentence,
-    and abbreviations (e.g., U.S.), initials and decimals do not end one."""
-    out: list[str] = []
-    for line in text.splitlines():
-        line = _BULLET.sub("", line).strip()
-        if line:
-            out.extend(s for s in _split_line(line) if any(c.isalnum() for c in s))
-    return out
-
-
-def _split_line(line: str) -> list[str]:
-    sentences, start = [], 0
-    for m in _END.finditer(line):
-        end = m.end()
-        marks = _TRAILING_MARKS.match(line, end)
-        if marks:
-            end = marks.end()
-        rest = line[end:]
-        if rest and not rest[0].isspace():
-            continue  # 3.5, U.S.A, example.com/a.b: not an end
-        nxt = rest.lstrip()[:1]
-        if nxt and not (nxt.isupper() or nxt.isdigit() or nxt in "\"'\u201c\u2018([*_"):
-            continue  # "e.g. the", "approx. five": the sentence goes on
-        if m.group()[0] == "." and _abbreviation(line[start:m.start()]):
-            continue
-        sentences.append(line[start:end].strip())
-        start = end
-    if line[start:].strip():
-        sentences.append(line[start:].strip())
-    return sentences
-
-
-def _abbreviation(before: str) -> bool:
-    word = before.rsplit(None, 1)[-1] if before.strip() else ""
-    word = word.lstrip("([\"'")
-    return (word.lower() in _ABBREVIATIONS or re.fullmatch(r"(?:[A-Za-z]\.)+[A-Za-z]", word) is not None
-            or re.fullmatch(r"[A-Z]", word) is not None)
-
-
-# --- citations -----------------------------------------------------------------------------------
-
-_BRACKET = re.compile(r"\[(\^?[^\[\]\n]{1,60})\](?!\()")  # [1], [1, 2], [doc2], [^1]; not [text](url) links
-_CARET = re.compile(r"(?<![\w\[\^])\^(\d{1,3})\b")
-_URL = re.compile(r"https?://[^\s<>()\[\]\"']+")
-_RANGE = re.compile(r"(\d{1,4})\s*[-\u2013]\s*(\d{1,4})")
-_LABELLED = re.compile(r"[A-Za-z]{1,12}[ _-]?(\d{1,4})")
-
-
-@dataclass(frozen=True, slots=True)
-class Citations:
-    """What one sentence cites: passage numbers (1-based) and references to no known passage."""
-
-    passages: tuple[int, ...] = ()
-    unknown: tuple[str, ...] = ()
-    markers: tuple[str, ...] = ()  # as written, to take them out of the sentence
-
-
-def find_citations(sentence: str, found: list[dict[str, Any]]) -> Citations:
-    """Citation markers in a sentence, resolved against the passages: a passage id ([kb-12]), a number
-    ([1], [1, 2], [1-3], [doc2], [Source 2], footnotes ^1 and [^1]), or a URL equal to a passage's
-    `url` or `id` (other URLs are links, not citations). A marker shaped like a citation that names
-    no passage is `unknown`; brackets that are not citations ([sic], [link](url)) are left alone."""
-    ids = {str(p.get("id")).strip().lower(): i for i, p in enumerate(found, 1) if p.get("id") is not None}
-    urls = {_norm_url(str(p[k])): i for i, p in enumerate(found, 1) for k in ("url", "id") if p.get(k)}
-    nums: list[int] = []
-    unknown: list[str] = []
-    markers: list[str] = []
-    for m in _BRACKET.finditer(sentence):
-        items = [x.strip() for x in re.split(r"[,;]", m.group(1).lstrip("^"))]
-        resolved = [_resolve(x, ids, len(found)) for x in items]
-        if not items or any(r is None for r in resolved):
-            continue  # not a citation: [sic], [optional], [link text]
-        markers.append(m.group())
-        for item, r in zip(items, resolved, strict=True):
-            if r:
-                nums.extend(r)
-            else:
-                unknown.append(m.group() if len(items) == 1 else f"[{item}]")
-    for m in _CARET.finditer(sentence):
-        markers.append(m.group())
-        footnote = _resolve(m.group(1), ids, len(found))
-        if footnote:
-            nums.extend(footnote)
-        else:
-            unknown.append(m.group())
-    for m in _URL.finditer(sentence):
-        i = urls.get(_norm_url(m.group()))
-        if i:
-            markers.append(m.group().rstrip(".,;:"))
-            nums.append(i)
-    return Citations(tuple(dict.fromkeys(nums)), tuple(dict.fromkeys(unknown)), tuple(markers))
-
-
-def _resolve(item: str, ids: dict[str, int], n: int) -> list[int] | None:
-    """Passage numbers an item names; [] when it looks like a citation to no known passage; None when
-    it does not look like a citation at all. Numbers are passage ids when the passages have numeric
-    ids (the app numbered them: [3] is passage "3", wherever it sits), positions otherwise."""
-    if item.lower() in ids:
-        return [ids[item.lower()]]
-    by_id = any(k.isdigit() for k in ids)
-
-    def number(i: int) -> list[int]:
-        if by_id:
-            return [ids[str(i)]] if str(i) in ids else []
-        return [i] if 1 <= i <= n else []
-
-    if item.isdigit():
-        return number(int(item))
-    r = _RANGE.fullmatch(item)
-    if r:
-        lo, hi = int(r.group(1)), int(r.group(2))
-        span = [number(i) for i in range(lo, hi + 1)] if lo <= hi <= lo + 50 else []
-        return [x[0] for x in span] if span and all(span) else []
-    lab = _LABELLED.fullmatch(item)  # [doc2], [Source 2]
-    if lab:
-        return number(int(lab.group(1)))
-    # shaped like the passages' ids ("kb-..." when they are "kb-refunds", "kb-warranty"): a missing one
-    prefixes = {k[:i + 1] for k in ids for i in (min((k.find(c) for c in "-_:" if c in k), default=-1),) if i > 0}
-    return [] if any(item.lower().startswith(pre) for pre in prefixes) else None
-
-
-def _norm_url(url: str) -> str:
-    return url.strip().rstrip(".,;:/").lower().removeprefix("https://").removeprefix("http://")
-
+from .text import Citations, find_citations, passage_ref, sentences
 
 # --- grounded-llm --------------------------------------------------------------------------------
 
@@ -180,8 +39,9 @@ Return JSON: {"sentences": [{"id": <sentence number>, "verdict": "supported" | "
 _GROUNDED_VERDICTS = ("supported", "unsupported", "not_a_claim")
 
 
-def _numbered(sentences: list[str], suffixes: list[str] | None = None) -> str:
-    return "\n".join(f"{i}. {s}{suffixes[i - 1] if suffixes else ''}" for i, s in enumerate(sentences, 1))
+def _numbered(lines: list[str], suffixes: list[str] | None = None) -> str:
+    """One numbered line per sentence (a sentence may span lines: a heading and the text under it)."""
+    return "\n".join(f"{i}. {' '.join(s.split())}{suffixes[i - 1] if suffixes else ''}" for i, s in enumerate(lines, 1))
 
 
 def _entries(data: dict[str, Any], n: int) -> dict[int, dict[str, Any]]:
@@ -230,22 +90,22 @@ class GroundedLLM:
         found = passages(s.exchange)
         if not found:
             return verdict(self, s, error="no context found")
-        sentences = split_sentences(s.output.text or "")
-        if not sentences:
+        said = sentences(s.output.text or "")
+        if not said:
             return verdict(self, s, error="no text to judge")
-        prompt = GROUNDED_PROMPT.substitute(passages=format_passages(found), sentences=_numbered(sentences))
-        reply = await self.llm.ask(GROUNDED_SYSTEM, prompt, _parse_grounded(len(sentences)))
+        prompt = GROUNDED_PROMPT.substitute(passages=format_passages(found), sentences=_numbered(said))
+        reply = await self.llm.ask(GROUNDED_SYSTEM, prompt, _parse_grounded(len(said)))
         if reply.value is None:
             return verdict(self, s, error=reply.error, cost_usd=reply.cost_usd)
         unsupported = [{"sentence": sent, "reason": why}
-                       for sent, (v, why) in zip(sentences, reply.value, strict=True) if v == "unsupported"]
+                       for sent, (v, why) in zip(said, reply.value, strict=True) if v == "unsupported"]
         claims = sum(v != "not_a_claim" for v, _ in reply.value)
         score = (claims - len(unsupported)) / claims if claims else 1.0
         explanation = (f"{claims - len(unsupported)} of {claims} claims supported by the passages" if claims
                        else "no factual claims")
         return verdict(self, s, score=score, label="grounded" if score >= self.threshold else "ungrounded",
                        explanation=explanation, cost_usd=reply.cost_usd,
-                       evidence={"sentences": len(sentences), "claims": claims, "unsupported": unsupported,
+                       evidence={"sentences": len(said), "claims": claims, "unsupported": unsupported,
                                  "judge_calls": reply.calls})
 
 
@@ -311,7 +171,7 @@ def _parse_citations(cites: list[Citations]) -> Any:
 
 
 def _cites_anything(text: str | None, found: list[dict[str, Any]]) -> bool:
-    return any(c.passages or c.unknown for c in (find_citations(s, found) for s in split_sentences(text or "")))
+    return any(find_citations(s, found) for s in sentences(text or ""))
 
 
 @register("citations-llm")
@@ -331,17 +191,17 @@ class CitationsLLM:
         found = passages(s.exchange)
         if not found:
             return verdict(self, s, error="no context found")
-        sentences = split_sentences(s.output.text or "")
-        cites = [find_citations(sent, found) for sent in sentences]
+        said = sentences(s.output.text or "")
+        cites = [find_citations(sent, found) for sent in said]
         problems: list[dict[str, Any]] = [{"type": "unknown_source", "sentence": sent, "ref": ref}
-                                          for sent, c in zip(sentences, cites, strict=True) for ref in c.unknown]
+                                          for sent, c in zip(said, cites, strict=True) for ref in c.unknown]
         # An answer that cites nothing is judged only where citing is expected: when required, or when
         # production's answer to the same request cites.
-        if not any(c.passages or c.unknown for c in cites) and not (
+        if not any(cites) and not (
                 self.require_citations or (s.production is not None and _cites_anything(s.production.text, found))):
             return verdict(self, s, error="the answer cites nothing")
         shown = sorted({n for c in cites for n in c.passages})
-        lines = [_strip(sent, c) for sent, c in zip(sentences, cites, strict=True)]
+        lines = [c.strip(sent) for sent, c in zip(said, cites, strict=True)]
         suffixes = [f"  [cites: {', '.join(map(str, c.passages)) or 'none'}]" for c in cites]
         prompt = CITATIONS_PROMPT.substitute(passages=format_passages(found, shown) if shown else "(none cited)",
                                              sentences=_numbered(lines, suffixes))
@@ -350,7 +210,7 @@ class CitationsLLM:
             return verdict(self, s, error=reply.error, cost_usd=reply.cost_usd, evidence={"problems": problems})
         claims = supported = precise = 0
         citations = sum(len(c.unknown) for c in cites)
-        for sent, c, (claim, ok, support, why) in zip(sentences, cites, reply.value, strict=True):
+        for sent, c, (claim, ok, support, why) in zip(said, cites, reply.value, strict=True):
             if not claim:
                 continue
             claims += 1
@@ -359,7 +219,7 @@ class CitationsLLM:
                 if not c.unknown:
                     problems.append({"type": "missing_citation", "sentence": sent, "reason": why})
             elif not ok:
-                problems.append({"type": "unsupported", "sentence": sent, "cites": [_pid(found, n) for n in c.passages],
+                problems.append({"type": "unsupported", "sentence": sent, "cites": [passage_ref(found, n) for n in c.passages],
                                  "reason": why})
             else:
                 supported += 1
@@ -368,7 +228,7 @@ class CitationsLLM:
                     if label != "none" or len(c.passages) == 1:
                         precise += 1
                     else:
-                        problems.append({"type": "irrelevant_citation", "sentence": sent, "ref": _pid(found, n),
+                        problems.append({"type": "irrelevant_citation", "sentence": sent, "ref": passage_ref(found, n),
                                          "reason": why})
         recall = supported / claims if claims else None
         precision = precise / citations if citations else None
@@ -382,14 +242,3 @@ class CitationsLLM:
         return verdict(self, s, score=score, label=label, explanation=explanation, cost_usd=reply.cost_usd,
                        evidence={"recall": recall, "precision": precision, "claims": claims, "citations": citations,
                                  "problems": problems, "judge_calls": reply.calls})
-
-
-def _pid(found: list[dict[str, Any]], n: int) -> str:
-    return str(found[n - 1].get("id") or n)
-
-
-def _strip(sentence: str, c: Citations) -> str:
-    """The sentence without its markers: the prompt lists what it cites by passage number instead."""
-    for marker in c.markers:
-        sentence = re.sub(r"\s*" + re.escape(marker), "", sentence)
-    return " ".join(sentence.split())

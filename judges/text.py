@@ -1,29 +1,28 @@
-"""Text pieces the offline judges share: sentences, citation markers, content words, numbers.
+"""Text pieces every judge shares: sentences, citation markers and the passages they cite, words, numbers.
 
-Plain regular expressions, no models. The sentence splitter keeps a citation marker with the
-sentence it follows ("... in 1990 [1]. Next" -> "... in 1990 [1]."), and does not split on common
-abbreviations or decimals.
+One home so the offline judges (`grounded`, `citations`) and the judge-model ones (`grounded-llm`,
+`citations-llm`) read an answer the same way. Plain regular expressions, no models. The sentence
+splitter keeps a citation marker with the sentence it follows ("... in 1990 [1]. Next" -> "... in
+1990 [1]."), and does not split on common abbreviations, initials or decimals; the published figures
+of the offline judges were measured with it, so a change to it is a change to those figures.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Any
 
-# "[1]", "[1, 2]", "[1][2]", "[doc2]", "[Document 3]", "[source 4]", footnote "^1"
+# --- sentences -----------------------------------------------------------------------------------
+
+# "[1]", "[1, 2]", "[1][2]", "[doc2]", "[Document 3]", "[source 4]", footnote "^1": the markers taken out
+# of a claim before it is compared with passages (whichever passages there are).
 CITATION = re.compile(r"\[(?:(?:doc(?:ument)?|source|passage|ref)\s*)?(\d+(?:\s*[,;-]\s*\d+)*)\]|\^(\d+)", re.IGNORECASE)
 URL = re.compile(r"https?://[^\s)\]>\"']+")
 _ABBREV = {"e.g", "i.e", "etc", "vs", "mr", "mrs", "ms", "dr", "prof", "inc", "ltd", "co", "jr", "sr", "st", "no",
            "fig", "approx", "u.s", "u.k", "a.m", "p.m", "cf", "al"}
 _BOUNDARY = re.compile(r"(?<=[.!?])(?:\s*(?:\[[^\]]{1,20}\]|\^\d+))*\s+(?=[\"'(\[]?[A-Z0-9])|\n\s*\n|\n(?=\s*(?:[-*•]|\d+[.)])\s)")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-STOPWORDS = frozenset(
-    "a an the and or but if of to in on at by for with from as is are was were be been being it its this that "
-    "these those there here i you he she we they them his her their our your my me not no do does did so than "
-    "then too very can could would should will shall may might must have has had which who whom what when where "
-    "why how all any both each few more most other some such only own same just also into over under about after "
-    "before between through during up down out off again further once".split()
-)
 
 
 def sentences(text: str) -> list[str]:
@@ -34,7 +33,7 @@ def sentences(text: str) -> list[str]:
         piece = text[start:m.start()]
         if m.group(0).strip() == "" and piece.rstrip().endswith("."):
             # the boundary is whitespace after a period: do not split after an abbreviation or an initial
-            last = piece.rstrip()[:-1].rsplit(None, 1)[-1].lower() if piece.strip() else ""
+            last = (piece.rstrip()[:-1].rsplit(None, 1) or [""])[-1].lower()  # [] when the piece is just "."
             if last.rstrip(".") in _ABBREV or (len(last) == 1 and last.isalpha()):
                 continue
         # markers between the period and the boundary belong to the sentence before
@@ -44,29 +43,119 @@ def sentences(text: str) -> list[str]:
     return [s for s in out if len(_WORD.findall(s.lower())) > 0]
 
 
-def citations(sentence: str) -> list[str]:
-    """The passage ids a sentence cites, in order, without repeats ("[1][2]" -> ["1", "2"])."""
-    ids: list[str] = []
-    for m in CITATION.finditer(sentence):
-        if m.group(2):
-            parts = [m.group(2)]
-        else:
-            parts = []
-            for chunk in re.split(r"\s*[,;]\s*", m.group(1)):
-                if "-" in chunk:
-                    lo, _, hi = chunk.partition("-")
-                    if lo.strip().isdigit() and hi.strip().isdigit() and 0 <= int(hi) - int(lo) < 20:
-                        parts.extend(str(i) for i in range(int(lo), int(hi) + 1))
-                        continue
-                parts.append(chunk.strip())
-        for p in parts:
-            if p and p not in ids:
-                ids.append(p)
-    return ids
-
-
 def strip_citations(text: str) -> str:
+    """The text without citation markers and URLs, as compared with passages."""
     return re.sub(r"\s+([.,;:!?])", r"\1", CITATION.sub("", URL.sub("", text))).strip()
+
+
+# --- citations -----------------------------------------------------------------------------------
+
+_BRACKET = re.compile(r"\[(\^?[^\[\]\n]{1,60})\](?!\()")  # [1], [1, 2], [doc2], [^1]; not [text](url) links
+_CARET = re.compile(r"(?<![\w\[\^])\^(\d{1,3})\b")
+_RANGE = re.compile(r"(\d{1,4})\s*[-\u2013]\s*(\d{1,4})")
+_LABELLED = re.compile(r"[A-Za-z]{1,12}[ _-]?(\d{1,4})")
+
+
+@dataclass(frozen=True, slots=True)
+class Citations:
+    """What one sentence cites: passage numbers (1-based) and references to no known passage."""
+
+    passages: tuple[int, ...] = ()
+    unknown: tuple[str, ...] = ()  # as written: "[7]", "[kb-nope]", "^9"
+    markers: tuple[str, ...] = ()  # as written, to take them out of the sentence
+
+    def __bool__(self) -> bool:
+        return bool(self.passages or self.unknown)
+
+    def strip(self, sentence: str) -> str:
+        """The sentence without these markers (a prompt lists what it cites by passage number instead)."""
+        for marker in self.markers:
+            sentence = re.sub(r"\s*" + re.escape(marker), "", sentence)
+        return " ".join(sentence.split())
+
+
+def find_citations(sentence: str, passages: list[dict[str, Any]]) -> Citations:
+    """Citation markers in a sentence, resolved against the passages: a passage id ([kb-12]), a number
+    ([1], [1, 2], [1-3], [doc2], [Source 2], footnotes ^1 and [^1]), or a URL equal to a passage's
+    `url` or `id` or written at the start of its text (other URLs are links, not citations). A marker
+    shaped like a citation that names no passage is `unknown`; brackets that are not citations
+    ([sic], [link](url)) are left alone."""
+    ids = {str(p.get("id")).strip().lower(): i for i, p in enumerate(passages, 1) if p.get("id") is not None}
+    urls: dict[str, int] = {}
+    for i, p in enumerate(passages, 1):
+        for u in [*(str(p[k]) for k in ("url", "id") if p.get(k)), *URL.findall((p.get("text") or "")[:300])]:
+            urls.setdefault(_norm_url(u), i)
+    nums: list[int] = []
+    unknown: list[str] = []
+    markers: list[str] = []
+    for m in sorted([*_BRACKET.finditer(sentence), *_CARET.finditer(sentence), *URL.finditer(sentence)],
+                    key=lambda m: m.start()):  # in the order they are written
+        if m.re is URL:
+            i = urls.get(_norm_url(m.group()))
+            if i:
+                markers.append(m.group().rstrip(".,;:"))
+                nums.append(i)
+            continue
+        items = [x.strip() for x in re.split(r"[,;]", m.group(1).lstrip("^"))]
+        resolved = [_resolve(x, ids, len(passages)) for x in items]
+        if not items or any(r is None for r in resolved):
+            continue  # not a citation: [sic], [optional], [link text]
+        markers.append(m.group())
+        for item, r in zip(items, resolved, strict=True):
+            if r:
+                nums.extend(r)
+            else:
+                unknown.append(m.group() if len(items) == 1 else f"[{item}]")
+    return Citations(tuple(dict.fromkeys(nums)), tuple(dict.fromkeys(unknown)), tuple(markers))
+
+
+def passage_ref(passages: list[dict[str, Any]], n: int) -> str:
+    """How evidence names passage number `n`: its id, or its number when it has none."""
+    return str(passages[n - 1].get("id") or n)
+
+
+def _resolve(item: str, ids: dict[str, int], n: int) -> list[int] | None:
+    """Passage numbers an item names; [] when it looks like a citation to no known passage; None when
+    it does not look like a citation at all. Numbers are passage ids when the passages have numeric
+    ids (the app numbered them: [3] is passage "3", wherever it sits), positions otherwise."""
+    if item.lower() in ids:
+        return [ids[item.lower()]]
+    by_id = any(k.isdigit() for k in ids)
+
+    def number(i: int) -> list[int]:
+        if by_id:
+            return [ids[str(i)]] if str(i) in ids else []
+        return [i] if 1 <= i <= n else []
+
+    if item.isdigit():
+        return number(int(item))
+    r = _RANGE.fullmatch(item)
+    if r:
+        lo, hi = int(r.group(1)), int(r.group(2))
+        span = [number(i) for i in range(lo, hi + 1)] if lo <= hi <= lo + 50 else []
+        return [x[0] for x in span] if span and all(span) else []
+    lab = _LABELLED.fullmatch(item)  # [doc2], [Source 2]
+    if lab:
+        return number(int(lab.group(1)))
+    # shaped like the passages' ids ("kb-..." when they are "kb-refunds", "kb-warranty"): a missing one
+    prefixes = {k[:i + 1] for k in ids for i in (min((k.find(c) for c in "-_:" if c in k), default=-1),) if i > 0}
+    return [] if any(item.lower().startswith(pre) for pre in prefixes) else None
+
+
+def _norm_url(url: str) -> str:
+    return url.strip().rstrip(".,;:/").lower().removeprefix("https://").removeprefix("http://")
+
+
+# --- words and numbers ---------------------------------------------------------------------------
+
+NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+STOPWORDS = frozenset(
+    "a an the and or but if of to in on at by for with from as is are was were be been being it its this that "
+    "these those there here i you he she we they them his her their our your my me not no do does did so than "
+    "then too very can could would should will shall may might must have has had which who whom what when where "
+    "why how all any both each few more most other some such only own same just also into over under about after "
+    "before between through during up down out off again further once".split()
+)
 
 
 def stem(word: str) -> str:
@@ -75,10 +164,6 @@ def stem(word: str) -> str:
         if len(word) > 4 and word.endswith(suffix):
             return word[: -len(suffix)]
     return word
-
-
-def words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
 
 
 def content_words(text: str) -> list[str]:

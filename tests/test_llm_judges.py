@@ -14,7 +14,6 @@ from shadoweval import judges
 from shadoweval.judges.base import Subject
 from shadoweval.judges.intent import intent_for
 from shadoweval.judges.llm import Budget, JudgeModel, extract_json, question
-from shadoweval.judges.llm_grounded import find_citations, split_sentences
 from shadoweval.judges.runner import plan, run_plan
 from shadoweval.proxy.mockllm import ThreadedServer
 from shadoweval.proxy.pricing import cost_usd
@@ -100,38 +99,7 @@ def prefers_marked(messages: list[dict[str, Any]]) -> str:
     return json.dumps({"reason": "one is better", "winner": "A" if "BETTER" in a else "B" if "BETTER" in b else "tie"})
 
 
-# --- text ------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("Refunds take 5 days [1]. The fee is 3.5% e.g. for cards [2]. Call us!",
-     ["Refunds take 5 days [1].", "The fee is 3.5% e.g. for cards [2].", "Call us!"]),
-    ("Shipping is free in the U.S. for orders over $50. [1][2] Returns take 30 days.",
-     ["Shipping is free in the U.S. for orders over $50. [1][2]", "Returns take 30 days."]),
-    ("See https://kb.example.com/a.b/warranty. Dr. Smith agrees, i.e. it is fine.[^2] J. Doe too.",
-     ["See https://kb.example.com/a.b/warranty.", "Dr. Smith agrees, i.e. it is fine.[^2]", "J. Doe too."]),
-    ("- First point [doc2].\n- Second point\n\n## Refunds\nVersion 2.0 is out. It works!",
-     ["First point [doc2].", "Second point", "Refunds", "Version 2.0 is out.", "It works!"]),
-    ('He said "stop." Then left. Wait... really? Yes.', ['He said "stop."', "Then left.", "Wait... really?", "Yes."]),
-])
-def test_sentence_splitter(text, expected):
-    assert split_sentences(text) == expected
-
-
-def test_citations_are_resolved_and_unknown_sources_flagged():
-    cite = lambda s, found=PASSAGES: find_citations(s, found)  # noqa: E731
-    assert cite("Paid in 5 days [1, 2].").passages == (1, 2)
-    assert cite("Paid in 5 days [1-2].").passages == (1, 2)
-    assert cite("Paid [doc2] and ^1.").passages == (2, 1)
-    assert cite("Paid [kb-warranty].").passages == (2,)  # a passage id
-    assert cite("See https://kb.example.com/warranty/.").passages == (2,)  # a passage's url
-    assert cite("See https://elsewhere.example.com.") == cite("No citation [sic], a [link](https://x.y).") == \
-        cite("Plain.")  # other URLs, brackets and markdown links are not citations
-    missing = cite("Paid [7], [kb-nope] and [^9].")
-    assert missing.passages == () and missing.unknown == ("[7]", "[kb-nope]", "[^9]")
-    numbered_ids = [{"id": "3", "text": "a"}, {"id": "7", "text": "b"}]  # the app's own numbers
-    assert cite("A [7] [doc3].", numbered_ids).passages == (2, 1)
-    assert cite("B [2].", numbered_ids).unknown == ("[2]",)
+# --- the question and the reply --------------------------------------------------------------------
 
 
 def test_the_question_is_the_last_user_message():
