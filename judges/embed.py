@@ -83,7 +83,9 @@ class MiniLMEmbedder(_Cached):
 
     def __init__(self, model_dir: str | None = None, *, batch_size: int = 64, cache_size: int = 20_000) -> None:
         super().__init__(cache_size)
+        # token matrices are large (a 1,000-character passage is about 200 x 384 floats): keep few
         self._tokens: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.token_cache_size = 256
         self.model_dir = model_dir
         self.batch_size = batch_size
         self._model = None
@@ -96,6 +98,10 @@ class MiniLMEmbedder(_Cached):
         if self._model is None:
             os.environ["HF_HUB_OFFLINE"] = "1"  # never reach for a model hub
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            if _THREADS:
+                import torch
+
+                torch.set_num_threads(_THREADS[0])
             from sentence_transformers import SentenceTransformer
 
             path = self.model_dir
@@ -126,7 +132,7 @@ class MiniLMEmbedder(_Cached):
             for t, m in zip(missing, self._token_vectors(missing), strict=True):
                 with self._lock:
                     self._tokens[t] = m
-                    while len(self._tokens) > self._size // 4:
+                    while len(self._tokens) > self.token_cache_size:
                         self._tokens.popitem(last=False)
         with self._lock:
             out = []
@@ -193,6 +199,14 @@ class HashingEmbedder(_Cached):
         return out
 
 
+
+
+_THREADS: list[int] = []
+
+
+def limit_threads(n: int) -> None:
+    """CPU threads the embedding model may use (set before it loads; 0 = torch's default, every core)."""
+    _THREADS[:] = [n] if n > 0 else []
 
 
 def get_embedder(name: str = "minilm") -> Embedder:

@@ -8,11 +8,14 @@ the same output twice. Verdicts go through the store's writer like everything el
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from shadoweval.proxy.context import extract_contexts
+from shadoweval.proxy.settings import ContextSettings
 from shadoweval.proxy.store import Store
-from shadoweval.proxy.types import Exchange, Feedback, Output, Verdict
+from shadoweval.proxy.types import ContextsFound, Exchange, Feedback, Output, Verdict
 
 from .base import Judge, Subject, judge_safely, key_of
 from .cascade import CascadePolicy, select
@@ -28,9 +31,32 @@ class RunResult:
 
 
 def plan(store: Store, judges: Sequence[Judge], *, since: float | None = None, names: tuple[str, ...] = (),
-         limit: int | None = None) -> list[tuple[Judge, Todo]]:
-    """For each judge, the outputs it has not judged yet."""
-    return [(j, store.outputs_to_judge(key_of(j), since=since, names=names, limit=limit)) for j in judges]
+         limit: int | None = None, context: ContextSettings | None = None) -> list[tuple[Judge, Todo]]:
+    """For each judge, the outputs it has not judged yet, their exchanges' passages found."""
+    work = [(j, store.outputs_to_judge(key_of(j), since=since, names=names, limit=limit)) for j in judges]
+    return with_contexts(store, work, context)
+
+
+def with_contexts(store: Store, work: list[tuple[Judge, Todo]],
+                  context: ContextSettings | None = None) -> list[tuple[Judge, Todo]]:
+    """Search the requests not searched yet for their retrieved passages (the store's writer only
+    reads what the app supplied, to stay fast) and save what was found with each exchange, so that
+    graders and reports see it too."""
+    found: dict[str, Exchange] = {}
+    out = []
+    for j, todo in work:
+        filled: Todo = []
+        for ex, o, prod in todo:
+            if ex.contexts is None:
+                if ex.id not in found:
+                    passages = extract_contexts(ex.request, settings=context) or []
+                    found[ex.id] = replace(ex, contexts=passages)
+                    while not store.submit(ContextsFound(ex.id, passages)):
+                        time.sleep(0.05)
+                ex = found[ex.id]
+            filled.append((ex, o, prod))
+        out.append((j, filled))
+    return out
 
 
 async def _run_judge(store: Store, j: Judge, todo: Todo, concurrency: int,
@@ -61,6 +87,7 @@ async def run_plan(store: Store, work: list[tuple[Judge, Todo]], *, concurrency:
 
 
 async def run_cascade(store: Store, offline: Sequence[Judge], llm: Sequence[Judge], *, policy: CascadePolicy,
+                      context: ContextSettings | None = None,
                       since: float | None = None, names: tuple[str, ...] = (), limit: int | None = None,
                       concurrency: int = 8, llm_concurrency: int = 4,
                       progress: Callable[[int], None] | None = None,
@@ -68,7 +95,7 @@ async def run_cascade(store: Store, offline: Sequence[Judge], llm: Sequence[Judg
     """Offline judges on everything not judged yet, then each LLM judge on what the policy selects.
 
     `planned(phase, n)` is told how many outputs each phase will judge (for a progress bar)."""
-    work = plan(store, offline, since=since, names=names, limit=limit)
+    work = plan(store, offline, since=since, names=names, limit=limit, context=context)
     if planned:
         planned("offline", sum(len(t) for _, t in work))
     results = await run_plan(store, work, concurrency=concurrency, progress=progress)
@@ -76,7 +103,7 @@ async def run_cascade(store: Store, offline: Sequence[Judge], llm: Sequence[Judg
         return results
     seen: dict[str, tuple[list[Verdict], list[Feedback]]] = {}
 
-    def context(exchange_id: str) -> tuple[list[Verdict], list[Feedback]]:
+    def looked_up(exchange_id: str) -> tuple[list[Verdict], list[Feedback]]:
         if exchange_id not in seen:
             found = store.get_exchange(exchange_id)
             seen[exchange_id] = (store.verdicts(exchange_id), found[2] if found else [])
@@ -89,12 +116,12 @@ async def run_cascade(store: Store, offline: Sequence[Judge], llm: Sequence[Judg
         for ex, out, prod in store.outputs_to_judge(key_of(j), since=since, names=names, limit=limit):
             if getattr(j, "needs_production", False) and prod is None:
                 continue  # a pairwise judge has nothing to compare production's own answer with
-            verdicts, feedback = context(ex.id)
+            verdicts, feedback = looked_up(ex.id)
             verdicts = [v for v in verdicts if v.judge_key in offline_keys]
             theirs = [v for v in verdicts if prod is not None and v.output_id == prod.id]
             if select(out, verdicts, production=theirs, feedback=feedback, policy=policy):
                 chosen.append((ex, out, prod))
-        llm_work.append((j, chosen))
+        llm_work.extend(with_contexts(store, [(j, chosen)], context))
     if planned:
         planned("llm", sum(len(t) for _, t in llm_work))
     return results + await run_plan(store, llm_work, concurrency=llm_concurrency, progress=progress)

@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -19,8 +20,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .context import contexts_of
 from .metrics import Metrics
 from .mirror import Mirror
+from .settings import ContextSettings
 from .store import Store
 from .types import Feedback, new_id
 
@@ -47,6 +50,7 @@ def ops_api(
     mirror: Callable[[], Mirror | None],
     proxy_keys: frozenset[bytes],
     lifespan: Callable[[Any], AbstractAsyncContextManager[None]],
+    context: ContextSettings | None = None,
 ) -> FastAPI:
     api = FastAPI(title="shadoweval", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -136,6 +140,8 @@ def ops_api(
         if found is None:
             return _json_error(404, f"No exchange {exchange_id}.", "invalid_request_error", "not_found")
         ex, outputs, fbs = found
+        if ex.contexts is None:  # not judged yet: show the passages all the same
+            ex = replace(ex, contexts=contexts_of(ex, settings=context))
         verdicts = await asyncio.to_thread(store.verdicts, exchange_id)
         return JSONResponse(orjson.loads(orjson.dumps(
             {"exchange": ex, "outputs": outputs, "feedback": fbs, "verdicts": verdicts})))

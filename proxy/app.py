@@ -338,6 +338,7 @@ def create_app(
             log.info("proxy stopped", extra={"store_lost": store.status().lost if store else 0})
 
     proxy_keys = frozenset(k.encode() for k in settings.proxy_keys())
-    api = ops_api(store=store, metrics=metrics, mirror=lambda: proxy.mirror, proxy_keys=proxy_keys, lifespan=lifespan)
+    api = ops_api(store=store, metrics=metrics, mirror=lambda: proxy.mirror, proxy_keys=proxy_keys, lifespan=lifespan,
+                  context=settings.context)
     proxy = ProxyApp(settings, pool=pool, store=store, mirror=None, metrics=metrics, fallback=api)
     return proxy

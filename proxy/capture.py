@@ -158,7 +158,9 @@ def _contexts(request: dict[str, Any] | None, settings: ContextSettings | None,
               header: str | None) -> list[dict[str, Any]] | None:
     """The passages, or None: a prompt the extraction chokes on still leaves its exchange stored."""
     try:
-        return extract_contexts(request, settings=settings, header=header)
+        # only what the app supplied: searching the prompt costs the writer ~0.1 ms an exchange, so
+        # the judges' process does it (contexts stay None until then)
+        return extract_contexts(request, settings=settings, header=header, search_messages=False)
     except Exception:
         log.exception("could not extract contexts")
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -215,12 +216,16 @@ def judge_run(config: str | None, db: str | None, names: tuple[str, ...], since:
     for why in configured.skipped:
         click.echo(f"skipped {why}", err=True)
     width = concurrency or settings.judges.concurrency
+    from shadoweval.judges.embed import limit_threads
+
+    limit_threads(settings.judges.threads)
 
     async def one_pass(bar: Any = None) -> list[RunResult]:
         def planned(phase: str, n: int) -> None:
             if bar is not None:
                 bar.length = (bar.length or 0) + n
         return await run_cascade(store, configured.offline, configured.llm, policy=configured.policy,
+                                 context=settings.context,
                                  since=_since(since), names=candidates, limit=limit, concurrency=width,
                                  llm_concurrency=settings.judges.llm_concurrency,
                                  progress=bar.update if bar is not None else None, planned=planned)
@@ -230,6 +235,7 @@ def judge_run(config: str | None, db: str | None, names: tuple[str, ...], since:
             from .logs import configure
 
             configure(settings.server.log_level, settings.server.log_format)
+            os.nice(10)  # judging in the background must never take CPU from a proxy on the same machine
             limit = limit or 500  # per judge and pass, so that a stop signal is heeded soon
             asyncio.run(_follow(one_pass, interval or settings.judges.interval_s))
             return

@@ -3,8 +3,10 @@
 RAG apps put what they retrieved into the prompt in a handful of layouts: numbered passages
 (`[1] ...`, `[doc2]`, `Document 3:`), XML-ish elements (`<document id="a">...</document>`), a
 `Context:` heading followed by blocks, or tool results. Apps that know their passages can send
-them instead, in the `x-shadoweval-context` header or a request field. Extraction runs in the
-store's writer thread (never on the request path) on every exchange, so it is plain string work:
+them instead, in the `x-shadoweval-context` header or a request field. What the app supplies is
+read in the store's writer thread; searching the prompt runs in the judges' process, before an
+exchange is first judged (`judges/runner.py`), and what it finds is stored with the exchange. It is
+plain string work all the same:
 a few regular expressions per message, each linear in the text (no nested quantifiers). Patterns
 that look at line starts begin with a literal newline rather than `^`, which lets the regex engine
 skip from newline to newline (six times faster than trying `^` at every character); the text they
@@ -92,12 +94,15 @@ _META_BLOCK = re.compile(r"[a-z_]{1,30}: [^\n]{1,300}(?:\n[a-z_]{1,30}: [^\n]{1,
 
 
 def extract_contexts(
-    request: Mapping[str, Any] | None, *, settings: ContextSettings | None = None, header: str | None = None
+    request: Mapping[str, Any] | None, *, settings: ContextSettings | None = None, header: str | None = None,
+    search_messages: bool = True,
 ) -> list[Passage] | None:
     """The passages the request gave the model, or None when there are none.
 
     The header wins, then the configured field, then tool results and the layouts found in
-    system, developer and user messages (never in assistant messages), in message order."""
+    system, developer and user messages (never in assistant messages), in message order.
+    `search_messages=False` looks only at what the app supplied (header, field): the store's writer
+    does that much, and leaves searching the prompt to the judges' process."""
     s = settings or _DEFAULTS
     if not s.enabled:
         return None
@@ -106,7 +111,7 @@ def extract_contexts(
         found = _supplied(_header_text(header), "header")
     if not found and s.field and isinstance(request, Mapping):
         found = _supplied(_dig(request, s.field), "field")
-    if not found and isinstance(request, Mapping):
+    if not found and search_messages and isinstance(request, Mapping):
         found = _unique_ids(list(_from_request(request, s.patterns)))
     return _capped(found, s) or None
 

@@ -205,6 +205,10 @@ class JudgesSettings(_Section):
     embedder: str = Field("minilm", description="Embeddings for the offline judges: minilm (all-MiniLM-L6-v2, "
                           "shipped in a package) or hashing (a fast deterministic stand-in for tests).")
     concurrency: int = Field(2, ge=1, description="Outputs judged at once by the offline tier.")
+    threads: int = Field(
+        1, ge=0, description="CPU threads the embedding model uses (0 = every core). The background judge also "
+        "runs at a lower CPU priority than the proxy, so judging never takes the proxy's CPU."
+    )
     llm: tuple[str, ...] = Field(
         ("grounded-llm", "citations-llm", "intent", "pairwise"),
         description="LLM judges, run on the share `llm_share` selects when `llm_model` is set.",

@@ -28,11 +28,11 @@ import sqlite_utils
 from .metrics import Metrics, standard_metrics
 from .migrations import migrate
 from .redact import Redactor
-from .types import CandidateStats, Exchange, Feedback, Output, Usage, Verdict, new_id
+from .types import CandidateStats, ContextsFound, Exchange, Feedback, Output, Usage, Verdict, new_id
 
 log = logging.getLogger("shadoweval.store")
 
-Record = Exchange | Output | Feedback | Verdict
+Record = Exchange | Output | Feedback | Verdict | ContextsFound
 # A builder is called in the writer thread: parsing and shaping raw captures happens there, off
 # the event loop.
 Item = Record | Callable[[], Iterable[Record]]
@@ -222,7 +222,7 @@ class Store:
         records: list[Record] = []
         flushes: list[threading.Event] = []
         for item in items:
-            if isinstance(item, (Exchange, Output, Feedback, Verdict)):
+            if isinstance(item, (Exchange, Output, Feedback, Verdict, ContextsFound)):
                 records.append(item)
             elif isinstance(item, _Flush):
                 flushes.append(item.done)
@@ -246,8 +246,12 @@ class Store:
             self._lose(len(records), "unavailable")
             return
         rows: dict[str, list[dict[str, Any]]] = {"exchanges": [], "outputs": [], "feedback": [], "verdicts": []}
+        found: list[tuple[str, str]] = []
         for r in records:
-            if isinstance(r, Exchange):
+            if isinstance(r, ContextsFound):
+                # found in the stored (already redacted) request: nothing left to redact
+                found.append((_dumps(r.contexts) or "[]", r.exchange_id))
+            elif isinstance(r, Exchange):
                 rows["exchanges"].append(self._exchange_row(r))
             elif isinstance(r, Output):
                 rows["outputs"].append(self._output_row(r))
@@ -264,6 +268,9 @@ class Store:
                         sql = (f"insert or replace into {table} ({', '.join(cols)}) "
                                f"values ({', '.join('?' * len(cols))})")
                         self._db.conn.executemany(sql, [tuple(r.values()) for r in table_rows])
+                if found:
+                    self._db.conn.executemany(
+                        "update exchanges set contexts_json = ? where id = ? and contexts_json is null", found)
         except sqlite3.Error as exc:
             reason = _reason(exc)
             self._lose(len(records), reason)

@@ -102,6 +102,15 @@ class Feedback:
 
 
 @dataclass(frozen=True, slots=True)
+class ContextsFound:
+    """The passages found in a stored exchange's request after the fact (by the judges' process),
+    to be saved with it; `[]` records that the request was searched and holds none."""
+
+    exchange_id: str
+    contexts: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """A judge's result on one output. `error` set means "could not judge": aggregates skip it.
 

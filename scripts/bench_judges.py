@@ -73,13 +73,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", type=int, default=200, help="answers per judge")
     ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: every core; the background "
+                    "judge uses [judges] threads, 1 by default)")
     ap.add_argument("--judge", action="append", help="judge to time (repeatable; default: checks, grounded, citations)")
     args = ap.parse_args()
-    t0 = time.perf_counter()
-    from shadoweval.judges.embed import get_embedder
+    from shadoweval.judges.embed import get_embedder, limit_threads
 
+    limit_threads(args.threads)
+    t0 = time.perf_counter()
     get_embedder("minilm").encode(["warm up"])
-    print(f"model load: {time.perf_counter() - t0:.1f} s; {args.n} answers per judge, concurrency {args.concurrency}")
+    print(f"model load: {time.perf_counter() - t0:.1f} s; {args.n} answers per judge, concurrency {args.concurrency}, "
+          f"torch threads {args.threads or 'all'}")
     print(f"{'judge':12} {'answers/s':>10} {'ms/answer':>10} {'errors':>7}  answers from")
     for name in args.judge or ["checks", "grounded", "citations"]:
         path = DATA.get(name, DEFAULT)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
+import httpx
 import openai
 import pytest
 import sqlite_utils
 
+from shadoweval import judges
+from shadoweval.judges.runner import plan, run_plan
 from shadoweval.proxy import capture
 from shadoweval.proxy.context import contexts_of, extract_contexts
 from shadoweval.proxy.migrations import MIGRATIONS
@@ -354,10 +358,18 @@ def test_through_the_proxy_with_the_openai_client(production, tmp_path):
         def stored(raw):
             return proxy.store.get_exchange(raw.headers["x-shadoweval-exchange-id"])[0].contexts
 
-        assert [(p["id"], p["text"], p["source"]) for p in stored(from_messages)] == [
-            ("1", REFUNDS, "system"), ("2", PLANS, "system")]
+        # what the app supplied is stored at once; the prompt is searched off the proxy's path
         assert stored(from_header) == [{"id": "kb-40", "title": "Plans", "text": PLANS, "source": "header"}]
         assert stored(from_field) == [{"id": "1", "title": None, "text": PLANS, "source": "field"}]
+        assert stored(from_messages) is None
+        eid = from_messages.headers["x-shadoweval-exchange-id"]
+        shown = httpx.get(f"{proxy.root}/shadoweval/exchanges/{eid}").json()["exchange"]["contexts"]
+        assert [(p["id"], p["text"]) for p in shown] == [("1", REFUNDS), ("2", PLANS)]  # found for display
+        # ...and found and saved before the exchange is first judged
+        asyncio.run(run_plan(proxy.store, plan(proxy.store, [judges.create("checks")], context=proxy.settings.context)))
+        assert [(p["id"], p["text"], p["source"]) for p in stored(from_messages)] == [
+            ("1", REFUNDS, "system"), ("2", PLANS, "system")]
+        assert stored(from_header)[0]["id"] == "kb-40"  # supplied passages are not replaced
         # the header reached neither production nor the candidate
         assert len(prod_mock.requests) == 3
         assert all("x-shadoweval-context" not in r.headers for r in prod_mock.requests)
