@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import openai
+import pytest
 
 from shadoweval.judges.config import build, midnight_utc
 from shadoweval.proxy.mockllm import MockLLM, ThreadedServer, free_port
@@ -121,3 +122,57 @@ def _healthy(url: str) -> bool:
         return httpx.get(url + "/healthz", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_judge_run_with_an_llm_tier_from_the_configuration(tmp_path):
+    """The user's path: a store, a config naming a judge model, `shadoweval judge run`."""
+    from .mock_judge import MockJudge, between, prompt_of
+
+    db = tmp_path / "demo.db"
+    subprocess.run([str(BIN), "demo", "--db", str(db), "--questions", "4", "--no-judge"], check=True,
+                   capture_output=True, timeout=120)
+
+    def longer(messages):  # a consistent judge: the longer answer wins, whichever side it is on
+        p = prompt_of(messages)
+        a, b = between(p, "answer_a"), between(p, "answer_b")
+        winner = "tie" if len(a) == len(b) else "A" if len(a) > len(b) else "B"  # the twin's answers are equal
+        return json.dumps({"reason": "more complete", "winner": winner})
+
+    judge = MockJudge(reply=longer)
+    with ThreadedServer(judge) as js:
+        cfg = tmp_path / "judges.toml"
+        cfg.write_text(f"""
+[judges]
+embedder = "hashing"
+llm = ["pairwise"]
+llm_model = "openai/gpt-4o-mini"
+llm_api_base = "{js.url}/v1"
+llm_api_key_env = "JUDGE_KEY"
+llm_share = "all"
+llm_concurrency = 1
+llm_daily_usd = 0.002
+""")
+        env = {**os.environ, "JUDGE_KEY": "sk-judge-test-key"}
+        out = subprocess.run([str(BIN), "judge", "run", "--config", str(cfg), "--db", str(db), "--json"],
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    run = {r["judge"].split("@")[0]: r for r in json.loads(out.stdout)["run"]}
+    assert set(run) == {"checks", "grounded", "citations", "pairwise"}
+    store = Store(db)
+    verdicts = [v for eid in store.exchange_ids() for v in store.verdicts(eid) if v.judge == "pairwise"]
+    outputs = {o.id: o for eid in store.exchange_ids() for o in store.get_exchange(eid)[1]}
+    # every answer but production's own was compared with production's, none of production's
+    assert {v.output_id for v in verdicts} == {o.id for o in outputs.values() if o.role != "production"}
+    done = [v for v in verdicts if v.error is None]
+    stopped = [v for v in verdicts if v.error and v.error.startswith("budget exhausted")]
+    assert done and stopped and len(done) + len(stopped) == len(verdicts)
+    for v in done:  # both orders asked, both agree (the mock is consistent), cost of two calls
+        assert v.evidence["flipped"] is False
+        o = outputs[v.output_id]
+        assert v.label == ("tie" if o.role == "twin" else "candidate" if v.evidence["length_diff"] > 0 else "production")
+        assert v.cost_usd == pytest.approx(done[0].cost_usd, rel=1e-6) and v.cost_usd > 0
+    assert len(judge.requests) == 2 * len(done)  # no call was made once the budget was spent
+    assert sum(v.cost_usd for v in verdicts) <= 0.002 + done[0].cost_usd
+    assert all(v.args["api_key_env"] == "JUDGE_KEY" for v in verdicts)
+    assert "sk-judge-test-key" not in db.read_bytes().decode("latin-1")
+    assert all(h.get("authorization") == "Bearer sk-judge-test-key" for h in judge.headers)
