@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from shadoweval.proxy.candidates import CallResult, CandidateError, LiteLLMCaller
+from shadoweval.proxy.capture import last_user_text
 from shadoweval.proxy.settings import CandidateSettings
 from shadoweval.proxy.types import Exchange
 
@@ -230,22 +231,7 @@ def passages(exchange: Exchange) -> list[dict[str, Any]]:
 
 def question(exchange: Exchange) -> str:
     """The last user message of the request: chat `messages` or Responses API `input`."""
-    request = exchange.request or {}
-    items = request.get("messages")
-    if not isinstance(items, list):
-        items = request.get("input")
-        if isinstance(items, str):
-            return items
-        if not isinstance(items, list):
-            return ""
-    for m in reversed(items):
-        if isinstance(m, dict) and m.get("role") == "user":
-            content = m.get("content")
-            if isinstance(content, str):
-                return content
-            if isinstance(content, list):
-                return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("text"))
-    return ""
+    return last_user_text(exchange.request or {})
 
 
 def format_passages(found: list[dict[str, Any]], numbers: list[int] | None = None) -> str:

@@ -24,7 +24,8 @@ import httpx
 import openai
 
 from ..app import create_app
-from ..mockllm import MockLLM, ThreadedServer, last_user_text
+from ..capture import last_user_text
+from ..mockllm import MockLLM, ThreadedServer
 from ..settings import load_settings
 from ..store import Store
 
