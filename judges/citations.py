@@ -84,8 +84,10 @@ def _is_factual(c: Claim) -> bool:
 
 @register("citations")
 class CitationContext:
-    """Score = mean support of the cited sentences by the passages they cite; label supported when all
-    reach `threshold` and every cited source exists; evidence = ALCE recall and precision, problems."""
+    """Offline citation check: does each cited sentence say what its sources say (ALCE recall, precision)?
+
+    Score = mean support of the cited sentences by the passages they cite; label supported when all
+    reach `threshold` and every cited source exists; evidence = recall, precision and the problems."""
 
     name = "citations"
     version = "1"

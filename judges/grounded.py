@@ -107,7 +107,9 @@ def answer_score(parts: list[SentenceSupport]) -> float:
 
 @register("grounded")
 class Groundedness:
-    """Score = weighted mean support of the answer's sentences in the passages; label grounded or
+    """Offline groundedness: the share of the answer the passages support (MiniLM, words, numbers).
+
+    Score = weighted mean support of the answer's sentences in the passages; label grounded or
     ungrounded at `threshold`; evidence = the sentences below `sentence_cut`."""
 
     name = "grounded"
