@@ -288,6 +288,81 @@ async def _follow(one_pass: Any, interval: float) -> None:
             pass
 
 
+@main.group()
+def grade() -> None:
+    """Human grading: choose the pairs people grade."""
+
+
+@grade.command("queue")
+@click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML configuration file.")
+@click.option("--db", help="SQLite file (default: the configuration's store.path).")
+@click.option("-n", "n", type=click.IntRange(min=0), default=50, show_default=True,
+              help="Pairs to queue, in expectation.")
+@click.option("--seed", type=int, help="Random seed (default: from the clock; printed, so a run can be repeated).")
+@click.option("--uniform", type=click.FloatRange(min=0), default=0.3, show_default=True,
+              help="Share of the budget drawn uniformly (unbiased estimates).")
+@click.option("--stratified", type=click.FloatRange(min=0), default=0.3, show_default=True,
+              help="Share drawn equally per slice (every slice seen).")
+@click.option("--informative", type=click.FloatRange(min=0), default=0.4, show_default=True,
+              help="Share drawn by informativeness (near threshold, flipped, disagreeing judges, gap, complaint).")
+@click.option("--double-rate", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+              help="Share of queued pairs graded by two evaluators.")
+@click.option("--since", help="Only outputs since: 7d, 24h, 30m or an ISO date.")
+@click.option("--candidate", "candidates", multiple=True, help="Only these candidates' outputs (repeatable).")
+@click.option("--slice-by", "slice_by", multiple=True, metavar="route|TAGKEY",
+              help="Slices for the stratified share (repeatable; default: route).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def grade_queue(config: str | None, db: str | None, n: int, seed: int | None, uniform: float, stratified: float,
+                informative: float, double_rate: float, since: str | None, candidates: tuple[str, ...],
+                slice_by: tuple[str, ...], as_json: bool) -> None:
+    """Queue production/candidate pairs for human grading; a pair is never queued twice.
+
+    Each queued pair records the policy that chose it and its inclusion probability, so grades can
+    be reweighted into estimates over all pairs."""
+    from shadoweval.datasets.queue import build_queue
+    from shadoweval.datasets.sampling import POLICIES, SamplingPlan
+
+    from .store import Store
+
+    settings = _settings(config, db=db)
+    path = Path(settings.store.path)
+    if not path.exists():
+        raise click.ClickException(f"no store at {path}")
+    if seed is None:
+        seed = time.time_ns() % 2**32
+    total = uniform + stratified + informative
+    if total <= 0:
+        raise click.BadParameter("at least one share must be > 0", param_hint="--uniform/--stratified/--informative")
+    shares = {"uniform": uniform / total, "stratified": stratified / total, "informative": informative / total}
+    plan = SamplingPlan(n, seed=seed, shares=shares, double_rate=double_rate)
+    store = Store(path)
+    store.start()  # applies new migrations (grading) to a store made by an older version
+    try:
+        result = build_queue(store, plan, since=_since(since), names=candidates, slice_by=slice_by or ("route",))
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.stop()
+    by_policy = {p: sum(i.policy == p for i in result.items) for p in POLICIES}
+    doubled = sum(i.evaluators > 1 for i in result.items)
+    if as_json:
+        click.echo(orjson.dumps({
+            "batch": result.batch, "seed": seed, "eligible": result.eligible, "queued": len(result.items),
+            "expected": result.expected, "by_policy": by_policy, "double_graded": doubled,
+            "shares": shares, "slices": {k: {"eligible": e, "queued": q} for k, (e, q) in result.slices.items()},
+        }, option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo(f"seed {seed}, batch {result.batch}")
+    click.echo(f"{result.eligible} pairs not queued before; queued {len(result.items)} "
+               f"(expected {result.expected:.1f}), {doubled} for two evaluators")
+    click.echo("by policy: " + ", ".join(f"{p} {c}" for p, c in by_policy.items()))
+    if result.slices:
+        width = max(5, *(len(k) for k in result.slices))
+        click.echo(f"{'slice':{width}} {'eligible':>8} {'queued':>6}")
+        for k, (e, q) in result.slices.items():
+            click.echo(f"{k:{width}} {e:8} {q:6}")
+
+
 class _BadInput(click.ClickException):
     exit_code = 2
 

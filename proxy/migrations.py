@@ -107,11 +107,57 @@ def m004_add_exchange_contexts(db: sqlite_utils.Database) -> None:
     db["exchanges"].add_column("contexts_json", str)
 
 
+def m005_create_grading(db: sqlite_utils.Database) -> None:
+    # The human grading queue (datasets/queue.py): which pair, which policy chose it and with what
+    # chance (for reweighting), which side is shown left, how many graders; then their grades.
+    db["grading_items"].create(
+        {
+            "id": str,
+            "exchange_id": str,
+            "candidate_output_id": str,
+            "production_output_id": str,
+            "left": str,  # production | candidate
+            "policy": str,  # uniform | stratified | informative
+            "probability": float,
+            "inclusion_probability": float,
+            "evaluators": int,
+            "slice": str,
+            "created_at": str,
+            "batch": str,
+        },
+        pk="id",
+    )
+    # a pair is queued once, whatever the batch
+    db["grading_items"].create_index(["candidate_output_id", "production_output_id"], unique=True)
+    db["grading_items"].create_index(["exchange_id"])
+    db["grades"].create(
+        {
+            "id": str,
+            "item_id": str,
+            "evaluator": str,
+            "created_at": str,
+            "preference": str,  # left | right | tie, as the grader saw the pair
+            "winner": str,  # production | candidate | tie, resolved from the item's left side
+            "grounded": str,  # yes | partly | no
+            "citations_correct": int,
+            "meets_intent": int,
+            "note": str,
+            "keep": int,
+            "corrected_answer": str,
+            "seconds": float,
+            "skipped": int,
+        },
+        pk="id",
+    )
+    db["grades"].create_index(["item_id", "evaluator"])
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m001_create_exchanges,
     m002_create_counters,
     m003_create_verdicts,
     m004_add_exchange_contexts,
+    m005_create_grading,
 ]
 
 

@@ -11,6 +11,7 @@ request included). WAL lets the CLI, the UI and the judges read while the proxy 
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import queue
 import sqlite3
@@ -28,11 +29,24 @@ import sqlite_utils
 from .metrics import Metrics, standard_metrics
 from .migrations import migrate
 from .redact import Redactor
-from .types import CandidateStats, ContextsFound, Exchange, Feedback, Output, Usage, Verdict, new_id
+from .types import (
+    CandidateStats,
+    ContextsFound,
+    Exchange,
+    Feedback,
+    Grade,
+    GradingItem,
+    GradingProgress,
+    Output,
+    PairToGrade,
+    Usage,
+    Verdict,
+    new_id,
+)
 
 log = logging.getLogger("shadoweval.store")
 
-Record = Exchange | Output | Feedback | Verdict | ContextsFound
+Record = Exchange | Output | Feedback | Verdict | ContextsFound | GradingItem | Grade
 # A builder is called in the writer thread: parsing and shaping raw captures happens there, off
 # the event loop.
 Item = Record | Callable[[], Iterable[Record]]
@@ -178,7 +192,13 @@ class Store:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = connect(self.path)
-            migrate(db)
+            # another process (the background judge, a CLI) may be migrating the same new file: one at
+            # a time, the second finds the work done. The lock is a file of its own: closing any
+            # descriptor of the database file would drop the POSIX locks SQLite holds on it ("disk I/O
+            # error" in the other connections of this process).
+            with open(self.path.with_name(self.path.name + ".migrate-lock"), "a") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                migrate(db)
             self._db = db
             self._last_error = None
         except (sqlite3.Error, OSError) as exc:
@@ -222,7 +242,7 @@ class Store:
         records: list[Record] = []
         flushes: list[threading.Event] = []
         for item in items:
-            if isinstance(item, (Exchange, Output, Feedback, Verdict, ContextsFound)):
+            if isinstance(item, (Exchange, Output, Feedback, Verdict, ContextsFound, GradingItem, Grade)):
                 records.append(item)
             elif isinstance(item, _Flush):
                 flushes.append(item.done)
@@ -245,7 +265,8 @@ class Store:
         if self._db is None:
             self._lose(len(records), "unavailable")
             return
-        rows: dict[str, list[dict[str, Any]]] = {"exchanges": [], "outputs": [], "feedback": [], "verdicts": []}
+        rows: dict[str, list[dict[str, Any]]] = {"exchanges": [], "outputs": [], "feedback": [], "verdicts": [],
+                                                 "grading_items": [], "grades": []}
         found: list[tuple[str, str]] = []
         for r in records:
             if isinstance(r, ContextsFound):
@@ -257,6 +278,10 @@ class Store:
                 rows["outputs"].append(self._output_row(r))
             elif isinstance(r, Verdict):
                 rows["verdicts"].append(self._verdict_row(r))
+            elif isinstance(r, GradingItem):
+                rows["grading_items"].append(self._grading_item_row(r))
+            elif isinstance(r, Grade):
+                rows["grades"].append(self._grade_row(r))
             else:
                 rows["feedback"].append(self._feedback_row(r))
         try:
@@ -265,12 +290,24 @@ class Store:
                     if table_rows:
                         # one prepared statement per table: insert_all would re-read the schema per batch
                         cols = list(table_rows[0])
-                        sql = (f"insert or replace into {table} ({', '.join(cols)}) "
+                        # a pair already queued stays as it was: re-queueing is a no-op
+                        verb = "insert or ignore" if table == "grading_items" else "insert or replace"
+                        sql = (f"{verb} into {table} ({', '.join(f'[{c}]' for c in cols)}) "
                                f"values ({', '.join('?' * len(cols))})")
                         self._db.conn.executemany(sql, [tuple(r.values()) for r in table_rows])
                 if found:
                     self._db.conn.executemany(
                         "update exchanges set contexts_json = ? where id = ? and contexts_json is null", found)
+                if rows["grades"]:
+                    # the winner comes from the side the grader was shown on the left, as queued
+                    self._db.conn.executemany(
+                        """update grades set winner = (
+                               select case grades.preference when 'tie' then 'tie' when 'left' then i."left"
+                                      when 'right' then case i."left" when 'production' then 'candidate'
+                                                        else 'production' end end
+                               from grading_items i where i.id = grades.item_id)
+                           where id = ? and preference is not null""",
+                        [(r["id"],) for r in rows["grades"]])
         except sqlite3.Error as exc:
             reason = _reason(exc)
             self._lose(len(records), reason)
@@ -349,6 +386,40 @@ class Store:
             "error": v.error,
         }
 
+    def _grading_item_row(self, i: GradingItem) -> dict[str, Any]:
+        return {
+            "id": i.id,
+            "exchange_id": i.exchange_id,
+            "candidate_output_id": i.candidate_output_id,
+            "production_output_id": i.production_output_id,
+            "left": i.left,
+            "policy": i.policy,
+            "probability": i.probability,
+            "inclusion_probability": i.inclusion_probability,
+            "evaluators": i.evaluators,
+            "slice": i.slice,
+            "created_at": iso(i.created_at),
+            "batch": i.batch,
+        }
+
+    def _grade_row(self, g: Grade) -> dict[str, Any]:
+        return {
+            "id": g.id,
+            "item_id": g.item_id,
+            "evaluator": g.evaluator,
+            "created_at": iso(g.created_at),
+            "preference": g.preference,
+            "winner": g.winner,  # replaced from the item's left side in the same transaction
+            "grounded": g.grounded,
+            "citations_correct": _bool_in(g.citations_correct),
+            "meets_intent": _bool_in(g.meets_intent),
+            "note": self.redactor.text(g.note) if g.note else g.note,
+            "keep": int(g.keep),
+            "corrected_answer": self.redactor.text(g.corrected_answer) if g.corrected_answer else g.corrected_answer,
+            "seconds": g.seconds,
+            "skipped": int(g.skipped),
+        }
+
     def _feedback_row(self, f: Feedback) -> dict[str, Any]:
         return {
             "id": f.id,
@@ -392,7 +463,8 @@ class Store:
         return connect(self.path)
 
     def prune(self, *, older_than_days: float, db: sqlite_utils.Database | None = None) -> int:
-        """Delete exchanges (with their outputs and feedback) older than the cutoff; return how many."""
+        """Delete exchanges (with their outputs, feedback and ungraded grading items) older than the
+        cutoff; return how many."""
         own = db is None
         db = db or self._reader()
         cutoff = iso(time.time() - older_than_days * 86400)
@@ -401,6 +473,11 @@ class Store:
                 ids = "select id from exchanges where created_at < ?"
                 db.execute(f"delete from outputs where exchange_id in ({ids})", [cutoff])
                 db.execute(f"delete from feedback where exchange_id in ({ids})", [cutoff])
+                if "grading_items" in db.table_names():
+                    # nothing left to grade; items already graded stay with their grades
+                    db.execute(f"""delete from grading_items where exchange_id in ({ids})
+                                   and not exists (select 1 from grades g where g.item_id = grading_items.id)""",
+                               [cutoff])
                 n = db.execute("delete from exchanges where created_at < ?", [cutoff]).rowcount
         finally:
             if own:
@@ -466,6 +543,100 @@ class Store:
         db = self._reader()
         try:
             return [_verdict_from(r) for r in db["verdicts"].rows_where("exchange_id = ?", [exchange_id], order_by="created_at")]
+        finally:
+            db.conn.close()
+
+    # -- human grading -------------------------------------------------------------------------
+
+    def pairs_to_grade(self, *, since: float | None = None, names: tuple[str, ...] = ()) -> list[PairToGrade]:
+        """Answered candidate (or twin) outputs paired with production's answer to the same exchange
+        that are not queued for grading yet, oldest first, with what the sampling policies read."""
+        db = self._reader()
+        try:
+            where = ["c.status = 'ok'", "c.role in ('candidate', 'twin')", "p.role = 'production'",
+                     "p.status = 'ok'", "not exists (select 1 from grading_items g where "
+                     "g.candidate_output_id = c.id and g.production_output_id = p.id)"]
+            params: list[Any] = []
+            if since is not None:
+                where.append("c.created_at >= ?")
+                params.append(iso(since))
+            if names:
+                where.append(f"c.name in ({', '.join('?' * len(names))})")
+                params.extend(names)
+            rows = db.execute(
+                f"""select c.exchange_id, c.id, c.name, p.id from outputs c
+                    join outputs p on p.exchange_id = c.exchange_id
+                    where {' and '.join(where)} order by c.created_at, c.id, p.id""", params).fetchall()
+            ex_ids = sorted({r[0] for r in rows})
+            out_ids = sorted({r[1] for r in rows} | {r[3] for r in rows})
+            exchanges: dict[str, tuple[str, dict[str, str]]] = {}
+            feedback: dict[str, list[Feedback]] = {}
+            verdicts: dict[str, list[Verdict]] = {}
+            for start in range(0, len(ex_ids), 500):  # SQLite caps the number of parameters
+                chunk = ex_ids[start:start + 500]
+                marks = ", ".join("?" * len(chunk))
+                for ex_id, route, tags in db.execute(
+                        f"select id, route, tags_json from exchanges where id in ({marks})", chunk):
+                    exchanges[ex_id] = (route, _loads(tags) or {})
+                for r in db["feedback"].rows_where(f"exchange_id in ({marks})", chunk, order_by="created_at"):
+                    feedback.setdefault(r["exchange_id"], []).append(_feedback_from(r))
+            for start in range(0, len(out_ids), 500):
+                chunk = out_ids[start:start + 500]
+                for r in db["verdicts"].rows_where(f"output_id in ({', '.join('?' * len(chunk))})", chunk,
+                                                   order_by="created_at"):
+                    verdicts.setdefault(r["output_id"], []).append(_verdict_from(r))
+            return [PairToGrade(
+                exchange_id=ex_id, candidate_output_id=cand, candidate_name=name, production_output_id=prod,
+                route=exchanges[ex_id][0], tags=exchanges[ex_id][1],
+                candidate_verdicts=tuple(verdicts.get(cand, ())), production_verdicts=tuple(verdicts.get(prod, ())),
+                feedback=tuple(feedback.get(ex_id, ())),
+            ) for ex_id, cand, name, prod in rows if ex_id in exchanges]
+        finally:
+            db.conn.close()
+
+    def grading_items(self, *, batch: str | None = None) -> list[GradingItem]:
+        db = self._reader()
+        try:
+            where, params = ("batch = ?", [batch]) if batch is not None else (None, [])
+            return [_grading_item_from(r) for r in db["grading_items"].rows_where(where, params, order_by="id")]
+        finally:
+            db.conn.close()
+
+    def next_item(self, evaluator: str) -> GradingItem | None:
+        """The oldest item that still needs a grade and that `evaluator` has neither graded nor skipped."""
+        db = self._reader()
+        try:
+            rows = list(db.query(
+                """select i.* from grading_items i
+                   where (select count(*) from grades g where g.item_id = i.id and not g.skipped) < i.evaluators
+                     and not exists (select 1 from grades g where g.item_id = i.id and g.evaluator = ?)
+                   order by i.created_at, i.id limit 1""", [evaluator]))
+            return _grading_item_from(rows[0]) if rows else None
+        finally:
+            db.conn.close()
+
+    def grades(self, item_id: str | None = None) -> list[Grade]:
+        db = self._reader()
+        try:
+            where, params = ("item_id = ?", [item_id]) if item_id is not None else (None, [])
+            return [_grade_from(r) for r in db["grades"].rows_where(where, params, order_by="created_at, id")]
+        finally:
+            db.conn.close()
+
+    def grading_progress(self) -> GradingProgress:
+        db = self._reader()
+        try:
+            queued, done = db.execute(
+                """select count(*), coalesce(sum((select count(*) from grades g
+                                                  where g.item_id = i.id and not g.skipped) >= i.evaluators), 0)
+                   from grading_items i""").fetchone()
+            given: dict[str, int] = {}
+            skipped: dict[str, int] = {}
+            for evaluator, skip, n in db.execute(
+                    "select evaluator, skipped, count(*) from grades group by evaluator, skipped order by evaluator"):
+                (skipped if skip else given)[evaluator] = n
+            return GradingProgress(queued=queued, fully_graded=done, grades_by_evaluator=given,
+                                   skipped_by_evaluator=skipped)
         finally:
             db.conn.close()
 
@@ -633,4 +804,48 @@ def _verdict_from(row: dict[str, Any]) -> Verdict:
         evidence=_loads(row["evidence_json"]),
         cost_usd=row["cost_usd"] or 0.0,
         error=row["error"],
+    )
+
+
+def _bool_in(value: bool | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _bool_out(value: int | None) -> bool | None:
+    return None if value is None else bool(value)
+
+
+def _grading_item_from(row: dict[str, Any]) -> GradingItem:
+    return GradingItem(
+        id=row["id"],
+        exchange_id=row["exchange_id"],
+        candidate_output_id=row["candidate_output_id"],
+        production_output_id=row["production_output_id"],
+        left=row["left"],
+        policy=row["policy"],
+        probability=row["probability"],
+        inclusion_probability=row["inclusion_probability"],
+        evaluators=row["evaluators"],
+        slice=row["slice"],
+        created_at=_ts(row["created_at"]),
+        batch=row["batch"],
+    )
+
+
+def _grade_from(row: dict[str, Any]) -> Grade:
+    return Grade(
+        id=row["id"],
+        item_id=row["item_id"],
+        evaluator=row["evaluator"],
+        created_at=_ts(row["created_at"]),
+        preference=row["preference"],
+        winner=row["winner"],
+        grounded=row["grounded"],
+        citations_correct=_bool_out(row["citations_correct"]),
+        meets_intent=_bool_out(row["meets_intent"]),
+        note=row["note"] or "",
+        keep=bool(row["keep"]),
+        corrected_answer=row["corrected_answer"],
+        seconds=row["seconds"],
+        skipped=bool(row["skipped"]),
     )

@@ -155,3 +155,85 @@ class CandidateStats:
     mean_latency_ms: float | None
     p95_latency_ms: float | None
     cost_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class PairToGrade:
+    """A production/candidate pair not queued for grading yet, with what the sampling policies read:
+    the exchange's route and tags, both outputs' verdicts and the exchange's feedback."""
+
+    exchange_id: str
+    candidate_output_id: str
+    candidate_name: str
+    production_output_id: str
+    route: str
+    tags: dict[str, str]
+    candidate_verdicts: tuple[Verdict, ...] = ()
+    production_verdicts: tuple[Verdict, ...] = ()
+    feedback: tuple[Feedback, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GradingItem:
+    """A pair queued for human grading, with the policy that chose it and the chances it had, so
+    estimates from the grades can be reweighted (Horvitz-Thompson) back to all pairs."""
+
+    id: str
+    exchange_id: str
+    candidate_output_id: str
+    production_output_id: str
+    left: Literal["production", "candidate"]  # the side shown on the left, randomized per item
+    policy: str  # uniform | stratified | informative
+    probability: float  # that policy's inclusion probability for this pair
+    inclusion_probability: float  # the chance the pair was queued at all
+    evaluators: int  # how many people grade it (2+ measures agreement between graders)
+    slice: str  # e.g. "route=billing"
+    created_at: float
+    batch: str  # one id per `grade queue` run
+
+    def winner(self, preference: str | None) -> Literal["production", "candidate", "tie"] | None:
+        """The model a grader's left/right/tie preference picks on this item."""
+        if preference is None or preference == "tie":
+            return preference  # type: ignore[return-value]
+        if preference not in ("left", "right"):
+            raise ValueError(f"preference must be left, right or tie, not {preference!r}")
+        other = "candidate" if self.left == "production" else "production"
+        return self.left if preference == "left" else other
+
+
+@dataclass(frozen=True, slots=True)
+class Grade:
+    """A human's result on one grading item. `skipped` means "could not grade": it does not count
+    towards the item's evaluators, and the same person is not shown the item again."""
+
+    id: str
+    item_id: str
+    evaluator: str
+    created_at: float
+    preference: Literal["left", "right", "tie"] | None = None  # as the grader saw the pair
+    winner: Literal["production", "candidate", "tie"] | None = None  # resolved from the item's `left`
+    grounded: Literal["yes", "partly", "no"] | None = None
+    citations_correct: bool | None = None
+    meets_intent: bool | None = None
+    note: str = ""
+    keep: bool = False  # worth keeping in an eval set
+    corrected_answer: str | None = None
+    seconds: float | None = None  # time on task
+    skipped: bool = False
+
+    def __post_init__(self) -> None:
+        if self.preference not in (None, "left", "right", "tie"):
+            raise ValueError(f"preference must be left, right or tie, not {self.preference!r}")
+        if self.grounded not in (None, "yes", "partly", "no"):
+            raise ValueError(f"grounded must be yes, partly or no, not {self.grounded!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class GradingProgress:
+    """How far grading has got: items queued, items with all their grades, grades per evaluator."""
+
+    queued: int
+    fully_graded: int
+    grades_by_evaluator: dict[str, int]  # grades given, skips not counted
+    skipped_by_evaluator: dict[str, int]
+

@@ -107,3 +107,16 @@ def test_retention_runs_in_the_writer(tmp_path):
         assert store.exchange_ids() == [new.id]
     finally:
         store.stop()
+
+
+def test_two_processes_creating_the_same_store_do_not_collide(tmp_path):
+    """The proxy and its background judge open a new store file at the same moment."""
+    import subprocess
+    import sys
+
+    code = ("import sys, time; from shadoweval.proxy.store import Store; s = Store(sys.argv[1]); s.start(); "
+            "ok = s.status().ok; s.stop(); sys.exit(0 if ok else 3)")
+    for attempt in range(3):  # without the migration lock, about one process in seven failed ("database is locked")
+        path = tmp_path / f"new{attempt}.db"
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(path)]) for _ in range(5)]
+        assert [p.wait(60) for p in procs] == [0] * 5
