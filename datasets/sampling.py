@@ -84,11 +84,6 @@ class Selection:
 
 # ---- signals ------------------------------------------------------------------------------------
 
-def _threshold(v: Verdict) -> float | None:
-    t = v.args.get("threshold") if isinstance(v.args, dict) else None
-    return float(t) if isinstance(t, int | float) and not isinstance(t, bool) else None
-
-
 def informativeness(candidate: Iterable[Verdict], production: Iterable[Verdict] = (),
                     feedback: Iterable[Feedback] = (), *, margin: float = 0.1) -> dict[str, float]:
     """The signals (each 0..1) of one pair, read from its verdicts the way judges/cascade.py does.
@@ -101,18 +96,18 @@ def informativeness(candidate: Iterable[Verdict], production: Iterable[Verdict] 
     prod = [v for v in production if v.error is None]
     near = 0.0
     for v in cand + prod:
-        t = _threshold(v)
+        t = v.threshold
         if v.score is not None and t is not None:
             near = max(near, 1 - abs(v.score - t) / margin if margin > 0 else float(v.score == t))
     flipped = any(isinstance(v.evidence, dict) and v.evidence.get("flipped") is True for v in cand)
     disagree = False
     for side in (cand, prod):
-        outcomes = {v.score >= t for v in side if v.score is not None and (t := _threshold(v)) is not None}
+        outcomes = {v.passes for v in side if v.passes is not None}
         disagree = disagree or len(outcomes) > 1
     theirs = {v.judge: v.score for v in prod if v.score is not None}
     gap = max((abs(v.score - theirs[v.judge]) for v in cand if v.score is not None and v.judge in theirs),
               default=0.0)
-    complaint = any((f.rating is not None and f.rating < 0) or (f.comment or "").strip() for f in feedback)
+    complaint = any(f.is_complaint for f in feedback)
     return {"near_threshold": _clip(near), "flipped": float(flipped), "disagree": float(disagree),
             "gap": _clip(gap), "complaint": float(complaint)}
 

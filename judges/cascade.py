@@ -45,35 +45,23 @@ def sampled(output_id: str, rate: float) -> bool:
     return h / 2**64 < rate
 
 
-def _threshold(v: Verdict) -> float | None:
-    t = v.args.get("threshold") if isinstance(v.args, dict) else None
-    return float(t) if isinstance(t, int | float) else None
-
-
-def _passes(v: Verdict) -> bool | None:
-    t = _threshold(v)
-    if v.score is None or t is None:
-        return None
-    return v.score >= t
-
-
 def risk_reasons(output: Output, verdicts: Iterable[Verdict], *, production: Sequence[Verdict] = (),
                  feedback: Sequence[Feedback] = (), policy: CascadePolicy = CascadePolicy()) -> list[str]:
     """Why the offline verdicts on `output` deserve a second look (empty: they do not)."""
     mine = [v for v in verdicts if v.output_id == output.id and v.error is None]
     reasons: list[str] = []
     for v in mine:
-        t = _threshold(v)
+        t = v.threshold
         if v.score is not None and t is not None and abs(v.score - t) <= policy.risk_margin:
             reasons.append(f"near_threshold:{v.judge}")
-    outcomes = {v.judge: p for v in mine if (p := _passes(v)) is not None}
+    outcomes = {v.judge: v.passes for v in mine if v.passes is not None}
     if len(set(outcomes.values())) > 1:
         reasons.append("judges_disagree:" + ",".join(sorted(j for j, p in outcomes.items() if not p)))
     theirs = {v.judge: v.score for v in production if v.error is None and v.score is not None}
     for v in mine:
         if v.score is not None and v.judge in theirs and abs(v.score - theirs[v.judge]) >= policy.gap:
             reasons.append(f"gap_vs_production:{v.judge}")
-    if any((f.rating is not None and f.rating < 0) or (f.comment or "").strip() for f in feedback):
+    if any(f.is_complaint for f in feedback):
         reasons.append("complaint")
     return reasons
 

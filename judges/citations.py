@@ -71,7 +71,7 @@ def support_score(claim: str, passages: list[dict[str, Any]], embedder: Embedder
     vectors = embedder.encode([claim, *units])
     similarity = float((vectors[1:] @ vectors[0]).max())
     ws = content_words(claim)
-    coverage = max(sum(w in set(content_words(u)) for w in ws) / len(ws) for u in units)
+    coverage = max(sum(w in vocabulary for w in ws) / len(ws) for vocabulary in map(set, map(content_words, units)))
     nums = numbers(claim)
     known = set(numbers(" ".join(texts)))
     missing = sum(n not in known for n in nums) / len(nums) if nums else 0.0

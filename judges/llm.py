@@ -23,6 +23,7 @@ from typing import Any, Generic, TypeVar
 
 from shadoweval.proxy.candidates import CallResult, CandidateError, LiteLLMCaller
 from shadoweval.proxy.capture import last_user_text
+from shadoweval.proxy.context import contexts_of
 from shadoweval.proxy.settings import CandidateSettings
 from shadoweval.proxy.types import Exchange
 
@@ -222,11 +223,7 @@ def model_from(judge_model: JudgeModel | None, model_args: dict[str, Any]) -> Ju
 
 def passages(exchange: Exchange) -> list[dict[str, Any]]:
     """The retrieved passages the model was given, as [{"id", "title", "text", ...}]."""
-    try:
-        from shadoweval.proxy.context import contexts_of  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        return list(exchange.contexts or [])
-    return list(contexts_of(exchange) or [])
+    return list(contexts_of(exchange))
 
 
 def question(exchange: Exchange) -> str:

@@ -49,19 +49,9 @@ class MockLLM:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                msg = await receive()
-                if msg["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif msg["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
+            await lifespan(receive, send)
+            return
+        body = await read_body(receive)
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         try:
             data = orjson.loads(body) if body else None
@@ -77,7 +67,7 @@ class MockLLM:
             await asyncio.sleep(3600)
         if behaviour.startswith("error"):
             status = int(behaviour[5:] or 500)
-            await _json(send, status, {"error": {"message": f"{self.name} failed on purpose", "type": "server_error"
+            await send_json(send, status, {"error": {"message": f"{self.name} failed on purpose", "type": "server_error"
                                                  if status >= 500 else "invalid_request_error", "param": None,
                                                  "code": f"mock_{status}"}})
             return
@@ -85,17 +75,17 @@ class MockLLM:
             await _raw(send, 200, b"application/json", b"<html>this is not json{{")
             return
         if scope["method"] == "GET" and path.endswith("/models"):
-            await _json(send, 200, {"object": "list", "data": [{"id": self.name, "object": "model", "created": 0,
+            await send_json(send, 200, {"object": "list", "data": [{"id": self.name, "object": "model", "created": 0,
                                                                  "owned_by": "mock"}]})
             return
         if data is None or not isinstance(data, dict):
-            await _json(send, 400, {"error": {"message": "body is not JSON", "type": "invalid_request_error",
+            await send_json(send, 400, {"error": {"message": "body is not JSON", "type": "invalid_request_error",
                                               "param": None, "code": None}})
             return
         if path.endswith("/embeddings"):
             inputs = data.get("input")
             n = len(inputs) if isinstance(inputs, list) else 1
-            await _json(send, 200, {"object": "list", "model": data.get("model"), "usage": {"prompt_tokens": n, "total_tokens": n},
+            await send_json(send, 200, {"object": "list", "model": data.get("model"), "usage": {"prompt_tokens": n, "total_tokens": n},
                                     "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(n)]})
             return
         if path.endswith("/responses"):
@@ -103,7 +93,7 @@ class MockLLM:
             return
         if path.endswith("/completions") and not path.endswith("/chat/completions"):
             text = self.text_for({"messages": [{"role": "user", "content": str(data.get("prompt", ""))}]})
-            await _json(send, 200, {"id": "cmpl-mock", "object": "text_completion", "created": int(time.time()),
+            await send_json(send, 200, {"id": "cmpl-mock", "object": "text_completion", "created": int(time.time()),
                                     "model": data.get("model"), "choices": [{"index": 0, "text": text, "finish_reason": "stop"}]})
             return
         await self._chat(send, data, behaviour)
@@ -120,7 +110,7 @@ class MockLLM:
             message: dict[str, Any] = {"role": "assistant", "content": None if tool_call else text}
             if tool_call:
                 message["tool_calls"] = [tool_call]
-            await _json(send, 200, {"id": "chatcmpl-mock", "object": "chat.completion", "created": created,
+            await send_json(send, 200, {"id": "chatcmpl-mock", "object": "chat.completion", "created": created,
                                     "model": model, "system_fingerprint": "fp_mock",
                                     "choices": [{"index": 0, "message": message, "logprobs": None,
                                                  "finish_reason": "tool_calls" if tool_call else "stop"}],
@@ -153,7 +143,7 @@ class MockLLM:
                                              "content": [{"type": "output_text", "text": text, "annotations": []}]}],
                  "usage": usage}
         if not data.get("stream"):
-            await _json(send, 200, final)
+            await send_json(send, 200, final)
             return
         events = [{"type": "response.created", "response": {**final, "status": "in_progress", "output": []}}]
         for i, w in enumerate(text.split(" ")):
@@ -184,7 +174,27 @@ def _tool_call(data: dict[str, Any]) -> dict[str, Any] | None:
     return {"id": "call_mock_1", "type": "function", "function": {"name": fn.get("name", "tool"), "arguments": args}}
 
 
-async def _json(send: Any, status: int, obj: Any) -> None:
+async def lifespan(receive: Any, send: Any) -> None:
+    """Answer an ASGI lifespan scope: a mock server has nothing to start or stop."""
+    while True:
+        msg = await receive()
+        if msg["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif msg["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def read_body(receive: Any) -> bytes:
+    body = b""
+    while True:
+        msg = await receive()
+        body += msg.get("body", b"")
+        if not msg.get("more_body"):
+            return body
+
+
+async def send_json(send: Any, status: int, obj: Any) -> None:
     await _raw(send, status, b"application/json", orjson.dumps(obj))
 
 

@@ -17,7 +17,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -525,9 +525,7 @@ class Store:
             ex_ids = sorted({o.exchange_id for o in outputs})
             exchanges: dict[str, Exchange] = {}
             productions: dict[str, Output] = {}
-            for start in range(0, len(ex_ids), 500):  # SQLite caps the number of parameters
-                chunk = ex_ids[start:start + 500]
-                marks = ", ".join("?" * len(chunk))
+            for chunk, marks in _in_chunks(ex_ids):
                 exchanges.update((r["id"], _exchange_from(r)) for r in db["exchanges"].rows_where(f"id in ({marks})", chunk))
                 productions.update((r["exchange_id"], _output_from(r)) for r in db["outputs"].rows_where(
                     f"exchange_id in ({marks}) and role = 'production'", chunk))
@@ -572,17 +570,14 @@ class Store:
             exchanges: dict[str, tuple[str, dict[str, str]]] = {}
             feedback: dict[str, list[Feedback]] = {}
             verdicts: dict[str, list[Verdict]] = {}
-            for start in range(0, len(ex_ids), 500):  # SQLite caps the number of parameters
-                chunk = ex_ids[start:start + 500]
-                marks = ", ".join("?" * len(chunk))
+            for chunk, marks in _in_chunks(ex_ids):
                 for ex_id, route, tags in db.execute(
                         f"select id, route, tags_json from exchanges where id in ({marks})", chunk):
                     exchanges[ex_id] = (route, _loads(tags) or {})
                 for r in db["feedback"].rows_where(f"exchange_id in ({marks})", chunk, order_by="created_at"):
                     feedback.setdefault(r["exchange_id"], []).append(_feedback_from(r))
-            for start in range(0, len(out_ids), 500):
-                chunk = out_ids[start:start + 500]
-                for r in db["verdicts"].rows_where(f"output_id in ({', '.join('?' * len(chunk))})", chunk,
+            for chunk, marks in _in_chunks(out_ids):
+                for r in db["verdicts"].rows_where(f"output_id in ({marks})", chunk,
                                                    order_by="created_at"):
                     verdicts.setdefault(r["output_id"], []).append(_verdict_from(r))
             return [PairToGrade(
@@ -729,6 +724,13 @@ def _strings(value: Any) -> Iterable[str]:
     elif isinstance(value, list):
         for v in value:
             yield from _strings(v)
+
+
+def _in_chunks(ids: list[str], size: int = 500) -> Iterator[tuple[list[str], str]]:
+    """`ids` in slices for `in (...)` clauses, each with its placeholders: SQLite caps parameters."""
+    for start in range(0, len(ids), size):
+        chunk = ids[start:start + size]
+        yield chunk, ", ".join("?" * len(chunk))
 
 
 def _reason(exc: sqlite3.Error) -> str:

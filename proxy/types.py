@@ -100,6 +100,11 @@ class Feedback:
     comment: str | None = None
     source: str | None = None  # who gave it: "end_user", an app name...
 
+    @property
+    def is_complaint(self) -> bool:
+        """A negative rating or any comment: end users rarely write to praise."""
+        return (self.rating is not None and self.rating < 0) or bool((self.comment or "").strip())
+
 
 @dataclass(frozen=True, slots=True)
 class ContextsFound:
@@ -134,6 +139,18 @@ class Verdict:
     @property
     def judge_key(self) -> str:
         return judge_key(self.judge, self.version, self.args)
+
+    @property
+    def threshold(self) -> float | None:
+        """The decision threshold the judge was built with (its `threshold` argument), if any."""
+        t = self.args.get("threshold") if isinstance(self.args, dict) else None
+        return float(t) if isinstance(t, int | float) and not isinstance(t, bool) else None
+
+    @property
+    def passes(self) -> bool | None:
+        """Score at or above the judge's threshold; None without a score or a threshold."""
+        t = self.threshold
+        return None if self.score is None or t is None else self.score >= t
 
 
 def judge_key(name: str, version: str, args: dict[str, Any]) -> str:

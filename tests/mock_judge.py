@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from shadoweval.proxy.mockllm import lifespan, read_body, send_json
+
 Messages = list[dict[str, Any]]
 
 
@@ -34,17 +36,9 @@ class MockJudge:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (msg := await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await lifespan(receive, send)
             return
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
-        data = orjson.loads(body)
+        data = orjson.loads(await read_body(receive))
         self.requests.append(data)
         self.headers.append({k.decode(): v.decode() for k, v in scope["headers"]})
         self.in_flight += 1
@@ -57,25 +51,18 @@ class MockJudge:
             if self.latency_s:
                 await asyncio.sleep(self.latency_s)
             if self.behaviour == "error500":
-                await _json(send, 500, {"error": {"message": "judge failed on purpose", "type": "server_error",
+                await send_json(send, 500, {"error": {"message": "judge failed on purpose", "type": "server_error",
                                                   "param": None, "code": None}})
                 return
             content = self.reply(data["messages"])
         finally:
             self.in_flight -= 1
-        await _json(send, 200, {
+        await send_json(send, 200, {
             "id": "chatcmpl-judge", "object": "chat.completion", "created": int(time.time()), "model": data["model"],
             "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                       "total_tokens": self.prompt_tokens + self.completion_tokens},
         })
-
-
-async def _json(send: Any, status: int, obj: Any) -> None:
-    body = orjson.dumps(obj)
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})
 
 
 def prompt_of(messages: Messages) -> str:
