@@ -16,9 +16,10 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp
 
 from .context import contexts_of
 from .metrics import Metrics
@@ -51,8 +52,16 @@ def ops_api(
     proxy_keys: frozenset[bytes],
     lifespan: Callable[[Any], AbstractAsyncContextManager[None]],
     context: ContextSettings | None = None,
+    ui: ASGIApp | None = None,
 ) -> FastAPI:
+    """`ui`, when given, is the grading page's app (datasets/grading_web.py), served under `/grade`."""
     api = FastAPI(title="shadoweval", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    if ui is not None:
+        @api.get("/grade", include_in_schema=False)
+        async def grade_slash() -> RedirectResponse:  # the page's relative links need the slash
+            return RedirectResponse("/grade/", status_code=307)
+
+        api.mount("/grade", ui)
 
     def mirror_depths() -> dict[tuple[tuple[str, str], ...], float]:
         current = mirror()

@@ -34,6 +34,7 @@ log = logging.getLogger("shadoweval.proxy")
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and the ones the HTTP client recomputes.
 _HOP_REQUEST = frozenset(
@@ -300,8 +301,12 @@ def create_app(
     pool: Pool | None = None,
     callers: Mapping[str, Caller] | None = None,
     metrics: Metrics | None = None,
+    ui: Callable[[Store | None], ASGIApp] | None = None,
 ) -> ProxyApp:
-    """The whole proxy as one ASGI app. Pass `store`, `pool` or `callers` to replace the real ones."""
+    """The whole proxy as one ASGI app. Pass `store`, `pool` or `callers` to replace the real ones.
+
+    `ui` builds the grading page's app from the store (the CLI passes datasets' `grading_app`; the
+    proxy itself never imports it, so serving traffic never loads what only the page needs)."""
     metrics = metrics or standard_metrics()
     if store is None and settings.store.capture:
         r = settings.redaction
@@ -339,6 +344,6 @@ def create_app(
 
     proxy_keys = frozenset(k.encode() for k in settings.proxy_keys())
     api = ops_api(store=store, metrics=metrics, mirror=lambda: proxy.mirror, proxy_keys=proxy_keys, lifespan=lifespan,
-                  context=settings.context)
+                  context=settings.context, ui=ui(store) if ui is not None else None)
     proxy = ProxyApp(settings, pool=pool, store=store, mirror=None, metrics=metrics, fallback=api)
     return proxy

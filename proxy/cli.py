@@ -14,19 +14,10 @@ import click
 import orjson
 
 from . import __version__
-from .settings import SettingsError, load_settings
+from .cli_common import _settings, _since
 
 if TYPE_CHECKING:
     from shadoweval.judges.calibrate import CalibrationReport
-
-
-def _settings(config: str | None, host: str | None = None, port: int | None = None, db: str | None = None):  # type: ignore[no-untyped-def]
-    overrides = {"server": {k: v for k, v in {"host": host, "port": port}.items() if v is not None},
-                 "store": {"path": db} if db else {}}
-    try:
-        return load_settings(config, overrides=overrides)
-    except SettingsError as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 @click.group()
@@ -49,7 +40,7 @@ def serve(config: str | None, host: str | None, port: int | None, db: str | None
 
     settings = _settings(config, host, port, db)
     configure(settings.server.log_level, settings.server.log_format)
-    app = create_app(settings)
+    app = create_app(settings, ui=_grading_ui(settings) if settings.grading.enabled else None)
 
     class Server(uvicorn.Server):
         """uvicorn re-raises SIGTERM/SIGINT after a graceful shutdown, so the process would die of
@@ -74,6 +65,13 @@ def serve(config: str | None, host: str | None, port: int | None, db: str | None
             _stop_judging(judging)
     if not server.started:
         sys.exit(1)
+
+
+def _grading_ui(settings: Any) -> Any:
+    """The grading page's app, built around the proxy's store once the proxy has made it."""
+    from shadoweval.datasets.grading_web import grading_app
+
+    return lambda store: grading_app(settings, store)
 
 
 def _start_judging(settings: Any, config: str | None) -> Any:
@@ -136,24 +134,6 @@ def stats(config: str | None, db: str | None, as_json: bool) -> None:
         f"{cand} {int(v)} ({reason})" for cand, reasons in sorted(dropped.items()) for reason, v in sorted(reasons.items())
     ) or "none"))
     click.echo("store losses (records not kept): " + (", ".join(f"{int(v)} ({k})" for k, v in sorted(lost.items())) or "none"))
-
-
-def _since(value: str | None) -> float | None:
-    """`7d`, `24h`, `30m` ago, or an ISO date/time (UTC when no zone is given)."""
-    import re
-    import time
-    from datetime import UTC, datetime
-
-    if not value:
-        return None
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([dhm])", value.strip())
-    if m:
-        return time.time() - float(m.group(1)) * {"d": 86400, "h": 3600, "m": 60}[m.group(2)]
-    try:
-        dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter("use 7d, 24h, 30m or an ISO date such as 2026-11-01", param_hint="--since") from None
-    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
 
 
 @main.group()
@@ -288,81 +268,6 @@ async def _follow(one_pass: Any, interval: float) -> None:
             pass
 
 
-@main.group()
-def grade() -> None:
-    """Human grading: choose the pairs people grade."""
-
-
-@grade.command("queue")
-@click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML configuration file.")
-@click.option("--db", help="SQLite file (default: the configuration's store.path).")
-@click.option("-n", "n", type=click.IntRange(min=0), default=50, show_default=True,
-              help="Pairs to queue, in expectation.")
-@click.option("--seed", type=int, help="Random seed (default: from the clock; printed, so a run can be repeated).")
-@click.option("--uniform", type=click.FloatRange(min=0), default=0.3, show_default=True,
-              help="Share of the budget drawn uniformly (unbiased estimates).")
-@click.option("--stratified", type=click.FloatRange(min=0), default=0.3, show_default=True,
-              help="Share drawn equally per slice (every slice seen).")
-@click.option("--informative", type=click.FloatRange(min=0), default=0.4, show_default=True,
-              help="Share drawn by informativeness (near threshold, flipped, disagreeing judges, gap, complaint).")
-@click.option("--double-rate", type=click.FloatRange(0, 1), default=0.1, show_default=True,
-              help="Share of queued pairs graded by two evaluators.")
-@click.option("--since", help="Only outputs since: 7d, 24h, 30m or an ISO date.")
-@click.option("--candidate", "candidates", multiple=True, help="Only these candidates' outputs (repeatable).")
-@click.option("--slice-by", "slice_by", multiple=True, metavar="route|TAGKEY",
-              help="Slices for the stratified share (repeatable; default: route).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def grade_queue(config: str | None, db: str | None, n: int, seed: int | None, uniform: float, stratified: float,
-                informative: float, double_rate: float, since: str | None, candidates: tuple[str, ...],
-                slice_by: tuple[str, ...], as_json: bool) -> None:
-    """Queue production/candidate pairs for human grading; a pair is never queued twice.
-
-    Each queued pair records the policy that chose it and its inclusion probability, so grades can
-    be reweighted into estimates over all pairs."""
-    from shadoweval.datasets.queue import build_queue
-    from shadoweval.datasets.sampling import POLICIES, SamplingPlan
-
-    from .store import Store
-
-    settings = _settings(config, db=db)
-    path = Path(settings.store.path)
-    if not path.exists():
-        raise click.ClickException(f"no store at {path}")
-    if seed is None:
-        seed = time.time_ns() % 2**32
-    total = uniform + stratified + informative
-    if total <= 0:
-        raise click.BadParameter("at least one share must be > 0", param_hint="--uniform/--stratified/--informative")
-    shares = {"uniform": uniform / total, "stratified": stratified / total, "informative": informative / total}
-    plan = SamplingPlan(n, seed=seed, shares=shares, double_rate=double_rate)
-    store = Store(path)
-    store.start()  # applies new migrations (grading) to a store made by an older version
-    try:
-        result = build_queue(store, plan, since=_since(since), names=candidates, slice_by=slice_by or ("route",))
-    except RuntimeError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        store.stop()
-    by_policy = {p: sum(i.policy == p for i in result.items) for p in POLICIES}
-    doubled = sum(i.evaluators > 1 for i in result.items)
-    if as_json:
-        click.echo(orjson.dumps({
-            "batch": result.batch, "seed": seed, "eligible": result.eligible, "queued": len(result.items),
-            "expected": result.expected, "by_policy": by_policy, "double_graded": doubled,
-            "shares": shares, "slices": {k: {"eligible": e, "queued": q} for k, (e, q) in result.slices.items()},
-        }, option=orjson.OPT_INDENT_2).decode())
-        return
-    click.echo(f"seed {seed}, batch {result.batch}")
-    click.echo(f"{result.eligible} pairs not queued before; queued {len(result.items)} "
-               f"(expected {result.expected:.1f}), {doubled} for two evaluators")
-    click.echo("by policy: " + ", ".join(f"{p} {c}" for p, c in by_policy.items()))
-    if result.slices:
-        width = max(5, *(len(k) for k in result.slices))
-        click.echo(f"{'slice':{width}} {'eligible':>8} {'queued':>6}")
-        for k, (e, q) in result.slices.items():
-            click.echo(f"{k:{width}} {e:8} {q:6}")
-
-
 class _BadInput(click.ClickException):
     exit_code = 2
 
@@ -490,3 +395,9 @@ def demo(db: str, questions: int, judge: bool) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+from .cli_grade import agreement, grade  # noqa: E402  (commands that live beside this module)
+
+main.add_command(grade)
+main.add_command(agreement)

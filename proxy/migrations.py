@@ -152,12 +152,35 @@ def m005_create_grading(db: sqlite_utils.Database) -> None:
     db["grades"].create_index(["item_id", "evaluator"])
 
 
+def m006_grade_labels_per_answer_and_leases(db: sqlite_utils.Database) -> None:
+    # Graders label each answer of a pair (grounded, citations, intent), not the pair: one set of
+    # columns per side as shown, resolved to outputs through the item's `left`. A person grades an
+    # item once (grading again replaces). Leases keep concurrent graders off the same item.
+    db["grades"].transform(
+        rename={"grounded": "grounded_left", "citations_correct": "citations_correct_left",
+                "meets_intent": "meets_intent_left"},
+    )
+    db["grades"].add_column("grounded_right", str)
+    db["grades"].add_column("citations_correct_right", int)
+    db["grades"].add_column("meets_intent_right", int)
+    # keep each person's latest grade of an item before the index makes them unique
+    db.execute("""delete from grades where rowid not in (
+                      select max(rowid) from grades group by item_id, evaluator)""")
+    for index in db["grades"].indexes:
+        if index.columns == ["item_id", "evaluator"]:
+            db.execute(f"drop index [{index.name}]")
+    db["grades"].create_index(["item_id", "evaluator"], unique=True)
+    db["grading_leases"].create({"item_id": str, "evaluator": str, "expires_at": float},
+                                pk=("item_id", "evaluator"))
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m001_create_exchanges,
     m002_create_counters,
     m003_create_verdicts,
     m004_add_exchange_contexts,
     m005_create_grading,
+    m006_grade_labels_per_answer_and_leases,
 ]
 
 

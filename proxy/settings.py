@@ -248,6 +248,33 @@ class IntentSettings(_Section):
     tags: dict[str, str] = Field(default_factory=dict, description="Tags a request must carry for it to apply.")
 
 
+class GradingSettings(_Section):
+    enabled: bool = Field(True, description="Serve the grading page at `/grade` from `shadoweval serve` (it is "
+                          "reachable only by the `[[evaluators]]` configured).")
+    lease_minutes: float = Field(30.0, gt=0, description="How long a pair shown to an evaluator is held for them "
+                                 "before another evaluator may take its place.")
+    session_hours: float = Field(12.0, gt=0, description="How long a sign-in lasts.")
+    secure_cookies: bool = Field(False, description="Mark the session cookie Secure (set it when the page is "
+                                 "served over HTTPS, e.g. behind a TLS proxy).")
+
+
+class EvaluatorSettings(_Section):
+    name: str = Field(description="The evaluator's name, recorded with each of their grades; unique.")
+    token_env: str = Field("", description="Environment variable holding the evaluator's sign-in token.")
+    token_sha256: str = Field("", description="Or: the SHA-256 (hex) of their token, safe to keep in the file "
+                              "(`shadoweval grade token NAME` makes a token and prints both).")
+    admin: bool = Field(False, description="May see the agreement page (judges against people, people against "
+                        "each other).")
+
+    @model_validator(mode="after")
+    def _has_token(self) -> EvaluatorSettings:
+        if not self.token_env and not self.token_sha256:
+            raise ValueError(f"evaluator {self.name!r} needs token_env or token_sha256")
+        if self.token_sha256 and not re.fullmatch(r"[0-9a-f]{64}", self.token_sha256):
+            raise ValueError(f"evaluator {self.name!r}: token_sha256 must be 64 lowercase hex digits")
+        return self
+
+
 class Settings(_Section):
     server: ServerSettings = ServerSettings()
     production: ProductionSettings = ProductionSettings()
@@ -257,8 +284,10 @@ class Settings(_Section):
     twin: TwinSettings = TwinSettings()
     context: ContextSettings = ContextSettings()
     judges: JudgesSettings = JudgesSettings()
+    grading: GradingSettings = GradingSettings()
     candidates: tuple[CandidateSettings, ...] = ()
     intents: tuple[IntentSettings, ...] = ()
+    evaluators: tuple[EvaluatorSettings, ...] = ()
     # Secrets resolved from the environment at load time; excluded from repr and dumps.
     secrets: Mapping[str, str] = Field(default_factory=dict, repr=False, exclude=True)
 
@@ -268,6 +297,9 @@ class Settings(_Section):
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
             raise ValueError(f"candidate names must be unique, repeated: {sorted(dupes)}")
+        people = [e.name for e in self.evaluators]
+        if len(set(people)) != len(people):
+            raise ValueError("evaluator names must be unique")
         return self
 
     def secret(self, env_name: str) -> str | None:
@@ -288,6 +320,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "twin": TwinSettings,
     "context": ContextSettings,
     "judges": JudgesSettings,
+    "grading": GradingSettings,
 }
 
 
@@ -297,7 +330,8 @@ class SettingsError(ValueError):
 
 def settings_table() -> Iterator[tuple[str, str, Any, str]]:
     """(section, key, default, help) for every setting, candidates' included, in declaration order."""
-    for section, model in [*_SECTIONS.items(), ("candidates", CandidateSettings), ("intents", IntentSettings)]:
+    for section, model in [*_SECTIONS.items(), ("candidates", CandidateSettings), ("intents", IntentSettings),
+                           ("evaluators", EvaluatorSettings)]:
         for key, f in model.model_fields.items():
             default = None if f.is_required() else f.get_default(call_default_factory=True)
             yield section, key, default, f.description or ""
@@ -345,6 +379,7 @@ def load_settings(
     data = _merge(data, _env_overrides(env))
     data = _merge(data, {k: v for k, v in (overrides or {}).items() if v})
     wanted = {s.get("api_key_env", "") for s in data.get("candidates", []) if isinstance(s, dict)}
+    wanted |= {s.get("token_env", "") for s in data.get("evaluators", []) if isinstance(s, dict)}
     wanted |= {data.get("production", {}).get("api_key_env", ""), data.get("server", {}).get("proxy_keys_env", ""),
                data.get("judges", {}).get("llm_api_key_env", "")}
     data["secrets"] = {name: env[name] for name in wanted if name and name in env}

@@ -30,6 +30,7 @@ from .metrics import Metrics, standard_metrics
 from .migrations import migrate
 from .redact import Redactor
 from .types import (
+    AnswerLabels,
     CandidateStats,
     ContextsFound,
     Exchange,
@@ -37,6 +38,7 @@ from .types import (
     Grade,
     GradingItem,
     GradingProgress,
+    Lease,
     Output,
     PairToGrade,
     Usage,
@@ -46,12 +48,16 @@ from .types import (
 
 log = logging.getLogger("shadoweval.store")
 
-Record = Exchange | Output | Feedback | Verdict | ContextsFound | GradingItem | Grade
+Record = Exchange | Output | Feedback | Verdict | ContextsFound | GradingItem | Grade | Lease
 # A builder is called in the writer thread: parsing and shaping raw captures happens there, off
 # the event loop.
 Item = Record | Callable[[], Iterable[Record]]
 
 _STOP = object()
+
+
+class StoreUnavailable(RuntimeError):
+    """The store could not do what was asked right now (its writer is down or overloaded)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +248,7 @@ class Store:
         records: list[Record] = []
         flushes: list[threading.Event] = []
         for item in items:
-            if isinstance(item, (Exchange, Output, Feedback, Verdict, ContextsFound, GradingItem, Grade)):
+            if isinstance(item, (Exchange, Output, Feedback, Verdict, ContextsFound, GradingItem, Grade, Lease)):
                 records.append(item)
             elif isinstance(item, _Flush):
                 flushes.append(item.done)
@@ -268,8 +274,11 @@ class Store:
         rows: dict[str, list[dict[str, Any]]] = {"exchanges": [], "outputs": [], "feedback": [], "verdicts": [],
                                                  "grading_items": [], "grades": []}
         found: list[tuple[str, str]] = []
+        leases: list[Lease] = []
         for r in records:
-            if isinstance(r, ContextsFound):
+            if isinstance(r, Lease):
+                leases.append(r)
+            elif isinstance(r, ContextsFound):
                 # found in the stored (already redacted) request: nothing left to redact
                 found.append((_dumps(r.contexts) or "[]", r.exchange_id))
             elif isinstance(r, Exchange):
@@ -308,6 +317,11 @@ class Store:
                                from grading_items i where i.id = grades.item_id)
                            where id = ? and preference is not null""",
                         [(r["id"],) for r in rows["grades"]])
+                    # a grade ends its grader's hold on the item
+                    self._db.conn.executemany("delete from grading_leases where item_id = ? and evaluator = ?",
+                                              [(r["item_id"], r["evaluator"]) for r in rows["grades"]])
+                for lease in leases:
+                    self._grant(lease)
         except sqlite3.Error as exc:
             reason = _reason(exc)
             self._lose(len(records), reason)
@@ -320,6 +334,19 @@ class Store:
         for table, table_rows in rows.items():
             if table_rows:
                 self.metrics.inc("shadoweval_store_written_total", len(table_rows), kind=table)
+
+    def _grant(self, lease: Lease) -> None:
+        """Grant (or renew) a lease only while the item has room: its grades plus other graders'
+        live leases stay below its number of evaluators. Atomic because only this thread writes."""
+        now = time.time()
+        self._db.conn.execute(  # type: ignore[union-attr]
+            """insert or replace into grading_leases (item_id, evaluator, expires_at)
+               select ?1, ?2, ?3 from grading_items i where i.id = ?1
+                 and (select count(*) from grades g where g.item_id = i.id and not g.skipped and g.evaluator != ?2)
+                   + (select count(*) from grading_leases l where l.item_id = i.id and l.evaluator != ?2
+                                                             and l.expires_at > ?4) < i.evaluators""",
+            (lease.item_id, lease.evaluator, lease.expires_at, now))
+        self._db.conn.execute("delete from grading_leases where expires_at <= ?", (now,))  # type: ignore[union-attr]
 
     def _exchange_row(self, e: Exchange) -> dict[str, Any]:
         request = self.redactor.json(e.request) if e.request is not None else None
@@ -410,9 +437,12 @@ class Store:
             "created_at": iso(g.created_at),
             "preference": g.preference,
             "winner": g.winner,  # replaced from the item's left side in the same transaction
-            "grounded": g.grounded,
-            "citations_correct": _bool_in(g.citations_correct),
-            "meets_intent": _bool_in(g.meets_intent),
+            "grounded_left": g.left_labels.grounded,
+            "citations_correct_left": _bool_in(g.left_labels.citations_correct),
+            "meets_intent_left": _bool_in(g.left_labels.meets_intent),
+            "grounded_right": g.right_labels.grounded,
+            "citations_correct_right": _bool_in(g.right_labels.citations_correct),
+            "meets_intent_right": _bool_in(g.right_labels.meets_intent),
             "note": self.redactor.text(g.note) if g.note else g.note,
             "keep": int(g.keep),
             "corrected_answer": self.redactor.text(g.corrected_answer) if g.corrected_answer else g.corrected_answer,
@@ -478,6 +508,8 @@ class Store:
                     db.execute(f"""delete from grading_items where exchange_id in ({ids})
                                    and not exists (select 1 from grades g where g.item_id = grading_items.id)""",
                                [cutoff])
+                if "grading_leases" in db.table_names():
+                    db.execute("delete from grading_leases where item_id not in (select id from grading_items)")
                 n = db.execute("delete from exchanges where created_at < ?", [cutoff]).rowcount
         finally:
             if own:
@@ -597,15 +629,59 @@ class Store:
         finally:
             db.conn.close()
 
-    def next_item(self, evaluator: str) -> GradingItem | None:
-        """The oldest item that still needs a grade and that `evaluator` has neither graded nor skipped."""
+    def next_item(self, evaluator: str, *, lease_s: float = 600.0, exclude: tuple[str, ...] = ()) -> GradingItem | None:
+        """Hold and return the item `evaluator` should grade next, or None when nothing is left.
+
+        The item they already hold comes first (a reloaded page shows the same pair); otherwise the
+        oldest item that still needs a grade, that they have neither graded nor skipped, and that
+        other graders' live leases do not fill. The lease goes through the writer, which grants it
+        only while the item has room, so two graders never take the last place on an item.
+        `exclude` leaves out items (e.g. the one just shown)."""
+        for _ in range(5):  # a few tries: another grader may take a candidate item first
+            candidates = self._free_items(evaluator, exclude)
+            if not candidates:
+                return None
+            for item in candidates:
+                if not self.submit(Lease(item.id, evaluator, time.time() + lease_s)) or not self.flush(5.0):
+                    raise StoreUnavailable("the store did not confirm the lease")
+                if self._holds(item.id, evaluator):
+                    return item
+        return None
+
+    def release(self, item_id: str, evaluator: str) -> None:
+        """Give an item back before the lease ends (an expired lease is never granted)."""
+        self.submit(Lease(item_id, evaluator, 0.0))
+
+    def _free_items(self, evaluator: str, exclude: tuple[str, ...]) -> list[GradingItem]:
         db = self._reader()
         try:
+            now = time.time()
             rows = list(db.query(
-                """select i.* from grading_items i
-                   where (select count(*) from grades g where g.item_id = i.id and not g.skipped) < i.evaluators
-                     and not exists (select 1 from grades g where g.item_id = i.id and g.evaluator = ?)
-                   order by i.created_at, i.id limit 1""", [evaluator]))
+                f"""select i.*, exists (select 1 from grading_leases l where l.item_id = i.id and l.evaluator = ?1
+                                        and l.expires_at > ?2) as held
+                   from grading_items i
+                   where (select count(*) from grades g where g.item_id = i.id and not g.skipped)
+                       + (select count(*) from grading_leases l where l.item_id = i.id and l.evaluator != ?1
+                                                                 and l.expires_at > ?2) < i.evaluators
+                     and not exists (select 1 from grades g where g.item_id = i.id and g.evaluator = ?1)
+                     {f"and i.id not in ({', '.join('?' * len(exclude))})" if exclude else ""}
+                   order by held desc, i.created_at, i.id limit 3""", [evaluator, now, *exclude]))
+            return [_grading_item_from({k: v for k, v in r.items() if k != "held"}) for r in rows]
+        finally:
+            db.conn.close()
+
+    def _holds(self, item_id: str, evaluator: str) -> bool:
+        db = self._reader()
+        try:
+            return db.execute("select 1 from grading_leases where item_id = ? and evaluator = ? and expires_at > ?",
+                              [item_id, evaluator, time.time()]).fetchone() is not None
+        finally:
+            db.conn.close()
+
+    def grading_item(self, item_id: str) -> GradingItem | None:
+        db = self._reader()
+        try:
+            rows = list(db["grading_items"].rows_where("id = ?", [item_id]))
             return _grading_item_from(rows[0]) if rows else None
         finally:
             db.conn.close()
@@ -615,6 +691,18 @@ class Store:
         try:
             where, params = ("item_id = ?", [item_id]) if item_id is not None else (None, [])
             return [_grade_from(r) for r in db["grades"].rows_where(where, params, order_by="created_at, id")]
+        finally:
+            db.conn.close()
+
+    def verdicts_on(self, output_ids: Iterable[str]) -> dict[str, list[Verdict]]:
+        """Every verdict on these outputs, by output id, oldest first (the agreement report's input)."""
+        db = self._reader()
+        try:
+            found: dict[str, list[Verdict]] = {}
+            for chunk, marks in _in_chunks(sorted(set(output_ids))):
+                for r in db["verdicts"].rows_where(f"output_id in ({marks})", chunk, order_by="created_at"):
+                    found.setdefault(r["output_id"], []).append(_verdict_from(r))
+            return found
         finally:
             db.conn.close()
 
@@ -842,9 +930,10 @@ def _grade_from(row: dict[str, Any]) -> Grade:
         created_at=_ts(row["created_at"]),
         preference=row["preference"],
         winner=row["winner"],
-        grounded=row["grounded"],
-        citations_correct=_bool_out(row["citations_correct"]),
-        meets_intent=_bool_out(row["meets_intent"]),
+        left_labels=AnswerLabels(row["grounded_left"], _bool_out(row["citations_correct_left"]),
+                                 _bool_out(row["meets_intent_left"])),
+        right_labels=AnswerLabels(row["grounded_right"], _bool_out(row["citations_correct_right"]),
+                                  _bool_out(row["meets_intent_right"])),
         note=row["note"] or "",
         keep=bool(row["keep"]),
         corrected_answer=row["corrected_answer"],

@@ -217,11 +217,37 @@ class GradingItem:
         other = "candidate" if self.left == "production" else "production"
         return self.left if preference == "left" else other
 
+    def output_ids(self) -> tuple[str, str]:
+        """The (left, right) output ids, as the grader saw them."""
+        if self.left == "production":
+            return self.production_output_id, self.candidate_output_id
+        return self.candidate_output_id, self.production_output_id
+
+    def labels_by_output(self, grade: Grade) -> dict[str, AnswerLabels]:
+        """A grade's per-answer labels keyed by the output they describe."""
+        left_id, right_id = self.output_ids()
+        return {left_id: grade.left_labels, right_id: grade.right_labels}
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerLabels:
+    """What a grader said about one answer of a pair; the fields mirror the judges'. None = not said
+    (for `citations_correct`: the answer cites nothing)."""
+
+    grounded: Literal["yes", "partly", "no"] | None = None
+    citations_correct: bool | None = None
+    meets_intent: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.grounded not in (None, "yes", "partly", "no"):
+            raise ValueError(f"grounded must be yes, partly or no, not {self.grounded!r}")
+
 
 @dataclass(frozen=True, slots=True)
 class Grade:
     """A human's result on one grading item. `skipped` means "could not grade": it does not count
-    towards the item's evaluators, and the same person is not shown the item again."""
+    towards the item's evaluators, and the same person is not shown the item again. A person grades
+    an item once: grading it again replaces their earlier grade."""
 
     id: str
     item_id: str
@@ -229,9 +255,8 @@ class Grade:
     created_at: float
     preference: Literal["left", "right", "tie"] | None = None  # as the grader saw the pair
     winner: Literal["production", "candidate", "tie"] | None = None  # resolved from the item's `left`
-    grounded: Literal["yes", "partly", "no"] | None = None
-    citations_correct: bool | None = None
-    meets_intent: bool | None = None
+    left_labels: AnswerLabels = AnswerLabels()  # the answer shown on the left
+    right_labels: AnswerLabels = AnswerLabels()
     note: str = ""
     keep: bool = False  # worth keeping in an eval set
     corrected_answer: str | None = None
@@ -241,8 +266,16 @@ class Grade:
     def __post_init__(self) -> None:
         if self.preference not in (None, "left", "right", "tie"):
             raise ValueError(f"preference must be left, right or tie, not {self.preference!r}")
-        if self.grounded not in (None, "yes", "partly", "no"):
-            raise ValueError(f"grounded must be yes, partly or no, not {self.grounded!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """An evaluator holds a grading item until `expires_at`, so that concurrent graders are not shown
+    the same item beyond its number of evaluators. The store grants it only while the item has room."""
+
+    item_id: str
+    evaluator: str
+    expires_at: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ def main() -> None:
     print("| setting | default | meaning |")
     print("|---|---|---|")
     for section, key, default, help_text in settings_table():
-        name = f"`[[{section}]] {key}`" if section in ("candidates", "intents") else f"`[{section}] {key}`"
+        name = f"`[[{section}]] {key}`" if section in ("candidates", "intents", "evaluators") else f"`[{section}] {key}`"
         shown = "(required)" if default is None else f"`{default!r}`".replace("|", "\\|")
         print(f"| {name} | {shown} | {help_text.replace('|', '/')} |")
 

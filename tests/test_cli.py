@@ -132,7 +132,7 @@ def test_demo_runs_and_captures(tmp_path):
 
 def test_proxy_does_not_import_heavy_or_judge_modules():
     code = ("import sys, shadoweval.proxy.app, shadoweval.proxy.cli; "
-            "bad = [m for m in ('litellm', 'torch', 'sentence_transformers', 'shadoweval.judges') if m in sys.modules]; "
+            "bad = [m for m in ('litellm', 'torch', 'sentence_transformers', 'shadoweval.judges', 'shadoweval.datasets', 'nh3') if m in sys.modules]; "
             "print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,16 @@ from shadoweval.datasets.queue import build_queue, to_sampling_pair
 from shadoweval.datasets.sampling import SamplingPlan, inclusion_probabilities, select
 from shadoweval.proxy.migrations import migrate
 from shadoweval.proxy.store import Store
-from shadoweval.proxy.types import Exchange, Feedback, Grade, GradingItem, Output, Verdict, new_id
+from shadoweval.proxy.types import (
+    AnswerLabels,
+    Exchange,
+    Feedback,
+    Grade,
+    GradingItem,
+    Output,
+    Verdict,
+    new_id,
+)
 
 BIN = Path(sys.executable).parent / "shadoweval"
 
@@ -66,8 +76,9 @@ def test_items_round_trip_and_queueing_a_pair_twice_keeps_the_first(store):
 def test_grades_resolve_the_winner_from_the_left_side(store):
     shown_candidate_left = _item(left="candidate")
     store.submit(shown_candidate_left)
-    g1 = _grade(shown_candidate_left, "ann", preference="left", winner="production", grounded="partly",
-                citations_correct=False, meets_intent=True, note="too long", keep=True,
+    g1 = _grade(shown_candidate_left, "ann", preference="left", winner="production",
+                left_labels=AnswerLabels("partly", False, True), right_labels=AnswerLabels("yes", None, False),
+                note="too long", keep=True,
                 corrected_answer="Shorter.", seconds=42.5)
     g2 = _grade(shown_candidate_left, "bob", preference="right")
     g3 = _grade(shown_candidate_left, "cy", preference="tie")
@@ -77,15 +88,39 @@ def test_grades_resolve_the_winner_from_the_left_side(store):
     assert store.flush()
     got = {g.evaluator: g for g in store.grades(shown_candidate_left.id)}
     assert got["ann"].winner == "candidate"  # what was passed is replaced by what the grader saw
-    assert (got["ann"].grounded, got["ann"].citations_correct, got["ann"].meets_intent) == ("partly", False, True)
+    assert got["ann"].left_labels == AnswerLabels("partly", False, True)
+    assert got["ann"].right_labels == AnswerLabels("yes", None, False)
+    by_output = shown_candidate_left.labels_by_output(got["ann"])
+    assert by_output[shown_candidate_left.candidate_output_id] == AnswerLabels("partly", False, True)
     assert (got["ann"].note, got["ann"].keep, got["ann"].corrected_answer, got["ann"].seconds) == (
         "too long", True, "Shorter.", 42.5)
     assert got["bob"].winner == "production" and got["cy"].winner == "tie"
-    assert got["dee"].skipped and got["dee"].winner is None and got["dee"].citations_correct is None
+    assert got["dee"].skipped and got["dee"].winner is None and got["dee"].left_labels == AnswerLabels()
     assert [g.id for g in store.grades()] == [g1.id, g2.id, g3.id, g4.id]
     assert shown_candidate_left.winner("left") == "candidate" and shown_candidate_left.winner("right") == "production"
     with pytest.raises(ValueError):
         _grade(shown_candidate_left, "eve", preference="a")
+
+
+def test_m006_keeps_grades_made_before_answers_were_labelled_per_side(tmp_path):
+    from shadoweval.proxy import migrations
+
+    db = sqlite_utils.Database(tmp_path / "old.db")
+    before = migrations.MIGRATIONS[:migrations.MIGRATIONS.index(migrations.m006_grade_labels_per_answer_and_leases)]
+    db["_migrations"].create({"name": str, "applied_at": str}, pk="name")
+    for fn in before:
+        fn(db)
+        db["_migrations"].insert({"name": fn.__name__, "applied_at": "2026-11-01T00:00:00Z"})
+    old = {"item_id": "i1", "evaluator": "ann", "created_at": "2026-11-01T00:00:00Z", "preference": "left",
+           "grounded": "partly", "citations_correct": 0, "meets_intent": 1, "keep": 0, "skipped": 0}
+    db["grades"].insert_all([{**old, "id": "g1"}, {**old, "id": "g2", "grounded": "no"}])  # graded twice
+    assert migrate(db) == ["m006_grade_labels_per_answer_and_leases"]
+    (row,) = db["grades"].rows  # the latest of a person's grades on an item is kept
+    assert (row["id"], row["grounded_left"], row["citations_correct_left"], row["meets_intent_left"]) == (
+        "g2", "no", 0, 1)
+    assert row["grounded_right"] is None
+    assert any(i.unique and i.columns == ["item_id", "evaluator"] for i in db["grades"].indexes)
+    assert "grading_leases" in db.table_names()
 
 
 def test_next_item_oldest_first_with_two_evaluators_and_skips(store):
@@ -101,11 +136,14 @@ def test_next_item_oldest_first_with_two_evaluators_and_skips(store):
         assert store.flush()
 
     assert store.next_item("ann").id == older.id
+    assert store.next_item("ann").id == older.id  # held: a reloaded page shows the same pair
     grade(older, "ann", preference="left")
     assert store.next_item("ann").id == newer.id  # never the same item twice
+    store.release(newer.id, "ann")
     assert store.next_item("bob").id == older.id  # it wants a second evaluator
     grade(older, "bob", skipped=True)
     assert store.next_item("bob").id == newer.id  # a skip is not shown again...
+    store.release(newer.id, "bob")
     assert store.next_item("cy").id == older.id  # ...and does not count as a grade
     grade(older, "cy", preference="tie")
     assert store.next_item("dee").id == newer.id  # older has its two grades
@@ -117,6 +155,38 @@ def test_next_item_oldest_first_with_two_evaluators_and_skips(store):
     assert (progress.queued, progress.fully_graded) == (2, 2)
     assert progress.grades_by_evaluator == {"ann": 1, "cy": 1, "dee": 1}
     assert progress.skipped_by_evaluator == {"bob": 1}
+
+
+def test_leases_keep_concurrent_graders_apart_and_expire(store):
+    single, double = _item(created_at=time.time() - 10), _item(evaluators=2)
+    for record in (single, double):
+        store.submit(record)
+    assert store.flush()
+    graders = [f"g{i}" for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        got = dict(zip(graders, pool.map(lambda g: store.next_item(g, lease_s=60), graders), strict=True))
+    taken = [g for g, item in got.items() if item is not None]
+    # three places in all: one on `single`, two on `double`; nobody else gets an item
+    assert sorted(got[g].id for g in taken) == sorted([single.id, double.id, double.id])
+    idle = next(g for g, item in got.items() if item is None)
+    holder = next(g for g in taken if got[g].id == single.id)
+    store.release(single.id, holder)
+    assert store.flush()
+    assert store.next_item(idle, lease_s=0.2).id == single.id  # released: free again
+    time.sleep(0.3)
+    other = next(g for g, item in got.items() if item is None and g != idle)
+    assert store.next_item(other).id == single.id  # the lease ran out
+
+
+def test_grading_again_replaces_the_earlier_grade(store):
+    item = _item()
+    store.submit(item)
+    store.submit(_grade(item, "ann", preference="left"))
+    assert store.flush()
+    store.submit(_grade(item, "ann", preference="right", note="changed my mind"))
+    assert store.flush()
+    (only,) = store.grades(item.id)
+    assert (only.preference, only.note) == ("right", "changed my mind")
 
 
 def _populate(store: Store, exchanges: int = 6) -> dict[str, tuple[str, ...]]:

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_every_setting_is_in_the_readme():
     readme = (ROOT / "README.md").read_text()
     missing = [f"{s}.{k}" for s, k, _, _ in settings_table()
-               if (f"`[[{s}]] {k}`" if s in ("candidates", "intents") else f"`[{s}] {k}`") not in readme]
+               if (f"`[[{s}]] {k}`" if s in ("candidates", "intents", "evaluators") else f"`[{s}] {k}`") not in readme]
     assert not missing, f"undocumented settings (run scripts/settings_table.py): {missing}"
 
 
@@ -44,6 +44,9 @@ def test_example_config_is_valid():
     ("[[candidates]]\nname = 'c'\nmodel = 'x'\nsample_rate = 1.5\n", "sample_rate"),
     ("[[candidates]]\nname = 'c'\n", "candidates.0.model"),
     ("this is = not toml [", "not valid TOML"),
+    ("[[evaluators]]\nname = 'ann'\n", "needs token_env or token_sha256"),
+    ("[[evaluators]]\nname = 'ann'\ntoken_sha256 = 'abc'\n", "64 lowercase hex"),
+    ("[[evaluators]]\nname = 'a'\ntoken_env = 'X'\n[[evaluators]]\nname = 'a'\ntoken_env = 'Y'\n", "unique"),
 ])
 def test_bad_config_says_what_and_where(tmp_path, toml, message):
     cfg = tmp_path / "bad.toml"

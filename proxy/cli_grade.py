@@ -1,0 +1,183 @@
+"""`shadoweval grade` (the grading page, the queue, tokens) and `shadoweval agreement`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import secrets
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from .cli_common import _settings, _since
+
+
+@click.group(invoke_without_command=True)
+@click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML configuration file.")
+@click.option("--host", help="Interface to listen on (default: the configuration's server.host).")
+@click.option("--port", type=int, default=8090, show_default=True, help="Port to listen on.")
+@click.option("--db", help="SQLite file (default: the configuration's store.path).")
+@click.pass_context
+def grade(ctx: click.Context, config: str | None, host: str | None, port: int, db: str | None) -> None:
+    """Human grading. On its own: serve the grading page (http://HOST:PORT/grade/) without the proxy.
+
+    `shadoweval serve` serves the same page at /grade/ beside the proxy; this is for grading from a
+    copy of the store, or on another machine."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import uvicorn
+
+    settings = _settings(config, host, port, db)
+    if not settings.evaluators:
+        raise click.ClickException("no [[evaluators]] in the configuration: nobody could sign in "
+                                   "(`shadoweval grade token NAME` makes a token)")
+    path = Path(settings.store.path)
+    if not path.exists():
+        raise click.ClickException(f"no store at {path}")
+    click.echo(f"grading page: http://{settings.server.host}:{settings.server.port}/grade/")
+    uvicorn.run(grading_server(settings), host=settings.server.host, port=settings.server.port,
+                log_level="warning", server_header=False)
+
+
+def grading_server(settings: Any) -> Any:
+    """The grading page alone, as one ASGI app (the proxy's store is opened read-write for grades)."""
+    from fastapi import FastAPI
+    from fastapi.responses import RedirectResponse
+
+    from shadoweval.datasets.grading_web import grading_app
+
+    from .store import Store
+
+    store = Store(settings.store.path)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        store.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(store.stop, 5.0)
+
+    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/")
+    @app.get("/grade")
+    async def to_page() -> RedirectResponse:
+        return RedirectResponse("/grade/", status_code=307)
+
+    app.mount("/grade", grading_app(settings, store))
+    return app
+
+
+@grade.command("token")
+@click.argument("name")
+def grade_token(name: str) -> None:
+    """Make a sign-in token for evaluator NAME and print it with the configuration lines to add."""
+    token = secrets.token_urlsafe(24)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    click.echo(f"token for {name} (give it to them; it is not stored anywhere): {token}\n")
+    click.echo("add to the configuration:\n")
+    click.echo(f'[[evaluators]]\nname = "{name}"\ntoken_sha256 = "{digest}"')
+
+
+@grade.command("queue")
+@click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML configuration file.")
+@click.option("--db", help="SQLite file (default: the configuration's store.path).")
+@click.option("-n", "n", type=click.IntRange(min=0), default=50, show_default=True,
+              help="Pairs to queue, in expectation.")
+@click.option("--seed", type=int, help="Random seed (default: from the clock; printed, so a run can be repeated).")
+@click.option("--uniform", type=click.FloatRange(min=0), default=0.3, show_default=True,
+              help="Share of the budget drawn uniformly (unbiased estimates).")
+@click.option("--stratified", type=click.FloatRange(min=0), default=0.3, show_default=True,
+              help="Share drawn equally per slice (every slice seen).")
+@click.option("--informative", type=click.FloatRange(min=0), default=0.4, show_default=True,
+              help="Share drawn by informativeness (near threshold, flipped, disagreeing judges, gap, complaint).")
+@click.option("--double-rate", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+              help="Share of queued pairs graded by two evaluators.")
+@click.option("--since", help="Only outputs since: 7d, 24h, 30m or an ISO date.")
+@click.option("--candidate", "candidates", multiple=True, help="Only these candidates' outputs (repeatable).")
+@click.option("--slice-by", "slice_by", multiple=True, metavar="route|TAGKEY",
+              help="Slices for the stratified share (repeatable; default: route).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def grade_queue(config: str | None, db: str | None, n: int, seed: int | None, uniform: float, stratified: float,
+                informative: float, double_rate: float, since: str | None, candidates: tuple[str, ...],
+                slice_by: tuple[str, ...], as_json: bool) -> None:
+    """Queue production/candidate pairs for human grading; a pair is never queued twice.
+
+    Each queued pair records the policy that chose it and its inclusion probability, so grades can
+    be reweighted into estimates over all pairs."""
+    from shadoweval.datasets.queue import build_queue
+    from shadoweval.datasets.sampling import POLICIES, SamplingPlan
+
+    from .store import Store
+
+    settings = _settings(config, db=db)
+    path = Path(settings.store.path)
+    if not path.exists():
+        raise click.ClickException(f"no store at {path}")
+    if seed is None:
+        seed = time.time_ns() % 2**32
+    total = uniform + stratified + informative
+    if total <= 0:
+        raise click.BadParameter("at least one share must be > 0", param_hint="--uniform/--stratified/--informative")
+    shares = {"uniform": uniform / total, "stratified": stratified / total, "informative": informative / total}
+    plan = SamplingPlan(n, seed=seed, shares=shares, double_rate=double_rate)
+    store = Store(path)
+    store.start()  # applies new migrations (grading) to a store made by an older version
+    try:
+        result = build_queue(store, plan, since=_since(since), names=candidates, slice_by=slice_by or ("route",))
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.stop()
+    by_policy = {p: sum(i.policy == p for i in result.items) for p in POLICIES}
+    doubled = sum(i.evaluators > 1 for i in result.items)
+    if as_json:
+        click.echo(orjson.dumps({
+            "batch": result.batch, "seed": seed, "eligible": result.eligible, "queued": len(result.items),
+            "expected": result.expected, "by_policy": by_policy, "double_graded": doubled,
+            "shares": shares, "slices": {k: {"eligible": e, "queued": q} for k, (e, q) in result.slices.items()},
+        }, option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo(f"seed {seed}, batch {result.batch}")
+    click.echo(f"{result.eligible} pairs not queued before; queued {len(result.items)} "
+               f"(expected {result.expected:.1f}), {doubled} for two evaluators")
+    click.echo("by policy: " + ", ".join(f"{p} {c}" for p, c in by_policy.items()))
+    if result.slices:
+        width = max(5, *(len(k) for k in result.slices))
+        click.echo(f"{'slice':{width}} {'eligible':>8} {'queued':>6}")
+        for k, (e, q) in result.slices.items():
+            click.echo(f"{k:{width}} {e:8} {q:6}")
+
+
+@click.command()
+@click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML configuration file.")
+@click.option("--db", help="SQLite file (default: the configuration's store.path).")
+@click.option("--batch", help="Only the items of this `grade queue` batch.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def agreement(config: str | None, db: str | None, batch: str | None, as_json: bool) -> None:
+    """How far each judge agrees with human grades (overall and per slice), how far evaluators agree
+    with each other (Cohen's kappa, Krippendorff's alpha), and evaluators' position bias."""
+    from shadoweval.datasets.agreement import format_report, from_store
+
+    from .store import Store
+
+    settings = _settings(config, db=db)
+    path = Path(settings.store.path)
+    if not path.exists():
+        raise click.ClickException(f"no store at {path}")
+    store = Store(path)
+    store.start()  # applies new migrations to a store made by an older version
+    try:
+        report = from_store(store, batch)
+    finally:
+        store.stop()
+    if as_json:
+        click.echo(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(format_report(report))
