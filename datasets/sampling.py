@@ -53,7 +53,8 @@ class SamplingPlan:
     seed: int
     shares: dict[str, float] = field(
         default_factory=lambda: {"uniform": 0.3, "stratified": 0.3, "informative": 0.4})
-    double_rate: float = 0.1  # share of queued pairs that go to two evaluators (inter-rater agreement)
+    double_rate: float = 0.1  # share of queued pairs graded by several evaluators (inter-rater agreement)
+    double_evaluators: int = 2  # how many evaluators those pairs go to
     floor: float = 0.05  # informative weight every pair gets, so none has probability zero
 
     def __post_init__(self) -> None:
@@ -66,6 +67,8 @@ class SamplingPlan:
             raise ValueError(f"shares must be >= 0 and sum to 1, not {self.shares}")
         if not 0 <= self.double_rate <= 1:
             raise ValueError(f"double_rate must be within 0..1, not {self.double_rate}")
+        if self.double_evaluators < 2:
+            raise ValueError(f"double_evaluators must be >= 2, not {self.double_evaluators}")
         if self.floor <= 0:
             raise ValueError(f"floor must be > 0, not {self.floor}")
 
@@ -213,7 +216,7 @@ def select(pairs: Iterable[Pair], plan: SamplingPlan) -> list[Selection]:
         out.append(Selection(pair=pair, policy=chosen, probability=float(probs[chosen][i]),
                              inclusion_probability=float(overall[i]),
                              left="production" if left_production[i] else "candidate",
-                             evaluators=2 if doubled[i] else 1))
+                             evaluators=plan.double_evaluators if doubled[i] else 1))
     return out
 
 

@@ -386,11 +386,18 @@ def _print_calibration(report: CalibrationReport) -> None:
 @click.option("--db", default="shadoweval-demo.db", show_default=True, help="SQLite file the demo writes.")
 @click.option("--questions", type=int, default=0, help="Send only the first N questions (0: all).")
 @click.option("--judge/--no-judge", default=True, show_default=True, help="Run the offline judges at the end.")
-def demo(db: str, questions: int, judge: bool) -> None:
+@click.option("--grade", is_flag=True, help="Then queue pairs and serve the grading page (Ctrl-C stops it).")
+@click.option("--grade-port", type=int, default=8090, show_default=True, help="Port of the grading page.")
+def demo(db: str, questions: int, judge: bool, grade: bool, grade_port: int) -> None:
     """Run the built-in demo: a RAG support app, production and two candidates, all local."""
     from .demo.run import run_demo
 
-    sys.exit(run_demo(Path(db), limit=questions or None, judge=judge))
+    code = run_demo(Path(db), limit=questions or None, judge=judge)
+    if code == 0 and grade:
+        from .cli_grade import serve_demo_grading
+
+        serve_demo_grading(Path(db), grade_port)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

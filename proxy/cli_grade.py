@@ -74,6 +74,32 @@ def grading_server(settings: Any) -> Any:
     return app
 
 
+def serve_demo_grading(db: Path, port: int) -> None:
+    """After the demo: queue a sample of its pairs and serve the grading page with a one-off token."""
+    import uvicorn
+
+    from shadoweval.datasets.queue import build_queue
+    from shadoweval.datasets.sampling import SamplingPlan
+
+    from .settings import load_settings
+    from .store import Store
+
+    store = Store(db)
+    store.start()
+    try:
+        result = build_queue(store, SamplingPlan(30, seed=1, double_rate=0.2), slice_by=("route",))
+    finally:
+        store.stop()
+    token = secrets.token_urlsafe(12)
+    settings = load_settings(None, overrides={
+        "store": {"path": str(db)}, "server": {"port": port},
+        "evaluators": [{"name": "you", "token_sha256": hashlib.sha256(token.encode()).hexdigest(), "admin": True}]})
+    click.echo(f"\nqueued {len(result.items)} pairs for grading (policies and probabilities recorded)")
+    click.echo(f"grading page: http://127.0.0.1:{port}/grade/   sign in with: {token}")
+    click.echo(f"afterwards: shadoweval agreement --db {db}   |   Ctrl-C stops the page")
+    uvicorn.run(grading_server(settings), host="127.0.0.1", port=port, log_level="warning", server_header=False)
+
+
 @grade.command("token")
 @click.argument("name")
 def grade_token(name: str) -> None:
@@ -98,14 +124,17 @@ def grade_token(name: str) -> None:
 @click.option("--informative", type=click.FloatRange(min=0), default=0.4, show_default=True,
               help="Share drawn by informativeness (near threshold, flipped, disagreeing judges, gap, complaint).")
 @click.option("--double-rate", type=click.FloatRange(0, 1), default=0.1, show_default=True,
-              help="Share of queued pairs graded by two evaluators.")
+              help="Share of queued pairs graded by several evaluators (inter-rater agreement).")
+@click.option("--double-evaluators", type=click.IntRange(min=2), default=2, show_default=True,
+              help="How many evaluators grade those pairs.")
 @click.option("--since", help="Only outputs since: 7d, 24h, 30m or an ISO date.")
 @click.option("--candidate", "candidates", multiple=True, help="Only these candidates' outputs (repeatable).")
 @click.option("--slice-by", "slice_by", multiple=True, metavar="route|TAGKEY",
               help="Slices for the stratified share (repeatable; default: route).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def grade_queue(config: str | None, db: str | None, n: int, seed: int | None, uniform: float, stratified: float,
-                informative: float, double_rate: float, since: str | None, candidates: tuple[str, ...],
+                informative: float, double_rate: float, double_evaluators: int, since: str | None,
+                candidates: tuple[str, ...],
                 slice_by: tuple[str, ...], as_json: bool) -> None:
     """Queue production/candidate pairs for human grading; a pair is never queued twice.
 
@@ -126,7 +155,7 @@ def grade_queue(config: str | None, db: str | None, n: int, seed: int | None, un
     if total <= 0:
         raise click.BadParameter("at least one share must be > 0", param_hint="--uniform/--stratified/--informative")
     shares = {"uniform": uniform / total, "stratified": stratified / total, "informative": informative / total}
-    plan = SamplingPlan(n, seed=seed, shares=shares, double_rate=double_rate)
+    plan = SamplingPlan(n, seed=seed, shares=shares, double_rate=double_rate, double_evaluators=double_evaluators)
     store = Store(path)
     store.start()  # applies new migrations (grading) to a store made by an older version
     try:
@@ -146,7 +175,7 @@ def grade_queue(config: str | None, db: str | None, n: int, seed: int | None, un
         return
     click.echo(f"seed {seed}, batch {result.batch}")
     click.echo(f"{result.eligible} pairs not queued before; queued {len(result.items)} "
-               f"(expected {result.expected:.1f}), {doubled} for two evaluators")
+               f"(expected {result.expected:.1f}), {doubled} for {double_evaluators} evaluators")
     click.echo("by policy: " + ", ".join(f"{p} {c}" for p, c in by_policy.items()))
     if result.slices:
         width = max(5, *(len(k) for k in result.slices))

@@ -107,8 +107,10 @@ def test_sign_in_and_grade_with_the_keyboard_only(tmp_path, monkeypatch, browser
         assert not page.locator("#help").is_visible()
         page.keyboard.press("s")
         page.wait_for_selector("text=Nothing left to grade for you")
-        if os.environ.get("SHADOWEVAL_SCREENSHOT"):
-            page.screenshot(path=os.environ["SHADOWEVAL_SCREENSHOT"])
+        # ann is an admin: the agreement page lays out the report, judge against her grades
+        page.goto(f"{server.url}/grade/agreement")
+        expect(page.locator("#judge-tables h3").first).to_contain_text("grounded vs human grounded")
+        expect(page.locator("#bias-table")).to_contain_text("ann")
         assert errors == []
 
     db = sqlite3.connect(settings.store.path)

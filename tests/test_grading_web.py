@@ -232,3 +232,27 @@ def test_agreement_command_and_grade_token(tmp_path, monkeypatch):
     token = out.split(": ", 1)[1].split()[0]
     digest = out.split('token_sha256 = "')[1].split('"')[0]
     assert hashlib.sha256(token.encode()).hexdigest() == digest
+
+
+def test_grade_serves_the_page_on_its_own(tmp_path, monkeypatch):
+    from shadoweval.proxy.cli_grade import grading_server
+
+    monkeypatch.setenv("TEST_TOKEN_ANN", "ann-token")
+    settings = load_settings(_config(tmp_path))
+    store = Store(settings.store.path, flush_interval_ms=5)
+    store.start()
+    items = _seed(store, pairs=1)
+    store.stop()
+    with ThreadedServer(grading_server(settings)) as server:
+        assert httpx.get(server.url, follow_redirects=False).headers["location"] == "/grade/"
+        with _client(server.url, "ann-token") as c:
+            item = c.get("api/next").json()["item"]
+            assert item["id"] == items[0].id
+            assert c.post("api/grades", json={"item_id": item["id"], "preference": "tie"}).status_code == 201
+    (grade,) = Store(settings.store.path).grades()
+    assert (grade.evaluator, grade.winner) == ("ann", "tie")
+    # nobody to sign in: refuse to start rather than serve a page no one can use
+    bare = tmp_path / "bare.toml"
+    bare.write_text(f'[store]\npath = "{settings.store.path}"\n')
+    out = subprocess.run([BIN, "grade", "--config", str(bare)], capture_output=True, text=True)
+    assert out.returncode == 1 and "no [[evaluators]]" in out.stderr

@@ -161,6 +161,10 @@ def test_sides_are_balanced_and_double_rate_holds():
     assert {s.evaluators for s in sample} == {1, 2}
     none = select(pairs, SamplingPlan(100, shares={"uniform": 1.0}, double_rate=0.0, seed=9))
     assert {s.evaluators for s in none} == {1}
+    three = select(pairs, SamplingPlan(300, shares={"uniform": 1.0}, double_rate=0.5, double_evaluators=3, seed=9))
+    assert {s.evaluators for s in three} == {1, 3}
+    with pytest.raises(ValueError, match="double_evaluators"):
+        SamplingPlan(10, double_evaluators=1, seed=0)
 
 
 def test_edge_cases_and_validation():
