@@ -223,7 +223,8 @@ class Store:
                 continue
             batch = [first]
             deadline = time.monotonic() + self.flush_interval
-            while len(batch) < self.batch_size:
+            # someone waits on a flush (a grader's lease, a CLI): commit now rather than at the deadline
+            while len(batch) < self.batch_size and not isinstance(batch[-1][1], _Flush):
                 timeout = deadline - time.monotonic()
                 try:
                     batch.append(self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait())
