@@ -165,7 +165,7 @@ def test_readonly_store_never_fails_production(production, tmp_path):
         db = proxy.store.path
         if os.geteuid() == 0:
             # root ignores file modes; lock the database from another connection instead
-            lock = sqlite3.connect(db, timeout=0)
+            lock = sqlite3.connect(db, timeout=5)  # waits out the writer's own upkeep after the flush
             lock.execute("BEGIN EXCLUSIVE")
         else:
             os.chmod(db, stat.S_IRUSR)
