@@ -158,9 +158,15 @@ def ops_api(
     return api
 
 
-def _known(store: Store, exchange_id: str) -> bool:
-    """Whether the exchange exists; one that just happened may still be in the writer's queue."""
-    return store.exchange_exists(exchange_id) or (store.flush(2.0) and store.exchange_exists(exchange_id))
+def _known(store: Store, exchange_id: str, wait_s: float = 2.0) -> bool:
+    """Whether the exchange exists. One that just happened may still be in the writer's queue, or
+    not even in it yet: a streamed answer is handed to the store after its last byte was sent."""
+    deadline = time.monotonic() + wait_s
+    while not store.exchange_exists(exchange_id):
+        if time.monotonic() > deadline or not store.flush(wait_s):
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def _json_error(status: int, message: str, type_: str, code: str | None, param: str | None = None) -> JSONResponse:

@@ -287,3 +287,36 @@ class GradingProgress:
     grades_by_evaluator: dict[str, int]  # grades given, skips not counted
     skipped_by_evaluator: dict[str, int]
 
+
+
+@dataclass(frozen=True, slots=True)
+class EvalItem:
+    """One example of an eval set: a request as production received it, the answer it should get
+    when people said so, and what people and judges said about the answers it got."""
+
+    key: str  # content hash of the request: the same question keeps its key across versions
+    request: dict[str, Any]  # the OpenAI request (model, messages or input ...), redacted
+    target: str | None = None  # the answer it should get
+    target_source: str | None = None  # human-corrected | human-preferred | production | reference
+    contexts: list[dict[str, Any]] | None = None  # retrieved passages {id, title, text}
+    outputs: dict[str, str] = field(default_factory=dict)  # model name -> its answer
+    labels: dict[str, Any] = field(default_factory=dict)  # human grades and judge verdicts, summarized
+    meta: dict[str, Any] = field(default_factory=dict)  # exchange id, route, tags, created_at, cluster
+    exchange_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EvalSet:
+    """One immutable version of a named eval set. `id` is the hash of its content, so building twice
+    from the same traffic gives the same id; `version` counts the versions of `name`."""
+
+    id: str
+    name: str
+    version: int
+    created_at: float
+    manifest: dict[str, Any]  # filters, counts, source window, parent version
+    items: tuple[EvalItem, ...] = ()
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,3 +63,16 @@ def running_proxy(
 @pytest.fixture
 def proxy_factory(tmp_path: Path) -> Callable[..., Any]:
     return lambda production_url, **kw: running_proxy(tmp_path, production_url, **kw)
+
+
+def stored(store: Store, exchange_id: str, timeout: float = 5.0) -> Any:
+    """The exchange with its outputs and feedback once the store has it (a streamed answer's capture
+    is submitted after its last byte reaches the client, so it can trail the client a little)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert store.flush()
+        found = store.get_exchange(exchange_id)
+        if found is not None or time.monotonic() > deadline:
+            assert found is not None, f"exchange {exchange_id} never reached the store"
+            return found
+        time.sleep(0.02)
