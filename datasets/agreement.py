@@ -161,7 +161,7 @@ class AgreementReport:
 def from_store(store: Store, batch: str | None = None) -> AgreementReport:
     """The report over the store's grading items (one `grade queue` batch's, or all) and their grades."""
     items = store.grading_items(batch=batch)
-    outputs = {o for i in items for o in (i.candidate_output_id, i.production_output_id)}
+    outputs = {o for i in items for o in (i.candidate_output_id, i.production_output_id) if o is not None}
     return agreement(items, store.grades(), store.verdicts_on(outputs))
 
 

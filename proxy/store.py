@@ -707,6 +707,16 @@ class Store:
         finally:
             db.conn.close()
 
+    def tag_values(self, key: str) -> set[str]:
+        """Every value the tag `key` has on stored exchanges (e.g. which imported records are in)."""
+        db = self._reader()
+        try:
+            return {r[0] for r in db.execute(
+                "select distinct json_extract(tags_json, '$.' || json_quote(?)) from exchanges "
+                "where json_extract(tags_json, '$.' || json_quote(?)) is not null", [key, key])}
+        finally:
+            db.conn.close()
+
     def grading_progress(self) -> GradingProgress:
         db = self._reader()
         try:

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Role = Literal["production", "candidate", "twin"]
+Role = Literal["production", "candidate", "twin", "reference"]  # reference: a human-written answer, imported
 
 # Output statuses. "ok" means the model answered; everything else explains why there is no
 # (complete) answer. Aggregates later skip anything that is not "ok".
@@ -197,7 +197,7 @@ class GradingItem:
 
     id: str
     exchange_id: str
-    candidate_output_id: str
+    candidate_output_id: str | None  # None: one answer graded alone (labels imported for single answers)
     production_output_id: str
     left: Literal["production", "candidate"]  # the side shown on the left, randomized per item
     policy: str  # uniform | stratified | informative
@@ -217,8 +217,8 @@ class GradingItem:
         other = "candidate" if self.left == "production" else "production"
         return self.left if preference == "left" else other
 
-    def output_ids(self) -> tuple[str, str]:
-        """The (left, right) output ids, as the grader saw them."""
+    def output_ids(self) -> tuple[str | None, str | None]:
+        """The (left, right) output ids, as the grader saw them (None: no answer on that side)."""
         if self.left == "production":
             return self.production_output_id, self.candidate_output_id
         return self.candidate_output_id, self.production_output_id
@@ -226,7 +226,8 @@ class GradingItem:
     def labels_by_output(self, grade: Grade) -> dict[str, AnswerLabels]:
         """A grade's per-answer labels keyed by the output they describe."""
         left_id, right_id = self.output_ids()
-        return {left_id: grade.left_labels, right_id: grade.right_labels}
+        pairs = ((left_id, grade.left_labels), (right_id, grade.right_labels))
+        return {output_id: labels for output_id, labels in pairs if output_id is not None}
 
 
 @dataclass(frozen=True, slots=True)
