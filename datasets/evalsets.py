@@ -1,22 +1,271 @@
-"""Eval sets built from production traffic: versioned, immutable, identified by their content.
+"""Eval sets built from production traffic: `shadoweval evalset build NAME [filters]`.
 
-(The build itself follows in this module; `request_key` is what every part agrees on.)
+The build reads stored exchanges, keeps the ones the filters select, turns each into an item
+(`evalitems.py`: per-answer labels, a target), removes near-duplicate questions, spreads the set
+over clusters of similar questions so one frequent question cannot fill it, redacts, and stores an
+immutable version whose id is the hash of its name and content. Building again from unchanged
+traffic gives the same id, so it adds no version; `diff` says what changed between two.
+
+Filters narrow in two ways. Where and when (time window, routes, tags, candidates) always restrict.
+The signals (graded by people, kept by a grader, an end-user complaint, a judge that disagrees with
+people, an answer failing a judge) add up: with several, an exchange with any of them is in.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-# What makes two requests "the same question": the conversation and what the model was given to
-# work with, not which model was asked, how (stream, temperature) or by whom.
-_KEY_FIELDS = ("messages", "input", "instructions", "tools", "functions", "response_format", "prompt")
+import numpy as np
+
+from shadoweval.proxy.redact import Redactor
+from shadoweval.proxy.settings import ContextSettings
+from shadoweval.proxy.store import Store
+from shadoweval.proxy.types import EvalItem, EvalSet, ExchangeBundle
+
+from .evalitems import human_labels, judge_labels, to_item, usable_outputs
+from .keys import request_key
+
+__all__ = ["Filters", "BuildResult", "build", "diff", "request_key", "set_id"]
+
+_HUMAN_FIELDS = {"grounded": "grounded", "grounded-llm": "grounded", "citations": "citations_correct",
+                 "citations-llm": "citations_correct", "intent": "meets_intent"}
 
 
-def request_key(request: dict[str, Any] | None) -> str:
-    """A stable 16-hex-digit key of a request's content (see `_KEY_FIELDS`). The replay server looks
-    recorded answers up by it, and `evalset diff` matches items across versions with it."""
-    content = {k: request[k] for k in _KEY_FIELDS if isinstance(request, dict) and request.get(k) is not None}
-    canonical = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+@dataclass(frozen=True, slots=True)
+class Filters:
+    since: float | None = None
+    until: float | None = None
+    routes: tuple[str, ...] = ()  # route tags or API paths, globs allowed
+    tags: dict[str, str] = field(default_factory=dict)  # every one must match
+    candidates: tuple[str, ...] = ()  # only these candidates' answers (default: all)
+    # signals: an exchange with any of those asked for is in
+    graded: bool = False
+    kept: bool = False
+    complaints: bool = False
+    disagreement: bool = False
+    failed: tuple[str, ...] = ()  # judge names: some answer fails one of them
+    human_targets_only: bool = False  # drop items whose target is not from people
+
+    def signals(self) -> list[str]:
+        return [s for s in ("graded", "kept", "complaints", "disagreement") if getattr(self, s)] + \
+            [f"failed:{j}" for j in self.failed]
+
+
+@dataclass(frozen=True, slots=True)
+class BuildResult:
+    evalset: EvalSet
+    created: bool  # False: an identical version existed already
+
+
+def build(store: Store, name: str, filters: Filters, *, limit: int | None = None, dedup: float = 0.95,
+          cluster_threshold: float = 0.8, redactor: Redactor | None = None,
+          embed: Callable[[Sequence[str]], np.ndarray] | None = None,
+          context: ContextSettings | None = None, now: float | None = None) -> BuildResult:
+    """Build and store a version of eval set `name` (the store must be started)."""
+    counts: dict[str, int] = {"exchanges": 0}
+    why: dict[str, int] = {}
+    items: list[EvalItem] = []
+    for bundle in store.exchange_bundles(since=filters.since, until=filters.until):
+        counts["exchanges"] += 1
+        reason = _rejected(bundle, filters)
+        if reason is None:
+            item = to_item(bundle, candidates=filters.candidates, context=context)
+            if filters.human_targets_only and item.target_source not in ("human-corrected", "human-preferred"):
+                reason = "no human target"
+            else:
+                items.append(item)
+        if reason is not None:
+            why[reason] = why.get(reason, 0) + 1
+    counts["selected"] = len(items)
+    items.sort(key=_priority)
+    if items and embed is not None:
+        vectors = embed([_question(i) for i in items])
+        keep = _dedup(vectors, dedup) if 0 < dedup < 1 else list(range(len(items)))
+        counts["near_duplicates"] = len(items) - len(keep)
+        clusters = _clusters(vectors[keep], cluster_threshold)
+        items = [replace(items[i], meta={**items[i].meta, "cluster": c}) for i, c in zip(keep, clusters, strict=True)]
+    else:
+        exact = {}
+        for it in items:
+            exact.setdefault(it.key, it)
+        counts["near_duplicates"] = len(items) - len(exact)  # exact repeats only without embeddings
+        items = list(exact.values())
+    if limit is not None and len(items) > limit:
+        items = _spread(items, limit)
+    items.sort(key=lambda i: (i.meta.get("created_at") or 0, i.key))
+    if redactor is not None:
+        items = [_redacted(i, redactor) for i in items]
+    by_source: dict[str, int] = {}
+    for it in items:
+        by_source[it.target_source or "none"] = by_source.get(it.target_source or "none", 0) + 1
+    times = [i.meta["created_at"] for i in items if i.meta.get("created_at")]
+    manifest = {
+        "filters": {k: v for k, v in asdict(filters).items() if v not in (None, (), {}, False)},
+        "limit": limit, "dedup": dedup, "cluster_threshold": cluster_threshold,
+        "embedder": getattr(embed, "__self__", None).__class__.__name__ if embed is not None else None,
+        "counts": {**counts, "excluded": why, "items": len(items),
+                   "clusters": len({i.meta.get("cluster") for i in items if "cluster" in i.meta}),
+                   "targets": by_source},
+        "source_window": {"first": min(times), "last": max(times)} if times else None,
+    }
+    previous = store.evalsets(name)
+    if previous:
+        manifest["parent"] = {"id": previous[-1].id, "version": previous[-1].version}
+    es = EvalSet(id=set_id(name, items), name=name, version=0, created_at=now or time.time(), manifest=manifest,
+                 items=tuple(items))
+    existing = store.evalset(es.id)
+    if existing is not None:
+        return BuildResult(existing, created=False)
+    if not store.submit(es) or not store.flush(60):
+        raise RuntimeError("the store did not confirm the eval set was written")
+    stored = store.evalset(es.id)
+    if stored is None:
+        raise RuntimeError("the eval set could not be written (see the log)")
+    return BuildResult(stored, created=True)
+
+
+def set_id(name: str, items: Sequence[EvalItem]) -> str:
+    """The hash of a version's name and content (request, target, answers and labels of each item)."""
+    h = hashlib.sha256(name.encode())
+    for it in items:
+        h.update(json.dumps([it.key, it.request, it.target, it.target_source, it.outputs, it.labels],
+                            sort_keys=True, ensure_ascii=False, default=str).encode())
+    return "es-" + h.hexdigest()[:16]
+
+
+def diff(a: EvalSet, b: EvalSet) -> dict[str, Any]:
+    """What changed from version `a` to `b`, item by item (matched by request key)."""
+    old = {i.key: i for i in a.items}
+    new = {i.key: i for i in b.items}
+    changed = []
+    for key in sorted(old.keys() & new.keys()):
+        x, y = old[key], new[key]
+        fields = [f for f in ("target", "target_source", "outputs", "labels", "contexts")
+                  if getattr(x, f) != getattr(y, f)]
+        if fields:
+            changed.append({"key": key, "fields": fields, "question": _question(y)[:120]})
+    return {
+        "from": {"ref": a.ref, "id": a.id, "items": len(a.items)},
+        "to": {"ref": b.ref, "id": b.id, "items": len(b.items)},
+        "added": [{"key": k, "question": _question(new[k])[:120]} for k in sorted(new.keys() - old.keys())],
+        "removed": [{"key": k, "question": _question(old[k])[:120]} for k in sorted(old.keys() - new.keys())],
+        "changed": changed,
+        "filters": {"from": a.manifest.get("filters"), "to": b.manifest.get("filters")},
+    }
+
+
+def _rejected(bundle: ExchangeBundle, f: Filters) -> str | None:
+    """Why the filters leave this exchange out, or None when it is in."""
+    ex = bundle.exchange
+    if ex.request is None:
+        return "no request stored"
+    route = ex.tags.get("route")
+    if f.routes and not any(fnmatch.fnmatchcase(r, g) for g in f.routes for r in (route, ex.route) if r):
+        return "route"
+    if any(ex.tags.get(k) != v for k, v in f.tags.items()):
+        return "tags"
+    outputs = usable_outputs(bundle, f.candidates)
+    if not outputs:
+        return "no answer"
+    signals = f.signals()
+    if not signals:
+        return None
+    names = {o.id: n for n, o in outputs.items()}
+    human = human_labels(bundle, names)
+    judges = judge_labels(bundle, names)
+    hit = ((f.graded and bool(bundle.graded))
+           or (f.kept and bool(human.get("keep")))
+           or (f.complaints and any(fb.is_complaint for fb in bundle.feedback))
+           or (f.disagreement and _disagrees(human, judges))
+           or any(v.get("passes") is False for j in f.failed for v in judges.get(j, {}).values()))
+    return None if hit else "no selected signal"
+
+
+def _disagrees(human: dict[str, Any], judges: dict[str, Any]) -> bool:
+    """A judge's pass/fail on an answer differs from what people said about it (grounded counts
+    only "yes" as grounded), or the pairwise judge picked another winner than people did."""
+    for judge, field_ in _HUMAN_FIELDS.items():
+        for name, verdict in judges.get(judge, {}).items():
+            said = human.get(field_, {}).get(name)
+            if said is None or verdict.get("passes") is None:
+                continue
+            if verdict["passes"] != (said == "yes" if field_ == "grounded" else bool(said)):
+                return True
+    votes = human.get("winner_votes")
+    pairwise = judges.get("pairwise", {}).get(human.get("candidate", ""))
+    if votes and pairwise and pairwise.get("label") in ("production", "candidate", "tie"):
+        majority = max(votes, key=lambda k: votes[k])
+        return list(votes.values()).count(votes[majority]) == 1 and majority != pairwise["label"]
+    return False
+
+
+def _priority(item: EvalItem) -> tuple[int, float]:
+    """Kept first when thinning the set: human targets, then graded, then complaints, newest first."""
+    rank = {"human-corrected": 0, "human-preferred": 1}.get(item.target_source or "", 3)
+    if rank == 3 and "human" in item.labels:
+        rank = 2
+    if rank == 3 and item.labels.get("feedback", {}).get("complaints"):
+        rank = 2
+    return rank, -(item.meta.get("created_at") or 0)
+
+
+def _question(item: EvalItem) -> str:
+    """The last user turn: what near-duplicate questions share."""
+    req = item.request
+    for m in reversed(req.get("messages") or []):
+        if isinstance(m, dict) and m.get("role") == "user":
+            c = m.get("content")
+            return c if isinstance(c, str) else " ".join(p.get("text", "") for p in c or [] if isinstance(p, dict))
+    inp = req.get("input")
+    return inp if isinstance(inp, str) else json.dumps(inp, ensure_ascii=False)[:2000]
+
+
+def _dedup(vectors: np.ndarray, threshold: float) -> list[int]:
+    """Indexes to keep, in order: an item goes when one kept before it is at least this similar."""
+    kept: list[int] = []
+    for i in range(len(vectors)):
+        if not kept or float(np.max(vectors[kept] @ vectors[i])) < threshold:
+            kept.append(i)
+    return kept
+
+
+def _clusters(vectors: np.ndarray, threshold: float) -> list[int]:
+    """Leader clustering in priority order: join the first cluster whose leader is this similar."""
+    leaders: list[int] = []
+    out = []
+    for i in range(len(vectors)):
+        sims = vectors[leaders] @ vectors[i] if leaders else np.array([])
+        hit = int(np.argmax(sims)) if len(sims) and float(np.max(sims)) >= threshold else None
+        if hit is None:
+            leaders.append(i)
+            hit = len(leaders) - 1
+        out.append(hit)
+    return out
+
+
+def _spread(items: list[EvalItem], limit: int) -> list[EvalItem]:
+    """Round-robin over clusters, best first within each, so no cluster crowds out the others."""
+    by_cluster: dict[int, list[EvalItem]] = {}
+    for it in items:  # items come in priority order
+        by_cluster.setdefault(it.meta.get("cluster", id(it)), []).append(it)
+    queues = list(by_cluster.values())
+    out: list[EvalItem] = []
+    depth = 0
+    while len(out) < limit:
+        row = [q[depth] for q in queues if depth < len(q)]
+        if not row:
+            break
+        out.extend(row[:limit - len(out)])
+        depth += 1
+    return out
+
+
+def _redacted(item: EvalItem, r: Redactor) -> EvalItem:
+    return replace(item, request=r.json(item.request), target=r.text(item.target) if item.target else item.target,
+                   contexts=r.json(item.contexts), outputs=r.json(item.outputs), labels=r.json(item.labels))

@@ -174,6 +174,32 @@ def m006_grade_labels_per_answer_and_leases(db: sqlite_utils.Database) -> None:
                                 pk=("item_id", "evaluator"))
 
 
+def m007_create_evalsets(db: sqlite_utils.Database) -> None:
+    # Eval sets (datasets/evalsets.py): immutable versions, each identified by the hash of its name
+    # and content, with a manifest; their items copy what they need, so a version outlives the
+    # traffic it came from (retention never touches it).
+    db["evalsets"].create(
+        {"id": str, "name": str, "version": int, "created_at": str, "manifest_json": str, "items": int}, pk="id")
+    db["evalsets"].create_index(["name", "version"], unique=True)
+    db["evalset_items"].create(
+        {
+            "evalset_id": str,
+            "position": int,
+            "key": str,
+            "exchange_id": str,
+            "request_json": str,
+            "target": str,
+            "target_source": str,
+            "contexts_json": str,
+            "outputs_json": str,
+            "labels_json": str,
+            "meta_json": str,
+        },
+        pk=("evalset_id", "position"),
+    )
+    db["evalset_items"].create_index(["key"])
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m001_create_exchanges,
     m002_create_counters,
@@ -181,6 +207,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m004_add_exchange_contexts,
     m005_create_grading,
     m006_grade_labels_per_answer_and_leases,
+    m007_create_evalsets,
 ]
 
 

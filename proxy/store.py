@@ -1,4 +1,7 @@
-"""The only module with SQL: exchanges, outputs and feedback in one SQLite file.
+"""Storage: exchanges, outputs, feedback, verdicts, grades and eval sets in one SQLite file.
+
+The store's modules (this one, `store_grading.py`, `store_evalsets.py`, `store_rows.py`) are the
+only ones with SQL or rows; everything else gets and gives project types.
 
 One writer thread owns the write connection. Everything else hands it records through a bounded
 queue with a non-blocking `submit()`: the request path never waits for SQLite, and when the queue
@@ -17,38 +20,48 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 import sqlite_utils
 
 from .metrics import Metrics, standard_metrics
 from .migrations import migrate
 from .redact import Redactor
+from .store_evalsets import EvalSetReads, evalset_rows
+from .store_grading import GradingReads, StoreUnavailable
+from .store_rows import (
+    _bool_in,
+    _dumps,
+    _exchange_from,
+    _feedback_from,
+    _in_chunks,
+    _loads,
+    _output_from,
+    _verdict_from,
+    iso,
+)
 from .types import (
-    AnswerLabels,
     CandidateStats,
     ContextsFound,
+    EvalSet,
     Exchange,
     Feedback,
     Grade,
     GradingItem,
-    GradingProgress,
     Lease,
     Output,
-    PairToGrade,
-    Usage,
     Verdict,
     new_id,
 )
 
 log = logging.getLogger("shadoweval.store")
 
-Record = Exchange | Output | Feedback | Verdict | ContextsFound | GradingItem | Grade | Lease
+__all__ = ["Store", "StoreStatus", "StoreUnavailable", "connect", "iso"]
+
+Record = Exchange | Output | Feedback | Verdict | ContextsFound | GradingItem | Grade | Lease | EvalSet
 # A builder is called in the writer thread: parsing and shaping raw captures happens there, off
 # the event loop.
 Item = Record | Callable[[], Iterable[Record]]
@@ -56,32 +69,11 @@ Item = Record | Callable[[], Iterable[Record]]
 _STOP = object()
 
 
-class StoreUnavailable(RuntimeError):
-    """The store could not do what was asked right now (its writer is down or overloaded)."""
-
-
 @dataclass(frozen=True, slots=True)
 class _Flush:
     """Set once everything queued before it has been committed (or lost)."""
 
     done: threading.Event
-
-
-def iso(ts: float) -> str:
-    """Unix seconds -> ISO 8601 UTC with milliseconds, e.g. 2026-11-23T10:41:00.123Z."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def _ts(text: str) -> float:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
-
-
-def _dumps(value: Any) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
-
-
-def _loads(text: str | None) -> Any:
-    return None if text is None else orjson.loads(text)
 
 
 def connect(path: str | Path, *, readonly: bool = False) -> sqlite_utils.Database:
@@ -107,7 +99,7 @@ class StoreStatus:
     lag_s: float  # age of the oldest record still waiting, 0 when the queue is empty
 
 
-class Store:
+class Store(GradingReads, EvalSetReads):
     def __init__(
         self,
         path: str | Path,
@@ -249,7 +241,7 @@ class Store:
         records: list[Record] = []
         flushes: list[threading.Event] = []
         for item in items:
-            if isinstance(item, (Exchange, Output, Feedback, Verdict, ContextsFound, GradingItem, Grade, Lease)):
+            if isinstance(item, (Exchange, Output, Feedback, Verdict, ContextsFound, GradingItem, Grade, Lease, EvalSet)):
                 records.append(item)
             elif isinstance(item, _Flush):
                 flushes.append(item.done)
@@ -276,9 +268,12 @@ class Store:
                                                  "grading_items": [], "grades": []}
         found: list[tuple[str, str]] = []
         leases: list[Lease] = []
+        evalsets: list[EvalSet] = []
         for r in records:
             if isinstance(r, Lease):
                 leases.append(r)
+            elif isinstance(r, EvalSet):
+                evalsets.append(r)
             elif isinstance(r, ContextsFound):
                 # found in the stored (already redacted) request: nothing left to redact
                 found.append((_dumps(r.contexts) or "[]", r.exchange_id))
@@ -323,6 +318,8 @@ class Store:
                                               [(r["item_id"], r["evaluator"]) for r in rows["grades"]])
                 for lease in leases:
                     self._grant(lease)
+                for es in evalsets:
+                    self._save_evalset(es)
         except sqlite3.Error as exc:
             reason = _reason(exc)
             self._lose(len(records), reason)
@@ -335,6 +332,22 @@ class Store:
         for table, table_rows in rows.items():
             if table_rows:
                 self.metrics.inc("shadoweval_store_written_total", len(table_rows), kind=table)
+
+    def _save_evalset(self, es: EvalSet) -> None:
+        """A version is immutable: one whose id (name and content) is stored already is left as it
+        is; a new one takes the next version number of its name."""
+        conn = self._db.conn  # type: ignore[union-attr]
+        if conn.execute("select 1 from evalsets where id = ?", (es.id,)).fetchone():
+            return
+        head, items = evalset_rows(es)
+        (head["version"],) = conn.execute("select coalesce(max(version), 0) + 1 from evalsets where name = ?",
+                                          (es.name,)).fetchone()
+        conn.execute(f"insert into evalsets ({', '.join(head)}) values ({', '.join('?' * len(head))})",
+                     tuple(head.values()))
+        if items:
+            cols = list(items[0])
+            conn.executemany(f"insert into evalset_items ({', '.join(cols)}) values ({', '.join('?' * len(cols))})",
+                             [tuple(r.values()) for r in items])
 
     def _grant(self, lease: Lease) -> None:
         """Grant (or renew) a lease only while the item has room: its grades plus other graders'
@@ -577,163 +590,6 @@ class Store:
         finally:
             db.conn.close()
 
-    # -- human grading -------------------------------------------------------------------------
-
-    def pairs_to_grade(self, *, since: float | None = None, names: tuple[str, ...] = ()) -> list[PairToGrade]:
-        """Answered candidate (or twin) outputs paired with production's answer to the same exchange
-        that are not queued for grading yet, oldest first, with what the sampling policies read."""
-        db = self._reader()
-        try:
-            where = ["c.status = 'ok'", "c.role in ('candidate', 'twin')", "p.role = 'production'",
-                     "p.status = 'ok'", "not exists (select 1 from grading_items g where "
-                     "g.candidate_output_id = c.id and g.production_output_id = p.id)"]
-            params: list[Any] = []
-            if since is not None:
-                where.append("c.created_at >= ?")
-                params.append(iso(since))
-            if names:
-                where.append(f"c.name in ({', '.join('?' * len(names))})")
-                params.extend(names)
-            rows = db.execute(
-                f"""select c.exchange_id, c.id, c.name, p.id from outputs c
-                    join outputs p on p.exchange_id = c.exchange_id
-                    where {' and '.join(where)} order by c.created_at, c.id, p.id""", params).fetchall()
-            ex_ids = sorted({r[0] for r in rows})
-            out_ids = sorted({r[1] for r in rows} | {r[3] for r in rows})
-            exchanges: dict[str, tuple[str, dict[str, str]]] = {}
-            feedback: dict[str, list[Feedback]] = {}
-            verdicts: dict[str, list[Verdict]] = {}
-            for chunk, marks in _in_chunks(ex_ids):
-                for ex_id, route, tags in db.execute(
-                        f"select id, route, tags_json from exchanges where id in ({marks})", chunk):
-                    exchanges[ex_id] = (route, _loads(tags) or {})
-                for r in db["feedback"].rows_where(f"exchange_id in ({marks})", chunk, order_by="created_at"):
-                    feedback.setdefault(r["exchange_id"], []).append(_feedback_from(r))
-            for chunk, marks in _in_chunks(out_ids):
-                for r in db["verdicts"].rows_where(f"output_id in ({marks})", chunk,
-                                                   order_by="created_at"):
-                    verdicts.setdefault(r["output_id"], []).append(_verdict_from(r))
-            return [PairToGrade(
-                exchange_id=ex_id, candidate_output_id=cand, candidate_name=name, production_output_id=prod,
-                route=exchanges[ex_id][0], tags=exchanges[ex_id][1],
-                candidate_verdicts=tuple(verdicts.get(cand, ())), production_verdicts=tuple(verdicts.get(prod, ())),
-                feedback=tuple(feedback.get(ex_id, ())),
-            ) for ex_id, cand, name, prod in rows if ex_id in exchanges]
-        finally:
-            db.conn.close()
-
-    def grading_items(self, *, batch: str | None = None) -> list[GradingItem]:
-        db = self._reader()
-        try:
-            where, params = ("batch = ?", [batch]) if batch is not None else (None, [])
-            return [_grading_item_from(r) for r in db["grading_items"].rows_where(where, params, order_by="id")]
-        finally:
-            db.conn.close()
-
-    def next_item(self, evaluator: str, *, lease_s: float = 600.0, exclude: tuple[str, ...] = ()) -> GradingItem | None:
-        """Hold and return the item `evaluator` should grade next, or None when nothing is left.
-
-        The item they already hold comes first (a reloaded page shows the same pair); otherwise the
-        oldest item that still needs a grade, that they have neither graded nor skipped, and that
-        other graders' live leases do not fill. The lease goes through the writer, which grants it
-        only while the item has room, so two graders never take the last place on an item.
-        `exclude` leaves out items (e.g. the one just shown)."""
-        for _ in range(5):  # a few tries: another grader may take a candidate item first
-            candidates = self._free_items(evaluator, exclude)
-            if not candidates:
-                return None
-            for item in candidates:
-                if not self.submit(Lease(item.id, evaluator, time.time() + lease_s)) or not self.flush(5.0):
-                    raise StoreUnavailable("the store did not confirm the lease")
-                if self._holds(item.id, evaluator):
-                    return item
-        return None
-
-    def release(self, item_id: str, evaluator: str) -> None:
-        """Give an item back before the lease ends (an expired lease is never granted)."""
-        self.submit(Lease(item_id, evaluator, 0.0))
-
-    def _free_items(self, evaluator: str, exclude: tuple[str, ...]) -> list[GradingItem]:
-        db = self._reader()
-        try:
-            now = time.time()
-            rows = list(db.query(
-                f"""select i.*, exists (select 1 from grading_leases l where l.item_id = i.id and l.evaluator = ?1
-                                        and l.expires_at > ?2) as held
-                   from grading_items i
-                   where (select count(*) from grades g where g.item_id = i.id and not g.skipped)
-                       + (select count(*) from grading_leases l where l.item_id = i.id and l.evaluator != ?1
-                                                                 and l.expires_at > ?2) < i.evaluators
-                     and not exists (select 1 from grades g where g.item_id = i.id and g.evaluator = ?1)
-                     {f"and i.id not in ({', '.join('?' * len(exclude))})" if exclude else ""}
-                   order by held desc, i.created_at, i.id limit 3""", [evaluator, now, *exclude]))
-            return [_grading_item_from({k: v for k, v in r.items() if k != "held"}) for r in rows]
-        finally:
-            db.conn.close()
-
-    def _holds(self, item_id: str, evaluator: str) -> bool:
-        db = self._reader()
-        try:
-            return db.execute("select 1 from grading_leases where item_id = ? and evaluator = ? and expires_at > ?",
-                              [item_id, evaluator, time.time()]).fetchone() is not None
-        finally:
-            db.conn.close()
-
-    def grading_item(self, item_id: str) -> GradingItem | None:
-        db = self._reader()
-        try:
-            rows = list(db["grading_items"].rows_where("id = ?", [item_id]))
-            return _grading_item_from(rows[0]) if rows else None
-        finally:
-            db.conn.close()
-
-    def grades(self, item_id: str | None = None) -> list[Grade]:
-        db = self._reader()
-        try:
-            where, params = ("item_id = ?", [item_id]) if item_id is not None else (None, [])
-            return [_grade_from(r) for r in db["grades"].rows_where(where, params, order_by="created_at, id")]
-        finally:
-            db.conn.close()
-
-    def verdicts_on(self, output_ids: Iterable[str]) -> dict[str, list[Verdict]]:
-        """Every verdict on these outputs, by output id, oldest first (the agreement report's input)."""
-        db = self._reader()
-        try:
-            found: dict[str, list[Verdict]] = {}
-            for chunk, marks in _in_chunks(sorted(set(output_ids))):
-                for r in db["verdicts"].rows_where(f"output_id in ({marks})", chunk, order_by="created_at"):
-                    found.setdefault(r["output_id"], []).append(_verdict_from(r))
-            return found
-        finally:
-            db.conn.close()
-
-    def tag_values(self, key: str) -> set[str]:
-        """Every value the tag `key` has on stored exchanges (e.g. which imported records are in)."""
-        db = self._reader()
-        try:
-            return {r[0] for r in db.execute(
-                "select distinct json_extract(tags_json, '$.' || json_quote(?)) from exchanges "
-                "where json_extract(tags_json, '$.' || json_quote(?)) is not null", [key, key])}
-        finally:
-            db.conn.close()
-
-    def grading_progress(self) -> GradingProgress:
-        db = self._reader()
-        try:
-            queued, done = db.execute(
-                """select count(*), coalesce(sum((select count(*) from grades g
-                                                  where g.item_id = i.id and not g.skipped) >= i.evaluators), 0)
-                   from grading_items i""").fetchone()
-            given: dict[str, int] = {}
-            skipped: dict[str, int] = {}
-            for evaluator, skip, n in db.execute(
-                    "select evaluator, skipped, count(*) from grades group by evaluator, skipped order by evaluator"):
-                (skipped if skip else given)[evaluator] = n
-            return GradingProgress(queued=queued, fully_graded=done, grades_by_evaluator=given,
-                                   skipped_by_evaluator=skipped)
-        finally:
-            db.conn.close()
-
     def judge_spend_since(self, since: float) -> float:
         """What judge verdicts created since `since` cost, in USD (the LLM tier's daily budget)."""
         db = self._reader()
@@ -825,13 +681,6 @@ def _strings(value: Any) -> Iterable[str]:
             yield from _strings(v)
 
 
-def _in_chunks(ids: list[str], size: int = 500) -> Iterator[tuple[list[str], str]]:
-    """`ids` in slices for `in (...)` clauses, each with its placeholders: SQLite caps parameters."""
-    for start in range(0, len(ids), size):
-        chunk = ids[start:start + size]
-        yield chunk, ", ".join("?" * len(chunk))
-
-
 def _reason(exc: sqlite3.Error) -> str:
     msg = str(exc).lower()
     if "locked" in msg or "busy" in msg:
@@ -841,113 +690,3 @@ def _reason(exc: sqlite3.Error) -> str:
     if "full" in msg:
         return "disk_full"
     return "sqlite_error"
-
-
-def _exchange_from(row: dict[str, Any]) -> Exchange:
-    return Exchange(
-        id=row["id"],
-        created_at=_ts(row["created_at"]),
-        route=row["route"],
-        request=_loads(row["request_json"]),
-        tags=_loads(row["tags_json"]) or {},
-        stream=bool(row["stream"]),
-        status=row["status"],
-        http_status=row["http_status"],
-        contexts=_loads(row.get("contexts_json")),  # .get: a reader may open a store not yet migrated
-    )
-
-
-def _output_from(row: dict[str, Any]) -> Output:
-    return Output(
-        id=row["id"],
-        exchange_id=row["exchange_id"],
-        role=row["role"],
-        name=row["name"],
-        model=row["model"],
-        status=row["status"],
-        started_at=_ts(row["created_at"]),
-        text=row["text"],
-        tool_calls=_loads(row["tool_calls_json"]),
-        finish_reason=row["finish_reason"],
-        usage=Usage(row["prompt_tokens"], row["completion_tokens"], row["total_tokens"]),
-        latency_ms=row["latency_ms"],
-        ttft_ms=row["ttft_ms"],
-        http_status=row["http_status"],
-        error=row["error"],
-        cost_usd=row["cost_usd"],
-        stream=bool(row["stream"]),
-    )
-
-
-def _feedback_from(row: dict[str, Any]) -> Feedback:
-    return Feedback(
-        id=row["id"],
-        exchange_id=row["exchange_id"],
-        created_at=_ts(row["created_at"]),
-        rating=row["rating"],
-        comment=row["comment"],
-        source=row["source"],
-    )
-
-
-def _verdict_from(row: dict[str, Any]) -> Verdict:
-    return Verdict(
-        id=row["id"],
-        output_id=row["output_id"],
-        exchange_id=row["exchange_id"],
-        judge=row["judge"],
-        version=row["version"],
-        args=_loads(row["args_json"]) or {},
-        created_at=_ts(row["created_at"]),
-        score=row["score"],
-        label=row["label"],
-        explanation=row["explanation"] or "",
-        evidence=_loads(row["evidence_json"]),
-        cost_usd=row["cost_usd"] or 0.0,
-        error=row["error"],
-    )
-
-
-def _bool_in(value: bool | None) -> int | None:
-    return None if value is None else int(value)
-
-
-def _bool_out(value: int | None) -> bool | None:
-    return None if value is None else bool(value)
-
-
-def _grading_item_from(row: dict[str, Any]) -> GradingItem:
-    return GradingItem(
-        id=row["id"],
-        exchange_id=row["exchange_id"],
-        candidate_output_id=row["candidate_output_id"],
-        production_output_id=row["production_output_id"],
-        left=row["left"],
-        policy=row["policy"],
-        probability=row["probability"],
-        inclusion_probability=row["inclusion_probability"],
-        evaluators=row["evaluators"],
-        slice=row["slice"],
-        created_at=_ts(row["created_at"]),
-        batch=row["batch"],
-    )
-
-
-def _grade_from(row: dict[str, Any]) -> Grade:
-    return Grade(
-        id=row["id"],
-        item_id=row["item_id"],
-        evaluator=row["evaluator"],
-        created_at=_ts(row["created_at"]),
-        preference=row["preference"],
-        winner=row["winner"],
-        left_labels=AnswerLabels(row["grounded_left"], _bool_out(row["citations_correct_left"]),
-                                 _bool_out(row["meets_intent_left"])),
-        right_labels=AnswerLabels(row["grounded_right"], _bool_out(row["citations_correct_right"]),
-                                  _bool_out(row["meets_intent_right"])),
-        note=row["note"] or "",
-        keep=bool(row["keep"]),
-        corrected_answer=row["corrected_answer"],
-        seconds=row["seconds"],
-        skipped=bool(row["skipped"]),
-    )

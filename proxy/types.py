@@ -321,3 +321,14 @@ class EvalSet:
     @property
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeBundle:
+    """An exchange with everything said about it: what eval sets are built from."""
+
+    exchange: Exchange
+    outputs: tuple[Output, ...]
+    verdicts: tuple[Verdict, ...]
+    feedback: tuple[Feedback, ...]
+    graded: tuple[tuple[GradingItem, Grade], ...]  # human grades, with the item each belongs to
