@@ -179,7 +179,7 @@ def agreement(items: Sequence[GradingItem], grades: Sequence[Grade],
         else:
             latest[(g.item_id, g.evaluator)] = g
     graded: list[tuple[GradingItem, Grade]] = [(by_id[i], g) for (i, _), g in sorted(latest.items())]
-    outputs = {o for item in by_id.values() for o in item.output_ids()}
+    outputs = {o for item in by_id.values() for o in item.output_ids() if o is not None}
     names = sorted({v.judge for o in outputs for v in verdicts.get(o, ())
                     if v.judge in HUMAN_FIELD or v.judge == "pairwise"})
     return AgreementReport(
@@ -257,8 +257,9 @@ def _raters(graded: list[tuple[GradingItem, Grade]]) -> tuple[RaterAgreement, ..
         if len(pairs) < 2:
             continue
         item = pairs[0][0]
-        units["winner"].append({g.evaluator: _winner(item, g) for _, g in pairs})
-        for output_id in item.output_ids():
+        if item.candidate_output_id is not None:  # a single answer graded alone has no winner
+            units["winner"].append({g.evaluator: _winner(item, g) for _, g in pairs})
+        for output_id in (o for o in item.output_ids() if o is not None):
             for f in LABEL_FIELDS:
                 units[f].append({g.evaluator: getattr(item.labels_by_output(g)[output_id], f) for _, g in pairs})
     return tuple(_rater_agreement(f, u) for f, u in units.items())

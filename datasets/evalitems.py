@@ -67,8 +67,10 @@ def human_labels(bundle: ExchangeBundle, names: dict[str, str]) -> dict[str, Any
         out["pairs"] = {c: dict(v) for c, v in pairs.items()}
         out["winner_votes"] = {k: votes.get(k, 0) for k in ("production", "candidate", "tie")}
         out["candidate"] = cand
-        if votes["production"] != votes["candidate"]:
-            won = "production" if votes["production"] > votes["candidate"] else "candidate"
+        top = max(votes.values())
+        winners = [k for k in ("production", "candidate", "tie") if votes.get(k, 0) == top]
+        if winners in (["production"], ["candidate"]):  # a strict plurality, as the pair formats count it
+            won = winners[0]
             out["preferred"] = "production" if won == "production" else cand
             out["rejected"] = cand if won == "production" else "production"
     for field, by_name in per_answer.items():
@@ -107,7 +109,7 @@ def to_item(bundle: ExchangeBundle, *, candidates: tuple[str, ...] = (),
     return EvalItem(
         key=request_key(ex.request), request=ex.request or {}, target=target, target_source=source,
         contexts=[{k: p.get(k) for k in ("id", "title", "text")} for p in passages] or None,
-        outputs={name: o.text or "" for name, o in outputs.items() if o.role != "reference"},
+        outputs={name: o.text or "" for name, o in outputs.items()},
         labels=labels,
         meta={"exchange_id": ex.id, "route": ex.tags.get("route") or ex.route, "tags": ex.tags,
               "created_at": ex.created_at},

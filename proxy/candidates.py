@@ -9,6 +9,7 @@ raises; the mirror turns exceptions into error outputs.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import time
@@ -29,6 +30,7 @@ from .sse import (
     parse_responses_json,
     parse_stream,
 )
+from .types import Output, Role, Usage, new_id
 
 # Request fields a candidate must not receive as they were sent to production: the model is the
 # candidate's own, and `stream`/`stream_options` are set by the caller.
@@ -43,6 +45,54 @@ class CallResult:
     latency_ms: float
     ttft_ms: float | None
     cost_usd: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One call to a candidate and how it went: its result, or why there is none."""
+
+    result: CallResult | None
+    status: str  # ok | error | timeout
+    error: str | None
+    http_status: int | None
+    started: float  # unix seconds
+    elapsed_ms: float
+
+
+async def attempt(caller: Caller, request: dict[str, Any], *, route: str, stream: bool, timeout_s: float,
+                  headers: list[tuple[bytes, bytes]] | None = None) -> Attempt:
+    """Call a candidate within `timeout_s`; whatever goes wrong becomes an error attempt, never an
+    exception (cancellation excepted). The mirror and `shadoweval replay` both call through here."""
+    started, t0 = time.time(), time.perf_counter()
+    result: CallResult | None = None
+    status, error, http_status = "ok", None, None
+    try:
+        async with asyncio.timeout(timeout_s):
+            result = await caller(request, route=route, stream=stream, headers=headers)
+    except TimeoutError:
+        status, error = "timeout", f"no complete answer within {timeout_s:g} s"
+    except CandidateError as exc:
+        status, error, http_status = "error", str(exc), exc.http_status
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # connection refused, garbage, a bug in a provider adapter...
+        status, error = "error", f"{type(exc).__name__}: {exc}"
+    return Attempt(result, status, error, http_status, started, (time.perf_counter() - t0) * 1000)
+
+
+def output_of(a: Attempt, *, exchange_id: str, role: Role, name: str, model: str | None, stream: bool) -> Output:
+    """The stored output of an attempt (an error output when it failed)."""
+    r = a.result
+    p = r.parsed if r else None
+    return Output(
+        id=new_id(), exchange_id=exchange_id, role=role, name=name, model=r.model if r else model or None,
+        status=a.status, started_at=a.started,  # type: ignore[arg-type]
+        text=p.text if p else None, tool_calls=p.tool_calls if p else None,
+        finish_reason=p.finish_reason if p else None, usage=p.usage if p else Usage(),
+        latency_ms=r.latency_ms if r else a.elapsed_ms, ttft_ms=r.ttft_ms if r else None,
+        http_status=r.http_status if r else a.http_status, error=a.error, cost_usd=r.cost_usd if r else None,
+        stream=stream,
+    )
 
 
 class CandidateError(Exception):

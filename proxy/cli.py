@@ -404,9 +404,11 @@ if __name__ == "__main__":
     main()
 
 
-from .cli_evalset import evalset  # noqa: E402  (commands that live beside this module)
+from .cli_evalset import evalset, replay, replay_server  # noqa: E402  (commands that live beside this module)
 from .cli_grade import agreement, grade  # noqa: E402
 
 main.add_command(grade)
 main.add_command(agreement)
 main.add_command(evalset)
+main.add_command(replay)
+main.add_command(replay_server)

@@ -183,3 +183,156 @@ def evalset_diff(a: str, b: str, config: str | None, db: str | None, as_json: bo
         click.echo(f"  ~ {row['key']}  {', '.join(row['fields'])}  {row['question']}")
     if d["filters"]["from"] != d["filters"]["to"]:
         click.echo(f"filters: {d['filters']['from']} -> {d['filters']['to']}")
+
+
+@evalset.command("export")
+@click.argument("ref")
+@click.option("--format", "fmt", required=True, metavar="FORMAT",
+              help="inspect, openai-evals, promptfoo, dpo, responses, pairs or replay.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="File to write.")
+@_CONFIG
+@_DB
+@_JSON
+def evalset_export(ref: str, fmt: str, out: str, config: str | None, db: str | None, as_json: bool) -> None:
+    """Write eval set REF in a format other tools run: Inspect AI samples, OpenAI Evals, promptfoo tests,
+    DPO preference pairs, or the labeled record formats (responses, pairs, replay)."""
+    from collections import Counter
+
+    from shadoweval.datasets.exports import FORMATS, export
+
+    if fmt not in FORMATS:
+        raise click.BadParameter(f"{fmt!r}; one of: " + ", ".join(FORMATS), param_hint="--format")
+    settings = _settings(config, db=db)
+    with _store(settings) as store:
+        es = _evalset(store, ref)
+    skipped: Counter[str] = Counter()
+    n = export(es, fmt, Path(out), skipped=skipped)
+    if as_json:
+        click.echo(orjson.dumps({"ref": es.ref, "id": es.id, "format": fmt, "out": out, "records": n,
+                                 "skipped": dict(skipped)}, option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo(f"wrote {n} {fmt} records from {es.ref} ({es.id}) to {out}"
+               + (f"; left out: {', '.join(f'{c} ({why})' for why, c in sorted(skipped.items()))}" if skipped else ""))
+
+
+@evalset.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@_CONFIG
+@_DB
+@click.option("--source", help="Name recorded with what is imported (default: the file's name).")
+@click.option("--production", help="The model whose answers count as production's (default: the first one).")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the requests of the first N records.")
+@_JSON
+def evalset_import(file: str, config: str | None, db: str | None, source: str | None, production: str | None,
+                   limit: int | None, as_json: bool) -> None:
+    """Import labeled records (labeled responses, labeled pairs or replay requests, JSONL) into the
+    store as exchanges, outputs and human grades: judges, agreement, eval sets and replay then work on
+    them. Importing the same file again adds nothing."""
+    from shadoweval.datasets.imports import import_records
+
+    settings = _settings(config, db=db)
+    with _store(settings, must_exist=False) as store:
+        try:
+            r = import_records(store, Path(file), source=source, production=production, limit=limit)
+        except (ValueError, RuntimeError) as exc:
+            raise click.ClickException(str(exc)) from None
+    body = {"kind": r.kind, "source": r.source, "read": r.read, "exchanges": r.exchanges, "outputs": r.outputs,
+            "items": r.items, "grades": r.grades, "skipped": r.skipped,
+            "invalid": [{"line": i.line, "reason": i.reason} for i in r.invalid]}
+    if as_json:
+        click.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo(f"{file}: {r.read} {r.kind or 'unknown'} records -> {r.exchanges} exchanges, {r.outputs} outputs, "
+               f"{r.items} grading items, {r.grades} grades; {r.skipped} already imported")
+    for bad in r.invalid[:10]:
+        click.echo(f"  line {bad.line}: {bad.reason}")
+    if len(r.invalid) > 10:
+        click.echo(f"  ... {len(r.invalid) - 10} more invalid lines")
+
+
+@click.command()
+@click.argument("source", required=False)
+@click.option("--candidate", "candidate", required=True, help="A candidate from the configuration's [[candidates]].")
+@_CONFIG
+@_DB
+@click.option("--since", help="Without SOURCE: stored exchanges since 7d, 24h, 30m or an ISO date.")
+@click.option("--until", help="Without SOURCE: stored exchanges before this.")
+@click.option("--route", "routes", multiple=True, help="Without SOURCE: only these routes (repeatable).")
+@click.option("--concurrency", type=click.IntRange(min=1), help="Requests in flight (default: the candidate's).")
+@click.option("--max-usd", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Stop sending once the candidate's estimated cost reaches this (0: no cap).")
+@_JSON
+def replay(source: str | None, candidate: str, config: str | None, db: str | None, since: str | None,
+           until: str | None, routes: tuple[str, ...], concurrency: int | None, max_usd: float, as_json: bool) -> None:
+    """Send stored requests to a candidate: SOURCE is an eval set (NAME, NAME@VERSION or id); without
+    it, the stored traffic in --since/--until. Answers are stored as the candidate's outputs of those
+    exchanges, so judges, grading and reports use them like mirrored pairs. Resumable: exchanges the
+    candidate already answered are skipped."""
+    import asyncio
+
+    from shadoweval.datasets.replay import jobs_from_evalset, jobs_from_traffic
+    from shadoweval.datasets.replay import replay as run
+
+    from .candidates import build_caller
+
+    settings = _settings(config, db=db)
+    cand = next((c for c in settings.candidates if c.name == candidate), None)
+    if cand is None:
+        names = ", ".join(c.name for c in settings.candidates) or "none configured"
+        raise click.BadParameter(f"no candidate {candidate!r} in the configuration ({names})", param_hint="--candidate")
+    with _store(settings) as store:
+        if source:
+            jobs, restored = jobs_from_evalset(store, _evalset(store, source))
+        else:
+            jobs, restored = jobs_from_traffic(store, since=_since(since), until=_since(until), routes=routes), 0
+        caller = build_caller(cand, settings.secret(cand.api_key_env))
+
+        async def go(bar: Any) -> Any:
+            try:
+                return await run(store, jobs, caller, name=cand.name, concurrency=concurrency or cand.concurrency,
+                                 timeout_s=cand.timeout_s, max_usd=max_usd, restored=restored,
+                                 on_done=bar.update if bar else None)
+            finally:
+                await caller.aclose()
+
+        bar_cm = (contextlib.nullcontext(None) if as_json
+                  else click.progressbar(length=len(jobs), label=f"replaying to {cand.name}"))
+        with bar_cm as bar:
+            result = asyncio.run(go(bar))
+    body = {"source": source or "traffic", "candidate": cand.name, "planned": result.planned,
+            "already_answered": result.already, "sent": result.sent, "statuses": result.statuses,
+            "cost_usd": round(result.cost_usd, 6), "stopped": result.stopped, "restored": result.restored}
+    if as_json:
+        click.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2).decode())
+        return
+    click.echo(f"{result.planned} requests: {result.already} answered before, {result.sent} sent "
+               f"({', '.join(f'{n} {s}' for s, n in sorted(result.statuses.items())) or 'none'}), "
+               f"est. ${result.cost_usd:.4f}" + (f"; {result.restored} exchanges restored" if result.restored else ""))
+    if result.stopped:
+        click.echo(f"stopped: {result.stopped}; run again with a higher --max-usd to go on")
+
+
+@click.command("replay-server")
+@click.argument("ref")
+@_CONFIG
+@_DB
+@click.option("--answer", default="target", show_default=True,
+              help="What to answer with: target (falls back to production's), production, or a model name.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8070, show_default=True)
+def replay_server(ref: str, config: str | None, db: str | None, answer: str, host: str, port: int) -> None:
+    """Serve eval set REF as an OpenAI-compatible model that answers with the recorded answers: a
+    deterministic stand-in for a model in an app's own tests (base_url http://HOST:PORT/v1)."""
+    import uvicorn
+
+    from shadoweval.datasets.replay_server import replay_app
+
+    settings = _settings(config, db=db)
+    with _store(settings) as store:
+        es = _evalset(store, ref)
+    try:
+        app = replay_app(es, answer=answer)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--answer") from None
+    click.echo(f"{es.ref}: {len(es.items)} recorded answers at http://{host}:{port}/v1")
+    uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)

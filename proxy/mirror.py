@@ -20,12 +20,12 @@ from typing import Any
 
 import orjson
 
-from .candidates import Caller, CallResult, CandidateError, DirectCaller, build_caller
+from .candidates import Attempt, Caller, DirectCaller, attempt, build_caller, output_of
 from .capture import CAPTURED_ROUTES, parse_request, parse_tags
 from .metrics import Metrics
 from .settings import CandidateSettings, Settings
 from .store import Store
-from .types import Output, Role, Usage, new_id
+from .types import Role
 
 log = logging.getLogger("shadoweval.mirror")
 
@@ -228,53 +228,26 @@ class Mirror:
                 t.queue.task_done()
 
     async def _call(self, t: Target, job: MirrorJob) -> None:
-        started = time.time()
-        t0 = time.perf_counter()
-        result: CallResult | None = None
-        status, error, http_status = "ok", None, None
+        started, t0 = time.time(), time.perf_counter()
         try:
-            async with asyncio.timeout(t.timeout_s):
-                result = await t.caller(job.request, route=job.route, stream=job.stream, headers=job.auth)
-        except TimeoutError:
-            status, error = "timeout", f"no complete answer within {t.timeout_s:g} s"
-        except CandidateError as exc:
-            status, error, http_status = "error", str(exc), exc.http_status
+            a = await attempt(t.caller, job.request, route=job.route, stream=job.stream, timeout_s=t.timeout_s,
+                              headers=job.auth)
         except asyncio.CancelledError:
-            self._record(t, job, started, t0, None, "cancelled", "shutdown", None)
+            self._record(t, job, Attempt(None, "cancelled", "shutdown", None, started,
+                                         (time.perf_counter() - t0) * 1000))
             raise
-        except Exception as exc:  # connection refused, garbage, a bug in a provider adapter...
-            status, error = "error", f"{type(exc).__name__}: {exc}"
-        if status != "ok":
-            self.metrics.inc("shadoweval_candidate_errors_total", candidate=t.name, kind=status)
-        elif result is not None and result.cost_usd:
-            t.usd_today += result.cost_usd
-        self._record(t, job, started, t0, result, status, error, http_status)
+        if a.status != "ok":
+            self.metrics.inc("shadoweval_candidate_errors_total", candidate=t.name, kind=a.status)
+        elif a.result is not None and a.result.cost_usd:
+            t.usd_today += a.result.cost_usd
+        self._record(t, job, a)
 
-    def _record(self, t: Target, job: MirrorJob, started: float, t0: float, result: CallResult | None,
-                status: str, error: str | None, http_status: int | None) -> None:
-        self.metrics.inc("shadoweval_candidate_outputs_total", candidate=t.name, status=status)
+    def _record(self, t: Target, job: MirrorJob, a: Attempt) -> None:
+        self.metrics.inc("shadoweval_candidate_outputs_total", candidate=t.name, status=a.status)
         if self.store is None:
             return
-        p = result.parsed if result else None
-        self.store.submit(Output(
-            id=new_id(),
-            exchange_id=job.exchange_id,
-            role=t.role,
-            name=t.name,
-            model=result.model if result else t.caller.model or None,
-            status=status,  # type: ignore[arg-type]
-            started_at=started,
-            text=p.text if p else None,
-            tool_calls=p.tool_calls if p else None,
-            finish_reason=p.finish_reason if p else None,
-            usage=p.usage if p else Usage(),
-            latency_ms=result.latency_ms if result else (time.perf_counter() - t0) * 1000,
-            ttft_ms=result.ttft_ms if result else None,
-            http_status=result.http_status if result else http_status,
-            error=error,
-            cost_usd=result.cost_usd if result else None,
-            stream=job.stream,
-        ))
+        self.store.submit(output_of(a, exchange_id=job.exchange_id, role=t.role, name=t.name,  # type: ignore[arg-type]
+                                    model=t.caller.model, stream=job.stream))
 
 
 def _target(c: CandidateSettings, caller: Caller) -> Target:

@@ -83,6 +83,19 @@ class EvalSetReads:
         finally:
             db.conn.close()
 
+    def answered_by(self, name: str, exchange_ids: list[str]) -> set[str]:
+        """The exchanges among these that model `name` has answered (status ok): a replay skips them."""
+        db = self._reader()
+        try:
+            found: set[str] = set()
+            for chunk, marks in _in_chunks(sorted(set(exchange_ids))):
+                found.update(r[0] for r in db.execute(
+                    f"select exchange_id from outputs where name = ? and status = 'ok' and exchange_id in ({marks})",
+                    [name, *chunk]))
+            return found
+        finally:
+            db.conn.close()
+
     def evalsets(self, name: str | None = None) -> list[EvalSet]:
         """Every version built (without items), by name then version."""
         db = self._reader()

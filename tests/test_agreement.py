@@ -246,3 +246,20 @@ def test_to_dict_is_json_and_the_table_reads():
     text = format_report(report)
     assert "grounded" in text and "route=billing" in text and "Position bias" in text
     assert "no verdicts" in format_report(agreement([], [], {}))
+
+
+def test_single_answers_graded_alone_count_for_labels_not_for_winners():
+    from dataclasses import replace
+
+    singles = [replace(item(), candidate_output_id=None) for _ in range(3)]
+    grades, verdicts = [], []
+    for i, it in enumerate(singles):
+        grounded = "yes" if i % 2 == 0 else "no"
+        grades += [grade(it, "ann", left=AnswerLabels(grounded)), grade(it, "bob", left=AnswerLabels(grounded))]
+        verdicts.append(verdict(it.production_output_id, score=1.0 if grounded == "yes" else 0.0))
+    report = agreement(singles, grades, by_output(*verdicts))
+    (judge,) = report.judges
+    assert judge.overall.n == 6 and judge.overall.accuracy == 1.0
+    raters = {r.field: r for r in report.raters}
+    assert raters["winner"].units == 0 and raters["grounded"].units == 3
+    assert raters["grounded"].percent_agreement == 1.0

@@ -218,3 +218,11 @@ def test_evalset_commands(tmp_path):
     assert out.returncode == 1 and "no eval set 'nope'" in out.stderr and "support" in out.stderr
     out = run("build", "x", "--tag", "novalue")
     assert out.returncode == 2 and "KEY=VALUE" in out.stderr
+    target = tmp_path / "support.jsonl"
+    out = run("export", "support@1", "--format", "inspect", "--out", str(target))
+    assert out.returncode == 0 and "wrote 3 inspect records" in out.stdout
+    assert [json.loads(line)["target"] for line in target.read_text().splitlines()] == ["Production says."] * 3
+    out = run("export", "support@1", "--format", "dpo", "--out", str(tmp_path / "dpo.jsonl"), "--json")
+    assert json.loads(out.stdout)["records"] == 0  # nobody preferred an answer yet
+    out = run("export", "support@1", "--format", "csv", "--out", str(tmp_path / "x"))
+    assert out.returncode == 2 and "inspect, openai-evals" in out.stderr

@@ -114,7 +114,7 @@ def test_m006_keeps_grades_made_before_answers_were_labelled_per_side(tmp_path):
     old = {"item_id": "i1", "evaluator": "ann", "created_at": "2026-11-01T00:00:00Z", "preference": "left",
            "grounded": "partly", "citations_correct": 0, "meets_intent": 1, "keep": 0, "skipped": 0}
     db["grades"].insert_all([{**old, "id": "g1"}, {**old, "id": "g2", "grounded": "no"}])  # graded twice
-    assert migrate(db) == ["m006_grade_labels_per_answer_and_leases"]
+    assert migrate(db)[0] == "m006_grade_labels_per_answer_and_leases"
     (row,) = db["grades"].rows  # the latest of a person's grades on an item is kept
     assert (row["id"], row["grounded_left"], row["citations_correct_left"], row["meets_intent_left"]) == (
         "g2", "no", 0, 1)
