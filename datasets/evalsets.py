@@ -66,8 +66,10 @@ class BuildResult:
 def build(store: Store, name: str, filters: Filters, *, limit: int | None = None, dedup: float = 0.95,
           cluster_threshold: float = 0.8, redactor: Redactor | None = None,
           embed: Callable[[Sequence[str]], np.ndarray] | None = None,
-          context: ContextSettings | None = None, now: float | None = None) -> BuildResult:
-    """Build and store a version of eval set `name` (the store must be started)."""
+          context: ContextSettings | None = None, now: float | None = None,
+          progress: Callable[[int, int], None] | None = None) -> BuildResult:
+    """Build and store a version of eval set `name` (the store must be started). `progress` is
+    called with (questions embedded in this slice, questions in all), slice by slice."""
     counts: dict[str, int] = {"exchanges": 0}
     why: dict[str, int] = {}
     items: list[EvalItem] = []
@@ -85,7 +87,14 @@ def build(store: Store, name: str, filters: Filters, *, limit: int | None = None
     counts["selected"] = len(items)
     items.sort(key=_priority)
     if items and embed is not None:
-        vectors = embed([_question(i) for i in items])
+        # the opening of a question says which question it is (and long prompts cost the most)
+        texts = [_question(i)[:400] for i in items]
+        parts = []
+        for start in range(0, len(texts), 256):  # in slices, so a long build can show progress
+            parts.append(embed(texts[start:start + 256]))
+            if progress:
+                progress(len(parts[-1]), len(texts))
+        vectors = np.concatenate(parts)
         keep = _dedup(vectors, dedup) if 0 < dedup < 1 else list(range(len(items)))
         counts["near_duplicates"] = len(items) - len(keep)
         clusters = _clusters(vectors[keep], cluster_threshold)
@@ -170,13 +179,10 @@ def _rejected(bundle: ExchangeBundle, f: Filters) -> str | None:
         return "route"
     if any(ex.tags.get(k) != v for k, v in f.tags.items()):
         return "tags"
-    outputs = usable_outputs(bundle, f.candidates)
-    if not outputs:
-        return "no answer"
     signals = f.signals()
     if not signals:
         return None
-    names = {o.id: n for n, o in outputs.items()}
+    names = {o.id: n for n, o in usable_outputs(bundle, f.candidates).items()}
     human = human_labels(bundle, names)
     judges = judge_labels(bundle, names)
     hit = ((f.graded and bool(bundle.graded))
@@ -228,24 +234,27 @@ def _question(item: EvalItem) -> str:
 
 def _dedup(vectors: np.ndarray, threshold: float) -> list[int]:
     """Indexes to keep, in order: an item goes when one kept before it is at least this similar."""
-    kept: list[int] = []
-    for i in range(len(vectors)):
-        if not kept or float(np.max(vectors[kept] @ vectors[i])) < threshold:
-            kept.append(i)
-    return kept
+    kept = np.empty_like(vectors)  # rows of the kept items, filled in place (slicing, not copying)
+    out: list[int] = []
+    for i, v in enumerate(vectors):
+        if not out or float(np.max(kept[:len(out)] @ v)) < threshold:
+            kept[len(out)] = v
+            out.append(i)
+    return out
 
 
 def _clusters(vectors: np.ndarray, threshold: float) -> list[int]:
     """Leader clustering in priority order: join the first cluster whose leader is this similar."""
-    leaders: list[int] = []
+    leaders = np.empty_like(vectors)
+    n = 0
     out = []
-    for i in range(len(vectors)):
-        sims = vectors[leaders] @ vectors[i] if leaders else np.array([])
-        hit = int(np.argmax(sims)) if len(sims) and float(np.max(sims)) >= threshold else None
-        if hit is None:
-            leaders.append(i)
-            hit = len(leaders) - 1
-        out.append(hit)
+    for v in vectors:
+        sims = leaders[:n] @ v
+        best = int(np.argmax(sims)) if n else -1
+        if best < 0 or float(sims[best]) < threshold:
+            leaders[n] = v
+            best, n = n, n + 1
+        out.append(best)
     return out
 
 

@@ -79,7 +79,7 @@ def evalset_build(name: str, config: str | None, db: str | None, since: str | No
     --kept, --complaints, --disagreement, --failed) add up: an exchange with any of them is in.
     Near-duplicate questions are dropped and the set is spread over clusters of similar questions."""
     from shadoweval.datasets.evalsets import Filters, build
-    from shadoweval.judges.embed import get_embedder, limit_threads
+    from shadoweval.judges.embed import get_embedder
 
     from .redact import Redactor
 
@@ -94,13 +94,20 @@ def evalset_build(name: str, config: str | None, db: str | None, since: str | No
     r = settings.redaction
     redactor = Redactor(emails=r.emails, card_numbers=r.card_numbers, phone_numbers=r.phone_numbers,
                         patterns=r.patterns)
-    limit_threads(settings.judges.threads or 0)
     embedder = get_embedder(settings.judges.embedder)
     t0 = time.monotonic()
     with _store(settings) as store:
+        bar_cm = contextlib.nullcontext(None) if as_json else click.progressbar(length=1, label="embedding questions")
+
+        def progress(n: int, total: int) -> None:
+            if bar is not None:
+                bar.length = total
+                bar.update(n)
+
         try:
-            result = build(store, name, filters, limit=limit, dedup=dedup, cluster_threshold=cluster_threshold,
-                           redactor=redactor, embed=embedder.encode, context=settings.context)
+            with bar_cm as bar:
+                result = build(store, name, filters, limit=limit, dedup=dedup, cluster_threshold=cluster_threshold,
+                               redactor=redactor, embed=embedder.encode, context=settings.context, progress=progress)
         except RuntimeError as exc:
             raise click.ClickException(str(exc)) from None
     es = result.evalset
