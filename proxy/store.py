@@ -189,13 +189,13 @@ class Store(GradingReads, EvalSetReads):
     def _open(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = connect(self.path)
-            # another process (the background judge, a CLI) may be migrating the same new file: one at
-            # a time, the second finds the work done. The lock is a file of its own: closing any
-            # descriptor of the database file would drop the POSIX locks SQLite holds on it ("disk I/O
-            # error" in the other connections of this process).
+            # another process (the background judge, a CLI) may be setting up or migrating the same
+            # new file: one at a time (switching to WAL included), the second finds the work done. The
+            # lock is a file of its own: closing any descriptor of the database file would drop the
+            # POSIX locks SQLite holds on it ("disk I/O error" in the other connections of this process).
             with open(self.path.with_name(self.path.name + ".migrate-lock"), "a") as f:
                 fcntl.flock(f, fcntl.LOCK_EX)
+                db = connect(self.path)
                 migrate(db)
             self._db = db
             self._last_error = None
