@@ -406,9 +406,12 @@ if __name__ == "__main__":
 
 from .cli_evalset import evalset, replay, replay_server  # noqa: E402  (commands that live beside this module)
 from .cli_grade import agreement, grade  # noqa: E402
+from .cli_report import gate, report  # noqa: E402
 
 main.add_command(grade)
 main.add_command(agreement)
 main.add_command(evalset)
 main.add_command(replay)
 main.add_command(replay_server)
+main.add_command(report)
+main.add_command(gate)

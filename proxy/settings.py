@@ -258,6 +258,38 @@ class GradingSettings(_Section):
                                  "served over HTTPS, e.g. behind a TLS proxy).")
 
 
+class ReportSettings(_Section):
+    slice_by: tuple[str, ...] = Field(("route",), description="Tag keys the report breaks every metric down by "
+                                      "(`route` falls back to the API path).")
+    judges: tuple[str, ...] = Field(("grounded", "citations", "intent", "grounded-llm", "citations-llm"),
+                                    description="Judges whose scores the report compares, production against each "
+                                    "candidate.")
+    preference_margin: float = Field(0.05, ge=0, description="Offline preference: a candidate wins an exchange when "
+                                     "its mean offline score beats production's by more than this, loses when it "
+                                     "trails by more, ties otherwise.")
+    min_kappa: float = Field(0.4, description="A judge is reliable when its Cohen's kappa against human grades "
+                             "reaches this (on at least `min_graded` graded answers).")
+    min_graded: int = Field(30, ge=0, description="Graded answers a judge needs before its reliability counts.")
+    min_pairs: int = Field(20, ge=1, description="Fewer pairs than this in a slice: its numbers are shown, never "
+                           "flagged.")
+    bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples behind every interval.")
+
+
+class GateSettings(_Section):
+    regression_margin: float = Field(0.0, ge=0, description="Fail unless the win rate's interval lies above "
+                                     "0.5 - this (0: the interval must exclude losing).")
+    slice_regression: float = Field(0.1, ge=0, description="Fail when a slice is significantly worse and its win "
+                                    "rate is below 0.5 - this, or a judge score drops by more than this.")
+    require_reliable_judges: bool = Field(True, description="Fail when the win rate the decision rests on comes from "
+                                          "a judge below the reliability bar (`[report] min_kappa`).")
+    max_latency_ratio: float = Field(1.5, gt=0, description="Fail when the candidate's p95 latency exceeds "
+                                     "production's times this.")
+    max_cost_ratio: float = Field(2.0, gt=0, description="Fail when the candidate's mean cost exceeds production's "
+                                  "times this.")
+    max_error_rate_increase: float = Field(0.01, ge=0, description="Fail when the candidate's error rate exceeds "
+                                           "production's by more than this.")
+
+
 class EvaluatorSettings(_Section):
     name: str = Field(description="The evaluator's name, recorded with each of their grades; unique.")
     token_env: str = Field("", description="Environment variable holding the evaluator's sign-in token.")
@@ -285,6 +317,8 @@ class Settings(_Section):
     context: ContextSettings = ContextSettings()
     judges: JudgesSettings = JudgesSettings()
     grading: GradingSettings = GradingSettings()
+    report: ReportSettings = ReportSettings()
+    gate: GateSettings = GateSettings()
     candidates: tuple[CandidateSettings, ...] = ()
     intents: tuple[IntentSettings, ...] = ()
     evaluators: tuple[EvaluatorSettings, ...] = ()
@@ -321,6 +355,8 @@ _SECTIONS: dict[str, type[_Section]] = {
     "context": ContextSettings,
     "judges": JudgesSettings,
     "grading": GradingSettings,
+    "report": ReportSettings,
+    "gate": GateSettings,
 }
 
 

@@ -135,6 +135,7 @@ def run_demo(db: Path, *, limit: int | None = None, judge: bool = True, out: Any
     code = _report(Path(db), data, questions, ids, out)
     if judge:
         _judge(Path(db), ids, out)
+        _compare(Path(db), out)
     out("")
     out(f"explore it: shadoweval stats --db {db}   |   sqlite3 {db} 'select name, status, text from outputs limit 5'")
     out(f"judge it again, or with an LLM tier: shadoweval judge run --db {db}   (see README, Judges)")
@@ -190,6 +191,23 @@ def _judge(db: Path, ids: list[str], out: Any) -> None:
             f"{missing:>20} {_share(k, 'ok'):>9}")
     if "drifting" in weakest:
         out(f"  least supported sentence of drifting: {weakest['drifting'][1]!r}")
+
+
+def _compare(db: Path, out: Any) -> None:
+    """The switch decision's summary: each candidate against production (`shadoweval report`)."""
+    from shadoweval.datasets.report import build_report
+
+    body = build_report(Store(db).exchange_bundles(), load_settings(None, env={}).report)
+    out("")
+    out("compared with production (offline judges' preference, 95% intervals; nobody has graded yet):")
+    for c in body["candidates"]:
+        w = c["win_rate"].get(c["decided_by"] or "", {})
+        lat = c["ops"]["latency_p95_ms"]
+        win = f"win rate {w['value']:.2f} [{w['low']:.2f}, {w['high']:.2f}]" if w.get("value") is not None else "-"
+        out(f"  {c['candidate']:10} {c['call']:14} {win}, p95 latency {lat['candidate']:.0f} ms vs "
+            f"{lat['production']:.0f} ms" + (f"; {len(c['flags'])} slices worse" if c["flags"] else ""))
+    out(f"  the full report: shadoweval report --db {db}   |   the switch decision: shadoweval gate --db {db} "
+        "--candidate careful")
 
 
 def _share(vs: list[Any], label: str) -> str:

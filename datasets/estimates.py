@@ -1,0 +1,255 @@
+"""Estimates with intervals, so a comparison report never calls a win that is within noise.
+
+A report compares a candidate with production on real traffic. Every figure it prints carries an
+interval and the count behind it, and a difference only counts when its interval clears the null
+widened by the noise floor: how much production disagrees with a second call of itself. Pure
+functions over plain Python or numpy inputs; everything random takes a seed, so the same inputs
+always give the same figures.
+
+Decisions, made once here so every caller gets the same figures:
+- Outcomes are the candidate's: 1 win, 0.5 tie, 0 loss. A tie is half a win everywhere.
+- Weights are inverse inclusion probabilities, as `sampling` records them. Point estimates are then
+  Hajek (ratio) means, sum(w*y) / sum(w), which undo a deliberately skewed sample; the bootstrap
+  resamples units and each unit carries its weight with it.
+- Bootstrap intervals are percentile intervals with Efron's order-statistic definition (numpy's
+  "inverted_cdf": the ceil(B*alpha)-th replicate), which stays defined when replicates are infinite.
+  `ppi_mean` and `noise_floor` use the normal approximation instead: their variance has a closed form.
+- No data gives an Estimate whose value and bounds are None, never 0 and never an exception.
+
+`stats` builds the model fits (Bradley-Terry, length control) on this module and re-exports it, so
+a report imports everything from `shadoweval.datasets.stats`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+Numbers = Sequence[float] | np.ndarray
+Verdict = Literal["better", "worse", "within noise"]
+
+OUTCOMES = (0.0, 0.5, 1.0)
+_CELLS = 2_000_000  # resample indices drawn per batch: bounds memory (~16 MB) whatever the sample size
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """A point estimate, its interval at `level`, and the count behind it (bounds None when n == 0)."""
+
+    value: float | None
+    low: float | None
+    high: float | None
+    n: int
+    level: float = 0.95
+
+    def excludes(self, x: float) -> bool:
+        """True when the interval lies entirely above x or entirely below it; touching x is not enough."""
+        if self.low is None or self.high is None:
+            return False
+        return self.low > x or self.high < x
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def z_for(p: float) -> float:
+    """The standard normal quantile at probability p: z_for(0.975) == 1.95996...
+
+    Acklam's rational approximation (relative error 1.15e-9), then one Halley step against math.erfc
+    to full double precision; scipy is not a dependency. A two-sided interval at `level` uses
+    z_for(0.5 + level / 2)."""
+    if not 0 < p < 1:
+        raise ValueError(f"p must be strictly between 0 and 1, not {p}")
+    a = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02,
+         1.383577518672690e02, -3.066479806614716e01, 2.506628277459239e00)
+    b = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02,
+         6.680131188771972e01, -1.328068155288572e01)
+    c = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00,
+         -2.549732539343734e00, 4.374664141464968e00, 2.938163982698783e00)
+    d = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
+    if 0.02425 <= p <= 0.97575:
+        q = p - 0.5
+        r = q * q
+        x = ((((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q
+             / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1))
+    else:  # the tails: the same approximation in sqrt(-2 log p), mirrored for the upper tail
+        q = math.sqrt(-2 * math.log(min(p, 1 - p)))
+        x = ((((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5])
+             / ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1))
+        x = x if p < 0.5 else -x
+    e = 0.5 * math.erfc(-x / math.sqrt(2)) - p
+    u = e * math.sqrt(2 * math.pi) * math.exp(x * x / 2)
+    return x - u / (1 + x * u / 2)
+
+
+# ---- validation and the bootstrap ----------------------------------------------------------------
+
+def vector(values: Numbers, name: str) -> np.ndarray:
+    y = np.asarray(values, dtype=float)
+    if y.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, not of shape {y.shape}")
+    if not np.isfinite(y).all():
+        raise ValueError(f"{name} must be finite; drop what could not be scored before passing it")
+    return y
+
+
+def outcome_vector(outcomes: Numbers) -> np.ndarray:
+    y = vector(outcomes, "outcomes")
+    if not np.isin(y, OUTCOMES).all():
+        raise ValueError("outcomes must be 1 (candidate wins), 0.5 (tie) or 0 (candidate loses)")
+    return y
+
+
+def weight_vector(weights: Numbers | None, n: int) -> np.ndarray:
+    if weights is None:
+        return np.ones(n)
+    w = vector(weights, "weights")
+    if len(w) != n:
+        raise ValueError(f"weights has {len(w)} entries for {n} values")
+    if (w <= 0).any():
+        raise ValueError("weights are inverse inclusion probabilities and must be > 0")
+    return w
+
+
+def check_level(level: float, n_boot: int | None = None) -> None:
+    if not 0 < level < 1:
+        raise ValueError(f"level must be strictly between 0 and 1, not {level}")
+    if n_boot is not None and n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, not {n_boot}")
+
+
+def bootstrap(stat: Callable[[np.ndarray], np.ndarray], n: int, n_boot: int, seed: int) -> np.ndarray:
+    """n_boot replicates of `stat`, which maps a (B, n) array of resampled unit indices to B values.
+
+    Batched so one numpy call does many replicates without the index array outgrowing memory."""
+    rng = np.random.default_rng(seed)
+    per = max(1, _CELLS // max(n, 1))
+    out = []
+    for start in range(0, n_boot, per):
+        out.append(stat(rng.integers(0, n, size=(min(per, n_boot - start), n))))
+    return np.concatenate(out)
+
+
+def percentile_interval(replicates: np.ndarray, level: float) -> tuple[float, float]:
+    alpha = 1 - level
+    low, high = np.quantile(replicates, [alpha / 2, 1 - alpha / 2], method="inverted_cdf")
+    return float(low), float(high)
+
+
+# ---- means and win rates -------------------------------------------------------------------------
+
+def mean_ci(values: Numbers, weights: Numbers | None = None, *, level: float = 0.95, n_boot: int = 2000,
+            seed: int = 0) -> Estimate:
+    """The (Hajek-weighted, when weights are given) mean of any score, with a bootstrap interval."""
+    y = vector(values, "values")
+    w = weight_vector(weights, len(y))
+    check_level(level, n_boot)
+    if len(y) == 0:
+        return Estimate(None, None, None, 0, level)
+    value = float(np.dot(w, y) / w.sum())
+    replicates = bootstrap(lambda idx: (w[idx] * y[idx]).sum(1) / w[idx].sum(1), len(y), n_boot, seed)
+    return Estimate(value, *percentile_interval(replicates, level), len(y), level)
+
+
+def win_rate(outcomes: Numbers, weights: Numbers | None = None, *, level: float = 0.95, n_boot: int = 2000,
+             seed: int = 0) -> Estimate:
+    """The candidate's win rate against production, ties as half a win, with a bootstrap interval."""
+    return mean_ci(outcome_vector(outcomes), weights, level=level, n_boot=n_boot, seed=seed)
+
+
+def win_tie_loss(outcomes: Numbers) -> dict[str, int | float | None]:
+    """Counts of the candidate's wins, ties and losses, and their shares (None when there are none)."""
+    y = outcome_vector(outcomes)
+    n = len(y)
+    counts = {"wins": int((y == 1).sum()), "ties": int((y == 0.5).sum()), "losses": int((y == 0).sum())}
+    shares = {"win_share": counts["wins"], "tie_share": counts["ties"], "loss_share": counts["losses"]}
+    return {"n": n, **counts, **{k: (v / n if n else None) for k, v in shares.items()}}
+
+
+def paired_difference(a: Numbers, b: Numbers, weights: Numbers | None = None, *, level: float = 0.95,
+                      n_boot: int = 2000, seed: int = 0) -> Estimate:
+    """The mean of a_i - b_i (candidate minus production, paired per exchange), bootstrapped by exchange.
+
+    Pairing matters: both answers share the exchange's difficulty, which cancels in the difference, so
+    this interval is much narrower than comparing two independent means."""
+    x, y = vector(a, "a"), vector(b, "b")
+    if len(x) != len(y):
+        raise ValueError(f"a and b must be paired per exchange, but have {len(x)} and {len(y)} entries")
+    return mean_ci(x - y, weights, level=level, n_boot=n_boot, seed=seed)
+
+
+# ---- prediction-powered inference ----------------------------------------------------------------
+
+def ppi_mean(y_labeled: Numbers, f_labeled: Numbers, f_unlabeled: Numbers, weights: Numbers | None = None,
+             *, level: float = 0.95) -> Estimate:
+    """The mean of a human label over all traffic, from a few human grades and many judge scores.
+
+    Prediction-powered inference (Angelopoulos et al. 2023, Science 382:669): the judge's mean over
+    the N unlabeled exchanges, corrected by the judge's mean error on the n labeled ones,
+
+        theta = mean(f_unlabeled) + mean(y_labeled - f_labeled)
+        var   = var(f_unlabeled) / N + var(y_labeled - f_labeled) / n
+
+    with a normal interval theta +- z * sqrt(var). A biased judge shifts both terms equally, so the
+    bias cancels; the interval is narrower than labels alone whenever the judge tracks the labels.
+    Weights (inverse inclusion probabilities of the labeled exchanges) make the correction a Hajek
+    mean, with its linearised variance n/(n-1) * sum(w^2 (r - r_bar)^2) / sum(w)^2, which equals
+    var(r)/n when the weights are equal. f_unlabeled should cover all traffic in scope (including the
+    labeled exchanges is fine). `n` in the result is the number of labels; fewer than two labels or
+    judge scores give a value without bounds, none of either gives None."""
+    y, f, fu = vector(y_labeled, "y_labeled"), vector(f_labeled, "f_labeled"), vector(f_unlabeled, "f_unlabeled")
+    if len(y) != len(f):
+        raise ValueError(f"y_labeled and f_labeled must be paired, but have {len(y)} and {len(f)} entries")
+    w = weight_vector(weights, len(y))
+    check_level(level)
+    n, big_n = len(y), len(fu)
+    if n == 0 or big_n == 0:
+        return Estimate(None, None, None, n, level)
+    r = y - f
+    rectifier = float(np.dot(w, r) / w.sum())
+    value = float(fu.mean()) + rectifier
+    if n < 2 or big_n < 2:
+        return Estimate(value, None, None, n, level)
+    var_r = n / (n - 1) * float(np.sum(w**2 * (r - rectifier) ** 2)) / float(w.sum()) ** 2
+    half = z_for(0.5 + level / 2) * math.sqrt(float(fu.var(ddof=1)) / big_n + var_r)
+    return Estimate(value, value - half, value + half, n, level)
+
+
+# ---- the noise floor -----------------------------------------------------------------------------
+
+def noise_floor(twin_outcomes: Numbers, *, level: float = 0.95) -> float:
+    """How far from 0.5 a win rate must be before it is more than production disagreeing with itself.
+
+    twin_outcomes are the judge's verdicts on production against a second call of production (1, 0.5
+    or 0). With m their mean and h the normal half-width z * sd / sqrt(n) (sd with ddof=1), the floor
+    is max(|m - 0.5| + h, h) = |m - 0.5| + h: the largest deviation from 0.5 self-disagreement is
+    consistent with. One twin outcome gives h = 0.5 (the widest an outcome allows), since a single
+    draw says nothing about spread; no twin outcomes give 0.0, leaving the candidate's own interval
+    to decide."""
+    y = outcome_vector(twin_outcomes)
+    check_level(level)
+    if len(y) == 0:
+        return 0.0
+    mean = float(y.mean())
+    half = 0.5 if len(y) == 1 else z_for(0.5 + level / 2) * float(y.std(ddof=1)) / math.sqrt(len(y))
+    return max(abs(mean - 0.5) + half, half)
+
+
+def significant(estimate: Estimate, *, null: float = 0.5, floor: float = 0.0) -> Verdict:
+    """"better" or "worse" only when the interval lies entirely beyond null +- floor; else "within noise".
+
+    An estimate without bounds (no data) is within noise: nothing was shown."""
+    if floor < 0:
+        raise ValueError(f"floor must be >= 0, not {floor}")
+    if estimate.low is None or estimate.high is None:
+        return "within noise"
+    if estimate.low > null + floor:
+        return "better"
+    if estimate.high < null - floor:
+        return "worse"
+    return "within noise"
+

@@ -1,0 +1,307 @@
+"""The comparison report: is a candidate better for our users than production, where is it worse,
+and how sure are we.
+
+Each candidate is compared with production on the exchanges both answered. Three sources can say
+which answer was better, and the report names the one a decision rests on:
+- people (grades, reweighted by the sampling probabilities: Hajek estimates over all pairs);
+- the pairwise LLM judge, or, without an LLM tier, the offline preference (the candidate's mean
+  offline judge score against production's, within a margin a tie);
+- both at once, prediction-powered: the judge on every pair, people correcting its bias.
+Differences no larger than production's disagreement with itself (its twin) are reported as
+"within noise", never as wins or losses; a judge people disagree with is marked unreliable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from shadoweval.proxy.settings import ReportSettings
+from shadoweval.proxy.types import ExchangeBundle, Output, Verdict
+
+from . import stats
+from .agreement import agreement
+
+_OUTCOME = {"candidate": 1.0, "tie": 0.5, "production": 0.0}
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One exchange answered by production and one other model (a candidate or the twin)."""
+
+    exchange_id: str
+    created_at: float
+    slices: dict[str, str]
+    production: Output
+    other: Output
+    scores: dict[str, tuple[float | None, float | None]]  # judge -> (production's, the other's)
+    pairwise: float | None  # the pairwise judge's outcome for the other model
+    offline: float | None  # the offline preference's outcome
+    human: tuple[tuple[float, float], ...]  # (outcome, weight = 1 / inclusion probability) per grade
+
+
+@dataclass(slots=True)
+class Table:
+    """Rows per model, from the bundles of a window."""
+
+    rows: dict[str, list[Row]] = field(default_factory=dict)  # candidate (or "production-twin") -> rows
+    outputs: dict[str, list[Output]] = field(default_factory=dict)  # every output per model name
+    production_by_exchange: dict[str, Output] = field(default_factory=dict)
+    verdicts: dict[str, list[Verdict]] = field(default_factory=dict)
+    items: list[Any] = field(default_factory=list)
+    grades: list[Any] = field(default_factory=list)
+
+
+def collect(bundles: Iterable[ExchangeBundle], settings: ReportSettings) -> Table:
+    t = Table()
+    for b in bundles:
+        prod = next((o for o in b.outputs if o.role == "production"), None)
+        if prod is not None:
+            t.production_by_exchange[b.exchange.id] = prod
+        for o in b.outputs:
+            t.outputs.setdefault(o.name, []).append(o)
+        by_output: dict[str, dict[str, Verdict]] = {}
+        for v in sorted(b.verdicts, key=lambda v: v.created_at):
+            if v.error is None:
+                by_output.setdefault(v.output_id, {})[v.judge] = v
+                t.verdicts.setdefault(v.output_id, []).append(v)
+        graded: dict[str, list[tuple[float, float]]] = {}
+        for item, grade in b.graded:
+            t.items.append(item)
+            t.grades.append(grade)
+            if item.candidate_output_id is not None and grade.winner in _OUTCOME:
+                graded.setdefault(item.candidate_output_id, []).append(
+                    (_OUTCOME[grade.winner], 1.0 / max(item.inclusion_probability, 1e-9)))
+        if prod is None or prod.status != "ok":
+            continue
+        slices = {k: str(b.exchange.tags.get(k) or (b.exchange.route if k == "route" else "")) for k in
+                  settings.slice_by}
+        for o in b.outputs:
+            if o.role not in ("candidate", "twin") or o.status != "ok":
+                continue
+            mine, theirs = by_output.get(o.id, {}), by_output.get(prod.id, {})
+            scores = {j: (_score(theirs.get(j)), _score(mine.get(j))) for j in settings.judges
+                      if j in mine or j in theirs}
+            pw = mine.get("pairwise")
+            t.rows.setdefault(o.name, []).append(Row(
+                exchange_id=b.exchange.id, created_at=b.exchange.created_at, slices=slices, production=prod,
+                other=o, scores=scores, pairwise=_OUTCOME.get(pw.label or "") if pw else None,
+                offline=_offline_preference(scores, settings.preference_margin),
+                human=tuple(graded.get(o.id, ())),
+            ))
+    return t
+
+
+def compare(table: Table, candidate: str, settings: ReportSettings, *, seed: int = 0) -> dict[str, Any]:
+    """Everything the report says about one candidate against production."""
+    rows = table.rows.get(candidate, [])
+    twin = table.rows.get("production-twin", [])
+    reliability = judge_reliability(table, settings)
+    floors = noise_floors(twin, settings)
+    out: dict[str, Any] = {"candidate": candidate, "pairs": len(rows)}
+    out["win_rate"], out["decided_by"] = win_rates(rows, settings, floors, reliability, seed=seed)
+    decided = out["win_rate"].get(out["decided_by"]) if out["decided_by"] else None
+    source = "pairwise" if any(r.pairwise is not None for r in rows) else "offline"
+    pick = [r for r in rows if _outcome(r, source) is not None]
+    out["length_controlled"] = stats.length_controlled_win_rate(
+        [_outcome(r, source) for r in pick], [len(r.other.text or "") - len(r.production.text or "") for r in pick],
+        n_boot=settings.bootstrap, seed=seed).to_dict() if len(pick) >= 10 else None
+    out["scores"] = score_table(rows, settings, floors, reliability, seed=seed)
+    out["ops"] = ops(table, candidate)
+    out["slices"], out["flags"] = slice_table(rows, settings, floors, reliability, out["decided_by"], seed=seed)
+    out["call"] = decided["call"] if decided else "not enough data"
+    return out
+
+
+def win_rates(rows: Sequence[Row], settings: ReportSettings, floors: dict[str, float],
+              reliability: dict[str, Any], *, seed: int = 0) -> tuple[dict[str, Any], str | None]:
+    """Win rate by each source there is, and which one a decision should rest on."""
+    out: dict[str, Any] = {}
+    for source in ("pairwise", "offline"):
+        xs = [r for r in rows if _outcome(r, source) is not None]
+        if xs:
+            est = stats.win_rate([_outcome(r, source) for r in xs], n_boot=settings.bootstrap, seed=seed)
+            judge = "pairwise" if source == "pairwise" else "offline"
+            out[source] = _called(est, floors.get(source, 0.0), [_outcome(r, source) for r in xs],
+                                  reliable=reliability.get(judge, {}).get("reliable"))
+    human = [(o, w) for r in rows for o, w in r.human]
+    if human:
+        est = stats.win_rate([o for o, _ in human], [w for _, w in human], n_boot=settings.bootstrap, seed=seed)
+        out["human"] = _called(est, floors.get("pairwise", 0.0), [o for o, _ in human], reliable=True)
+    judge_source = "pairwise" if "pairwise" in out else "offline" if "offline" in out else None
+    if human and judge_source:
+        labeled = [r for r in rows if r.human and _outcome(r, judge_source) is not None]
+        if labeled:
+            y = [np.mean([o for o, _ in r.human]) for r in labeled]
+            f_l = [_outcome(r, judge_source) for r in labeled]
+            f_u = [_outcome(r, judge_source) for r in rows if _outcome(r, judge_source) is not None]
+            out["ppi"] = _called(stats.ppi_mean(y, f_l, f_u), floors.get(judge_source, 0.0), f_u, reliable=True)
+            out["ppi"]["judge"] = judge_source
+    for source in ("ppi", "human"):
+        if source in out and out[source]["n"] >= 1 and (source == "ppi" or out[source]["n"] >= settings.min_graded):
+            return out, source
+    return out, judge_source
+
+
+def _called(est: stats.Estimate, floor: float, outcomes: Sequence[float], *, reliable: bool | None) -> dict[str, Any]:
+    body = est.to_dict()
+    body.update(stats.win_tie_loss(outcomes))
+    body["call"] = stats.significant(est, null=0.5, floor=floor)
+    body["reliable"] = reliable
+    return body
+
+
+def score_table(rows: Sequence[Row], settings: ReportSettings, floors: dict[str, float],
+                reliability: dict[str, Any], *, seed: int = 0) -> dict[str, Any]:
+    out = {}
+    for judge in settings.judges:
+        both = [r.scores[judge] for r in rows if judge in r.scores and None not in r.scores[judge]]
+        if not both:
+            continue
+        prod, cand = [p for p, _ in both], [c for _, c in both]
+        diff = stats.paired_difference(cand, prod, n_boot=settings.bootstrap, seed=seed)
+        out[judge] = {"production": stats.mean_ci(prod, n_boot=settings.bootstrap, seed=seed).to_dict(),
+                      "candidate": stats.mean_ci(cand, n_boot=settings.bootstrap, seed=seed).to_dict(),
+                      "difference": diff.to_dict(),
+                      "call": stats.significant(diff, null=0.0, floor=floors.get(f"score:{judge}", 0.0)),
+                      "reliable": reliability.get(judge, {}).get("reliable")}
+    return out
+
+
+def slice_table(rows: Sequence[Row], settings: ReportSettings, floors: dict[str, float], reliability: dict[str, Any],
+                decided_by: str | None, *, seed: int = 0) -> tuple[dict[str, Any], list[str]]:
+    """Every metric per slice; flags for slices significantly worse, even when the whole is better."""
+    groups: dict[str, list[Row]] = {}
+    for r in rows:
+        for k, v in r.slices.items():
+            groups.setdefault(f"{k}={v}", []).append(r)
+    out, flags = {}, []
+    small = settings.model_copy(update={"bootstrap": max(200, settings.bootstrap // 2)})
+    for name, rs in sorted(groups.items()):
+        wins, _ = win_rates(rs, small, floors, reliability, seed=seed)
+        scores = score_table(rs, small, floors, reliability, seed=seed)
+        out[name] = {"pairs": len(rs), "win_rate": wins, "scores": scores}
+        if len(rs) < settings.min_pairs:
+            continue
+        source = decided_by if decided_by in wins else next(iter(wins), None)
+        if source and wins[source]["call"] == "worse":
+            w = wins[source]
+            flags.append(f"{name}: worse by {source} win rate {w['value']:.2f} [{w['low']:.2f}, {w['high']:.2f}] "
+                         f"on {len(rs)} pairs")
+        for judge, s in scores.items():
+            if s["call"] == "worse":
+                d = s["difference"]
+                flags.append(f"{name}: {judge} lower by {-d['value']:.2f} [{d['low']:.2f}, {d['high']:.2f}] "
+                             f"on {d['n']} pairs")
+    return out, flags
+
+
+def noise_floors(twin: Sequence[Row], settings: ReportSettings) -> dict[str, float]:
+    """How far production disagrees with itself: the smallest difference worth reporting, per source."""
+    floors: dict[str, float] = {}
+    for source in ("pairwise", "offline"):
+        xs = [_outcome(r, source) for r in twin if _outcome(r, source) is not None]
+        if len(xs) >= 5:
+            floors[source] = stats.noise_floor(xs)
+    for judge in settings.judges:
+        both = [r.scores[judge] for r in twin if judge in r.scores and None not in r.scores[judge]]
+        if len(both) >= 5:
+            d = stats.paired_difference([c for _, c in both], [p for p, _ in both], n_boot=300)
+            floors[f"score:{judge}"] = max(abs(d.value or 0.0), ((d.high or 0) - (d.low or 0)) / 2)
+    return floors
+
+
+def judge_reliability(table: Table, settings: ReportSettings) -> dict[str, Any]:
+    """Each judge's agreement with people; reliable when its kappa reaches the bar on enough grades."""
+    if not table.grades:
+        return {}
+    report = agreement(table.items, table.grades, table.verdicts)
+    out = {}
+    for j in report.judges:
+        m = j.overall
+        kappa = m.kappa
+        out[j.judge] = {"n": m.n, "kappa": kappa, "accuracy": m.accuracy,
+                        "reliable": bool(m.n >= settings.min_graded and kappa is not None
+                                         and kappa >= settings.min_kappa)}
+    return out
+
+
+def ops(table: Table, candidate: str) -> dict[str, Any]:
+    """Latency, time to first token, cost and errors: the candidate against production on the same
+    exchanges (those the candidate was sent)."""
+    cand = table.outputs.get(candidate, [])
+    prod = [table.production_by_exchange[o.exchange_id] for o in cand if o.exchange_id in table.production_by_exchange]
+    out = {}
+    for name, fn in (("latency_p50_ms", lambda os: _pct([o.latency_ms for o in os if o.status == "ok"], 50)),
+                     ("latency_p95_ms", lambda os: _pct([o.latency_ms for o in os if o.status == "ok"], 95)),
+                     ("ttft_p50_ms", lambda os: _pct([o.ttft_ms for o in os if o.status == "ok"], 50)),
+                     ("cost_mean_usd", lambda os: _mean([o.cost_usd for o in os if o.status == "ok"])),
+                     ("error_rate", lambda os: (sum(o.status != "ok" for o in os) / len(os)) if os else None)):
+        p, c = fn(prod), fn(cand)
+        out[name] = {"production": p, "candidate": c,
+                     "delta": None if p is None or c is None else c - p,
+                     "ratio": None if not p or c is None else c / p}
+    return out
+
+
+def models_table(table: Table, settings: ReportSettings, *, seed: int = 0) -> dict[str, Any] | None:
+    """Bradley-Terry ratings when more than two models are compared (production and 2+ candidates)."""
+    names = [n for n in table.rows if n != "production-twin"]
+    if len(names) < 2:
+        return None
+    comparisons = []
+    for name in names:
+        for r in table.rows[name]:
+            o = r.pairwise if r.pairwise is not None else r.offline
+            if o is not None:
+                comparisons.append((name, "production", o))
+    if not comparisons:
+        return None
+    return {m: e.to_dict() for m, e in stats.bradley_terry(comparisons, anchor="production",
+                                                           n_boot=max(200, settings.bootstrap // 2), seed=seed).items()}
+
+
+def _outcome(r: Row, source: str) -> float | None:
+    return r.pairwise if source == "pairwise" else r.offline
+
+
+def _score(v: Verdict | None) -> float | None:
+    return None if v is None else v.score
+
+
+def _offline_preference(scores: dict[str, tuple[float | None, float | None]], margin: float) -> float | None:
+    both = [(p, c) for p, c in scores.values() if p is not None and c is not None]
+    if not both:
+        return None
+    gap = float(np.mean([c - p for p, c in both]))
+    return 1.0 if gap > margin else 0.0 if gap < -margin else 0.5
+
+
+def _pct(xs: Sequence[float | None], q: float) -> float | None:
+    vals = [x for x in xs if x is not None]
+    return float(np.percentile(vals, q)) if vals else None
+
+
+def _mean(xs: Sequence[float | None]) -> float | None:
+    vals = [x for x in xs if x is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def build_report(bundles: Iterable[ExchangeBundle], settings: ReportSettings, *, candidates: Sequence[str] = (),
+                 seed: int = 0) -> dict[str, Any]:
+    """The whole report: each candidate against production, models rated together, noise floors,
+    judge reliability."""
+    table = collect(bundles, settings)
+    names = list(candidates) or sorted(n for n in table.rows if n != "production-twin")
+    times = [r.created_at for rs in table.rows.values() for r in rs]
+    return {
+        "window": {"first": min(times), "last": max(times)} if times else None,
+        "candidates": [compare(table, n, settings, seed=seed) for n in names],
+        "models": models_table(table, settings, seed=seed),
+        "noise_floor": noise_floors(table.rows.get("production-twin", []), settings),
+        "twin_pairs": len(table.rows.get("production-twin", [])),
+        "judges": judge_reliability(table, settings),
+    }

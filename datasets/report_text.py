@@ -1,0 +1,64 @@
+"""The comparison report as text for a terminal: the verdict first, then the evidence."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_SOURCES = {"human": "human grades (reweighted)", "ppi": "judge + human (prediction-powered)",
+            "pairwise": "pairwise LLM judge", "offline": "offline judges' preference"}
+
+
+def _ci(e: dict[str, Any] | None, digits: int = 3) -> str:
+    if not e or e.get("value") is None:
+        return "-"
+    return f"{e['value']:.{digits}f} [{e['low']:.{digits}f}, {e['high']:.{digits}f}] n={e['n']}"
+
+
+def _num(x: float | None, fmt: str = ".1f") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    out: list[str] = []
+    if not report["candidates"]:
+        return "no candidate answers stored yet: nothing to compare"
+    floors = report.get("noise_floor") or {}
+    out.append(f"noise floor from production's twin ({report.get('twin_pairs', 0)} pairs): "
+               + (", ".join(f"{k} ±{v:.3f}" for k, v in sorted(floors.items())) or "none (no twin answers judged)"))
+    for c in report["candidates"]:
+        out += ["", f"== {c['candidate']} vs production: {c['call'].upper()} ({c['pairs']} pairs)"]
+        src = c.get("decided_by")
+        if src:
+            out.append(f"   decided by: {_SOURCES.get(src, src)}")
+        for name, w in c["win_rate"].items():
+            tag = "" if w.get("reliable") is not False else "  (judge below the reliability bar)"
+            if w.get("reliable") is None and name in ("pairwise", "offline"):
+                tag = "  (judge not checked against people)"
+            out.append(f"   win rate, {name:9} {_ci(w)}  win/tie/loss {w['wins']}/{w['ties']}/{w['losses']}  "
+                       f"-> {w['call']}{tag}")
+        if c.get("length_controlled"):
+            out.append(f"   length-controlled win rate  {_ci(c['length_controlled'])}")
+        if c["scores"]:
+            out.append("   judge scores        production              candidate               difference")
+            for judge, s in c["scores"].items():
+                mark = " (unreliable)" if s.get("reliable") is False else ""
+                out.append(f"   {judge:18}  {_ci(s['production'], 2):22}  {_ci(s['candidate'], 2):22}  "
+                           f"{_ci(s['difference'], 2)} -> {s['call']}{mark}")
+        ops = c["ops"]
+        out.append("   ops: " + "; ".join(
+            f"{k} {_num(v['production'], '.4g')} -> {_num(v['candidate'], '.4g')}" for k, v in ops.items()))
+        if c["flags"]:
+            out.append("   slices worse than production:")
+            out += [f"     ! {f}" for f in c["flags"]]
+        else:
+            out.append(f"   slices: {len(c['slices'])} checked, none significantly worse")
+    if report.get("models"):
+        out += ["", "Bradley-Terry ratings (production = 1000):"]
+        for m, e in sorted(report["models"].items(), key=lambda kv: -(kv[1]["value"] or 0)):
+            out.append(f"   {m:20} {_ci(e, 0)}")
+    if report.get("judges"):
+        out += ["", "judge reliability against human grades:"]
+        for j, r in sorted(report["judges"].items()):
+            out.append(f"   {j:16} kappa {_num(r['kappa'], '.2f')} on {r['n']}  "
+                       f"{'reliable' if r['reliable'] else 'below the bar'}")
+    return "\n".join(out)

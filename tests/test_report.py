@@ -1,0 +1,130 @@
+"""The comparison report and the gate on stores with a planted truth: identical models stay within
+noise, a real improvement is called, a slice regression fails the gate, human grades decide and
+make a judge reliable, latency limits bite."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from shadoweval.datasets.report import build_report
+from shadoweval.proxy.settings import ReportSettings
+from shadoweval.proxy.store import Store
+from shadoweval.proxy.types import AnswerLabels, Exchange, Grade, GradingItem, Output, Verdict, new_id
+
+BIN = Path(sys.executable).parent / "shadoweval"
+SETTINGS = ReportSettings(bootstrap=300)
+
+
+def _populate(db: Path, n: int, *, cand_quality, twin: bool = True, seed: int = 0, cand_latency: float = 100.0,
+              grades: int = 0) -> None:
+    """`n` exchanges over routes billing/returns; production's grounded score ~ U(0.6, 0.9),
+    the candidate's from `cand_quality(route, rng)`; the twin is production again."""
+    rng = random.Random(seed)
+    store = Store(db, flush_interval_ms=5)
+    store.start()
+    t0 = time.time() - 10 * 86400
+    for i in range(n):
+        route = "billing" if i % 2 else "returns"
+        ex = Exchange(id=new_id(), created_at=t0 + i * 60, route="/v1/chat/completions",
+                      request={"messages": [{"role": "user", "content": f"q{i}"}]}, tags={"route": route})
+        store.submit(ex)
+        answers = [("production", "production", rng.uniform(0.6, 0.9), 100.0),
+                   ("cand", "candidate", cand_quality(route, rng), cand_latency)]
+        if twin:
+            answers.append(("production-twin", "twin", rng.uniform(0.6, 0.9), 100.0))
+        outs = {}
+        for name, role, score, latency in answers:
+            o = Output(id=new_id(), exchange_id=ex.id, role=role, name=name, model=name, status="ok",
+                       started_at=ex.created_at, text="x" * 200, latency_ms=latency * rng.uniform(0.9, 1.1),
+                       cost_usd=0.001)
+            outs[name] = (o, score)
+            store.submit(o)
+            store.submit(Verdict(id=new_id(), output_id=o.id, exchange_id=ex.id, judge="grounded", version="1",
+                                 args={"threshold": 0.75}, created_at=time.time(), score=score))
+        if i < grades:  # a person agrees with the judge on both answers and prefers the better one
+            (p, ps), (c, cs) = outs["production"], outs["cand"]
+            item = GradingItem(id=new_id(), exchange_id=ex.id, candidate_output_id=c.id, production_output_id=p.id,
+                               left="production", policy="uniform", probability=0.5, inclusion_probability=0.5,
+                               evaluators=1, slice=f"route={route}", created_at=ex.created_at, batch="b")
+            pref = "right" if cs > ps + 0.05 else "left" if ps > cs + 0.05 else "tie"
+            store.submit(item)
+            store.submit(Grade(id=new_id(), item_id=item.id, evaluator="ann", created_at=time.time(),
+                               preference=pref, left_labels=AnswerLabels("yes" if ps >= 0.75 else "no"),
+                               right_labels=AnswerLabels("yes" if cs >= 0.75 else "no")))
+    assert store.flush(30)
+    store.stop()
+
+
+def _report(db: Path) -> dict:
+    return build_report(Store(db).exchange_bundles(), SETTINGS)["candidates"][0]
+
+
+def test_two_identical_models_stay_within_noise(tmp_path):
+    calls = []
+    for seed in range(5):
+        db = tmp_path / f"same{seed}.db"
+        _populate(db, 120, cand_quality=lambda route, rng: rng.uniform(0.6, 0.9), seed=seed)
+        r = _report(db)
+        calls.append(r["call"])
+        assert r["scores"]["grounded"]["call"] == "within noise"
+    assert calls.count("within noise") >= 4  # a 95% interval may miss once in twenty
+
+
+def test_a_real_improvement_is_called_and_a_slice_regression_is_flagged(tmp_path):
+    db = tmp_path / "better.db"
+    # much better on returns, a little worse on billing
+    _populate(db, 200, cand_quality=lambda route, rng: rng.uniform(0.85, 1.0) if route == "returns"
+              else rng.uniform(0.45, 0.7))
+    r = _report(db)
+    assert r["decided_by"] == "offline" and r["pairs"] == 200
+    assert r["slices"]["route=billing"]["win_rate"]["offline"]["call"] == "worse"
+    assert r["slices"]["route=returns"]["win_rate"]["offline"]["call"] == "better"
+    assert any(f.startswith("route=billing: worse") for f in r["flags"])
+    assert not any(f.startswith("route=returns") for f in r["flags"])
+
+
+def test_gate_fails_on_a_planted_slice_regression_and_passes_a_clean_candidate(tmp_path):
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[gate]\nrequire_reliable_judges = false\nslice_regression = 0.05\n")
+    bad = tmp_path / "bad.db"
+    _populate(bad, 200, cand_quality=lambda route, rng: rng.uniform(0.95, 1.0) if route == "returns"
+              else rng.uniform(0.3, 0.6))
+    out = subprocess.run([BIN, "gate", "--candidate", "cand", "--db", str(bad), "--policy", str(policy)],
+                         capture_output=True, text=True)
+    assert out.returncode == 1, out.stdout
+    assert "slice route=billing" in out.stdout and "FAIL" in out.stdout
+    good = tmp_path / "good.db"
+    _populate(good, 200, cand_quality=lambda route, rng: rng.uniform(0.85, 1.0))
+    out = subprocess.run([BIN, "gate", "--candidate", "cand", "--db", str(good), "--policy", str(policy), "--json"],
+                         capture_output=True, text=True)
+    body = json.loads(out.stdout)
+    assert out.returncode == 0 and body["pass"] and body["reasons"] == [], body
+    # the same clean candidate fails when its judge was never checked against people...
+    out = subprocess.run([BIN, "gate", "--candidate", "cand", "--db", str(good)], capture_output=True, text=True)
+    assert out.returncode == 1 and "not checked against human grades" in out.stdout
+    # ...and when it is three times slower than production
+    slow = tmp_path / "slow.db"
+    _populate(slow, 200, cand_quality=lambda route, rng: rng.uniform(0.85, 1.0), cand_latency=300.0)
+    out = subprocess.run([BIN, "gate", "--candidate", "cand", "--db", str(slow), "--policy", str(policy)],
+                         capture_output=True, text=True)
+    assert out.returncode == 1 and "latency: p95" in out.stdout
+
+
+def test_human_grades_decide_and_make_the_judge_reliable(tmp_path):
+    db = tmp_path / "graded.db"
+    _populate(db, 120, cand_quality=lambda route, rng: rng.uniform(0.75, 1.0), grades=60)
+    body = build_report(Store(db).exchange_bundles(), SETTINGS)
+    r = body["candidates"][0]
+    assert r["decided_by"] == "ppi" and r["win_rate"]["human"]["n"] == 60
+    assert r["win_rate"]["ppi"]["call"] == "better"
+    assert body["judges"]["grounded"]["reliable"] and body["judges"]["grounded"]["kappa"] == pytest.approx(1.0)
+    out = subprocess.run([BIN, "report", "--db", str(db)], capture_output=True, text=True)
+    assert "decided by: judge + human (prediction-powered)" in out.stdout
+    assert "grounded" in out.stdout and "reliable" in out.stdout
