@@ -30,7 +30,7 @@ def reasons_to_fail(report: dict[str, Any], policy: GateSettings) -> list[str]:
         out.append(f"judges: the decision rests on the {source} judge, which is {state} "
                    "(grade pairs, then see `shadoweval agreement`)")
     for name, s in report.get("slices", {}).items():
-        if s["pairs"] < 1:
+        if not s.get("checked"):  # fewer than [report] min_pairs: the report does not flag it either
             continue
         sw = s["win_rate"].get(source) if source else None
         if sw and sw["call"] == "worse" and sw["value"] < 0.5 - policy.slice_regression:

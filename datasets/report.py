@@ -183,8 +183,8 @@ def slice_table(rows: Sequence[Row], settings: ReportSettings, floors: dict[str,
     for name, rs in sorted(groups.items()):
         wins, _ = win_rates(rs, small, floors, reliability, seed=seed)
         scores = score_table(rs, small, floors, reliability, seed=seed)
-        out[name] = {"pairs": len(rs), "win_rate": wins, "scores": scores}
-        if len(rs) < settings.min_pairs:
+        out[name] = {"pairs": len(rs), "checked": len(rs) >= settings.min_pairs, "win_rate": wins, "scores": scores}
+        if len(rs) < settings.min_pairs:  # shown, never flagged: too few pairs to tell
             continue
         source = decided_by if decided_by in wins else next(iter(wins), None)
         if source and wins[source]["call"] == "worse":
