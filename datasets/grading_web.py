@@ -117,7 +117,9 @@ def grading_app(settings: Settings, store: Store | None) -> FastAPI:
     @app.middleware("http")
     async def security_headers(request: Request, call_next: Any) -> Response:
         response: Response = await call_next(request)
-        response.headers.update(_HEADERS)
+        for k, v in _HEADERS.items():
+            if k not in response.headers:  # a page may bring its own, stricter or looser, policy
+                response.headers[k] = v
         return response
 
     @app.exception_handler(StarletteHTTPException)
@@ -231,6 +233,18 @@ def grading_app(settings: Settings, store: Store | None) -> FastAPI:
     async def progress(who: Evaluator = Depends(evaluator)) -> JSONResponse:
         return JSONResponse(await asyncio.to_thread(_progress, _live(store), who.name))
 
+    @app.get("/report", response_model=None)
+    async def report_page(request: Request, since: str | None = None) -> Response:
+        who = signed_in(request)
+        if who is None:
+            return RedirectResponse(request.url_for("signin_page").path, status_code=303)
+        if not who.admin:
+            return _error(403, "Only evaluators with `admin = true` see the comparison report.", "forbidden")
+        html = await asyncio.to_thread(_report_html, _live(store), settings)
+        # the report is one self-contained file: inline styles and SVG, no script at all
+        return HTMLResponse(html, headers={"content-security-policy":
+                                           "default-src 'none'; style-src 'unsafe-inline'; img-src data:"})
+
     @app.get("/api/agreement")
     async def agreement(batch: str | None = None, who: Evaluator = Depends(evaluator)) -> JSONResponse:
         if not who.admin:
@@ -238,6 +252,14 @@ def grading_app(settings: Settings, store: Store | None) -> FastAPI:
         return JSONResponse(await asyncio.to_thread(_agreement, _live(store), batch))
 
     return app
+
+
+def _report_html(store: Store, settings: Settings) -> str:
+    # imported here, like the agreement: the statistics are loaded only when someone asks
+    from .report import build_report
+    from .report_html import render_html
+
+    return render_html(build_report(store.exchange_bundles(), settings.report))
 
 
 def _agreement(store: Store, batch: str | None) -> dict[str, Any]:

@@ -13,12 +13,13 @@ Differences no larger than production's disagreement with itself (its twin) are 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from shadoweval.proxy.capture import last_user_text
 from shadoweval.proxy.settings import ReportSettings
 from shadoweval.proxy.types import ExchangeBundle, Output, Verdict
 
@@ -34,6 +35,7 @@ class Row:
 
     exchange_id: str
     created_at: float
+    question: str  # the last user turn: what failure clusters group by
     slices: dict[str, str]
     production: Output
     other: Output
@@ -87,7 +89,8 @@ def collect(bundles: Iterable[ExchangeBundle], settings: ReportSettings) -> Tabl
                       if j in mine or j in theirs}
             pw = mine.get("pairwise")
             t.rows.setdefault(o.name, []).append(Row(
-                exchange_id=b.exchange.id, created_at=b.exchange.created_at, slices=slices, production=prod,
+                exchange_id=b.exchange.id, created_at=b.exchange.created_at,
+                question=last_user_text(b.exchange.request or {}), slices=slices, production=prod,
                 other=o, scores=scores, pairwise=_OUTCOME.get(pw.label or "") if pw else None,
                 offline=_offline_preference(scores, settings.preference_margin),
                 human=tuple(graded.get(o.id, ())),
@@ -291,17 +294,41 @@ def _mean(xs: Sequence[float | None]) -> float | None:
 
 
 def build_report(bundles: Iterable[ExchangeBundle], settings: ReportSettings, *, candidates: Sequence[str] = (),
-                 seed: int = 0) -> dict[str, Any]:
-    """The whole report: each candidate against production, models rated together, noise floors,
-    judge reliability."""
+                 embed: Callable[[Sequence[str]], np.ndarray] | None = None, seed: int = 0) -> dict[str, Any]:
+    """The whole report: each candidate against production (with its drift, reward-gaming alarms and,
+    given an embedder, the clusters of its losses), models rated together, noise floors, judge
+    reliability, and every alert in one list."""
+    from .trends import DriftRules, drift, drift_alerts, failure_clusters, reward_gaming
+
     table = collect(bundles, settings)
     names = list(candidates) or sorted(n for n in table.rows if n != "production-twin")
     times = [r.created_at for rs in table.rows.values() for r in rs]
+    rules = DriftRules(min_win_rate=settings.alert_min_win_rate or None,
+                       max_score_drop=settings.alert_max_score_drop or None)
+    entries, alerts, gaming = [], [], []
+    for name in names:
+        entry = compare(table, name, settings, seed=seed)
+        rows = table.rows.get(name, [])
+        judge_source = "pairwise" if any(r.pairwise is not None for r in rows) else "offline"
+        source = entry["decided_by"] if entry["decided_by"] in ("pairwise", "offline", "human") else judge_source
+        judged = [j for j in settings.judges if any(j in r.scores for r in rows)]
+        entry["drift"] = drift(rows, period=settings.drift_period, source=source, judges=judged,
+                               n_boot=300, seed=seed) if rows else []
+        entry["alerts"] = drift_alerts(name, entry["drift"], rules)
+        entry["reward_gaming"] = [f"{name}: {m}" for split in ("time", "model")
+                                  for m in reward_gaming(rows, source_judge=judge_source, split=split, seed=seed)]
+        entry["failure_clusters"] = (failure_clusters(rows, embed, source=source, threshold=0.6) if embed is not None and rows
+                                     else None)
+        alerts += entry["alerts"]
+        gaming += entry["reward_gaming"]
+        entries.append(entry)
     return {
         "window": {"first": min(times), "last": max(times)} if times else None,
-        "candidates": [compare(table, n, settings, seed=seed) for n in names],
+        "candidates": entries,
         "models": models_table(table, settings, seed=seed),
         "noise_floor": noise_floors(table.rows.get("production-twin", []), settings),
         "twin_pairs": len(table.rows.get("production-twin", [])),
         "judges": judge_reliability(table, settings),
+        "alerts": alerts,
+        "reward_gaming": gaming,
     }

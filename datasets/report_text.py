@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-_SOURCES = {"human": "human grades (reweighted)", "ppi": "judge + human (prediction-powered)",
+SOURCES = {"human": "human grades (reweighted)", "ppi": "judge + human (prediction-powered)",
             "pairwise": "pairwise LLM judge", "offline": "offline judges' preference"}
 
 
@@ -29,7 +29,7 @@ def format_report(report: dict[str, Any]) -> str:
         out += ["", f"== {c['candidate']} vs production: {c['call'].upper()} ({c['pairs']} pairs)"]
         src = c.get("decided_by")
         if src:
-            out.append(f"   decided by: {_SOURCES.get(src, src)}")
+            out.append(f"   decided by: {SOURCES.get(src, src)}")
         for name, w in c["win_rate"].items():
             tag = "" if w.get("reliable") is not False else "  (judge below the reliability bar)"
             if w.get("reliable") is None and name in ("pairwise", "offline"):
@@ -52,6 +52,16 @@ def format_report(report: dict[str, Any]) -> str:
             out += [f"     ! {f}" for f in c["flags"]]
         else:
             out.append(f"   slices: {len(c['slices'])} checked, none significantly worse")
+        for m in c.get("reward_gaming") or []:
+            out.append(f"   !! reward gaming: {m}")
+        for a in c.get("alerts") or []:
+            out.append(f"   !! drift alert: {a}")
+        clusters = c.get("failure_clusters") or []
+        if clusters:
+            total = round(clusters[0]["size"] / clusters[0]["share"]) if clusters[0]["share"] else 0
+            out.append(f"   where it loses ({total} losses by similar question, largest clusters first):")
+            for k in clusters[:3]:
+                out.append(f"     {k['size']:3} x  e.g. {k['examples'][0]['question'][:90]!r}")
     if report.get("models"):
         out += ["", "Bradley-Terry ratings (production = 1000):"]
         for m, e in sorted(report["models"].items(), key=lambda kv: -(kv[1]["value"] or 0)):

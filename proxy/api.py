@@ -71,6 +71,16 @@ def ops_api(
     metrics.gauge("shadoweval_mirror_queue_depth", "Mirror jobs waiting, by candidate.", mirror_depths)
     metrics.gauge("shadoweval_store_queue_depth", "Records waiting for the store writer.",
                   lambda: {(): float(store.status().queue_depth)} if store else {})
+    def report_alerts() -> dict[tuple[tuple[str, str], ...], float]:
+        run = store.latest_report_run() if store else None
+        counts: dict[tuple[tuple[str, str], ...], float] = {}
+        for candidate, kind, _ in run.alerts if run else ():
+            key = (("candidate", candidate), ("kind", kind))
+            counts[key] = counts.get(key, 0.0) + 1
+        return counts
+
+    metrics.gauge("shadoweval_report_alerts", "Alerts (drift, reward gaming) the latest `shadoweval report` raised, "
+                  "by candidate and kind.", report_alerts)
     metrics.gauge("shadoweval_store_lag_seconds", "Age of the oldest record waiting for the store writer.",
                   lambda: {(): store.status().lag_s} if store else {})
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -10,10 +12,13 @@ from typing import Any
 import click
 import orjson
 
+log = logging.getLogger("shadoweval.report")
+
 from .cli_common import _settings, _since
 
 
-def _report(settings: Any, since: str | None, until: str | None, candidates: tuple[str, ...]) -> dict[str, Any]:
+def _report(settings: Any, since: str | None, until: str | None, candidates: tuple[str, ...], *,
+            clusters: bool = False) -> dict[str, Any]:
     from shadoweval.datasets.report import build_report
 
     from .store import Store
@@ -24,8 +29,13 @@ def _report(settings: Any, since: str | None, until: str | None, candidates: tup
     store = Store(path)
     store.start()
     try:
+        embed = None
+        if clusters:  # the losses' questions are embedded to group them; the model loads in a second
+            from shadoweval.judges.embed import get_embedder
+
+            embed = get_embedder(settings.judges.embedder).encode
         return build_report(store.exchange_bundles(since=_since(since), until=_since(until)), settings.report,
-                            candidates=candidates)
+                            candidates=candidates, embed=embed)
     finally:
         store.stop()
 
@@ -36,23 +46,66 @@ def _report(settings: Any, since: str | None, until: str | None, candidates: tup
 @click.option("--candidate", "candidates", multiple=True, help="Only these candidates (repeatable; default: all).")
 @click.option("--since", help="Exchanges since 7d, 24h, 30m or an ISO date.")
 @click.option("--until", help="Exchanges before this.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Also write the report as one "
+              "self-contained HTML file (plots included).")
+@click.option("--clusters/--no-clusters", default=True, show_default=True,
+              help="Group each candidate's losses by similar questions (loads the embedding model).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def report(config: str | None, db: str | None, candidates: tuple[str, ...], since: str | None, until: str | None,
-           as_json: bool) -> None:
+           html_path: str | None, clusters: bool, as_json: bool) -> None:
     """Compare candidates with production on real queries: win rates with 95% intervals (judges,
     people, both), length-controlled win rate, judge scores, latency, cost and errors, per slice,
     against the noise floor of production's twin."""
     from shadoweval.datasets.report_text import format_report
 
     settings = _settings(config, db=db)
-    body = _report(settings, since, until, candidates)
+    body = _report(settings, since, until, candidates, clusters=clusters)
+    alerts = [*body["alerts"], *body["reward_gaming"]]
+    for a in alerts:
+        log.warning("report alert: %s", a, extra={"alert": a})
+    _record_alerts(settings, body)
+    if alerts and settings.report.webhook_url:
+        _post_alerts(settings.report.webhook_url, alerts)
+    if html_path:
+        from shadoweval.datasets.report_html import write_html
+
+        write_html(body, Path(html_path))
     missing = set(candidates) - {c["candidate"] for c in body["candidates"] if c["pairs"]}
     if as_json:
         click.echo(orjson.dumps(body, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode())
     else:
         click.echo(format_report(body))
+    if html_path and not as_json:
+        click.echo(f"\nHTML report: {Path(html_path).resolve()}")
     if missing:
         click.echo(f"no pairs for: {', '.join(sorted(missing))}", err=True)
+
+
+def _record_alerts(settings: Any, body: dict[str, Any]) -> None:
+    """Keep this run's alerts in the store: the proxy's /metrics shows the latest run's."""
+    from .store import Store
+    from .types import ReportRun, new_id
+
+    alerts = tuple((c["candidate"], kind, m) for c in body["candidates"]
+                   for kind, key in (("drift", "alerts"), ("reward_gaming", "reward_gaming")) for m in c.get(key) or [])
+    store = Store(settings.store.path)
+    store.start()
+    try:
+        store.submit(ReportRun(new_id(), time.time(), alerts))
+        store.flush()
+    finally:
+        store.stop()
+
+
+def _post_alerts(url: str, alerts: list[str]) -> None:
+    """Alerts to the configured webhook (Slack-compatible `text`, plus the list); a failure is logged,
+    never fatal: the report itself was produced."""
+    import httpx
+
+    try:
+        httpx.post(url, json={"text": "shadoweval: " + "; ".join(alerts), "alerts": alerts}, timeout=10).raise_for_status()
+    except httpx.HTTPError as exc:
+        log.error("alert webhook failed", extra={"url": url, "error": str(exc)})
 
 
 @click.command()
@@ -80,7 +133,7 @@ def gate(candidate: str, policy: str | None, config: str | None, db: str | None,
             rules = GateSettings.model_validate({**settings.gate.model_dump(), **data.get("gate", data)})
         except (tomllib.TOMLDecodeError, ValueError) as exc:
             raise click.ClickException(f"{policy}: {exc}") from None
-    body = _report(settings, since, None, (candidate,))
+    body = _report(settings, since, None, (candidate,), clusters=False)
     (entry,) = body["candidates"]
     reasons = reasons_to_fail(entry, rules)
     if as_json:

@@ -200,6 +200,13 @@ def m007_create_evalsets(db: sqlite_utils.Database) -> None:
     db["evalset_items"].create_index(["key"])
 
 
+def m008_create_report_runs(db: sqlite_utils.Database) -> None:
+    # The alerts each `shadoweval report` raised (drift, reward gaming), so the proxy's /metrics can
+    # show the latest run's.
+    db["report_runs"].create({"id": str, "created_at": str, "alerts_json": str}, pk="id")
+    db["report_runs"].create_index(["created_at"])
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m001_create_exchanges,
     m002_create_counters,
@@ -208,6 +215,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m005_create_grading,
     m006_grade_labels_per_answer_and_leases,
     m007_create_evalsets,
+    m008_create_report_runs,
 ]
 
 

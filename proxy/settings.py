@@ -273,6 +273,20 @@ class ReportSettings(_Section):
     min_pairs: int = Field(20, ge=1, description="Fewer pairs than this in a slice: its numbers are shown, never "
                            "flagged.")
     bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples behind every interval.")
+    drift_period: str = Field("day", description="Drift is shown per `day` or per `week`.")
+    alert_min_win_rate: float = Field(0.0, ge=0, le=1, description="Alert when a period's win rate interval lies "
+                                      "entirely below this (0: no alert).")
+    alert_max_score_drop: float = Field(0.0, ge=0, description="Alert when a judge's candidate-minus-production "
+                                        "score in a period falls below minus this (0: no alert).")
+    webhook_url: str = Field("", description="`shadoweval report` posts its alerts (drift, reward gaming) as JSON "
+                             "here; empty: alerts go to the report and the log only.")
+
+    @field_validator("drift_period")
+    @classmethod
+    def _period_ok(cls, v: str) -> str:
+        if v not in ("day", "week"):
+            raise ValueError("drift_period must be day or week")
+        return v
 
 
 class GateSettings(_Section):

@@ -40,6 +40,7 @@ from .store_rows import (
     _in_chunks,
     _loads,
     _output_from,
+    _ts,
     _verdict_from,
     iso,
 )
@@ -53,6 +54,7 @@ from .types import (
     GradingItem,
     Lease,
     Output,
+    ReportRun,
     Verdict,
     new_id,
 )
@@ -61,7 +63,7 @@ log = logging.getLogger("shadoweval.store")
 
 __all__ = ["Store", "StoreStatus", "StoreUnavailable", "connect", "iso"]
 
-Record = Exchange | Output | Feedback | Verdict | ContextsFound | GradingItem | Grade | Lease | EvalSet
+Record = Exchange | Output | Feedback | Verdict | ContextsFound | GradingItem | Grade | Lease | EvalSet | ReportRun
 # A builder is called in the writer thread: parsing and shaping raw captures happens there, off
 # the event loop.
 Item = Record | Callable[[], Iterable[Record]]
@@ -241,7 +243,8 @@ class Store(GradingReads, EvalSetReads):
         records: list[Record] = []
         flushes: list[threading.Event] = []
         for item in items:
-            if isinstance(item, (Exchange, Output, Feedback, Verdict, ContextsFound, GradingItem, Grade, Lease, EvalSet)):
+            if isinstance(item, (Exchange, Output, Feedback, Verdict, ContextsFound, GradingItem, Grade, Lease, EvalSet,
+                                 ReportRun)):
                 records.append(item)
             elif isinstance(item, _Flush):
                 flushes.append(item.done)
@@ -265,7 +268,7 @@ class Store(GradingReads, EvalSetReads):
             self._lose(len(records), "unavailable")
             return
         rows: dict[str, list[dict[str, Any]]] = {"exchanges": [], "outputs": [], "feedback": [], "verdicts": [],
-                                                 "grading_items": [], "grades": []}
+                                                 "grading_items": [], "grades": [], "report_runs": []}
         found: list[tuple[str, str]] = []
         leases: list[Lease] = []
         evalsets: list[EvalSet] = []
@@ -274,6 +277,9 @@ class Store(GradingReads, EvalSetReads):
                 leases.append(r)
             elif isinstance(r, EvalSet):
                 evalsets.append(r)
+            elif isinstance(r, ReportRun):
+                rows["report_runs"].append({"id": r.id, "created_at": iso(r.created_at),
+                                            "alerts_json": _dumps([list(a) for a in r.alerts])})
             elif isinstance(r, ContextsFound):
                 # found in the stored (already redacted) request: nothing left to redact
                 found.append((_dumps(r.contexts) or "[]", r.exchange_id))
@@ -630,6 +636,19 @@ class Store(GradingReads, EvalSetReads):
                 [name, iso(since)],
             ).fetchone()
             return int(row[0]), float(row[1])
+        finally:
+            db.conn.close()
+
+    def latest_report_run(self) -> ReportRun | None:
+        """The alerts of the most recent `shadoweval report` on this store, if any ran."""
+        db = self._reader()
+        try:
+            if "report_runs" not in db.table_names():
+                return None
+            row = db.execute("select id, created_at, alerts_json from report_runs order by created_at desc limit 1"
+                             ).fetchone()
+            return None if row is None else ReportRun(row[0], _ts(row[1]),
+                                                      tuple(tuple(a) for a in _loads(row[2]) or []))
         finally:
             db.conn.close()
 

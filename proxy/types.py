@@ -332,3 +332,12 @@ class ExchangeBundle:
     verdicts: tuple[Verdict, ...]
     feedback: tuple[Feedback, ...]
     graded: tuple[tuple[GradingItem, Grade], ...]  # human grades, with the item each belongs to
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRun:
+    """What one `shadoweval report` raised: the proxy's `/metrics` shows the latest run's alerts."""
+
+    id: str
+    created_at: float
+    alerts: tuple[tuple[str, str, str], ...]  # (candidate, kind: drift | reward_gaming, message)

@@ -5,16 +5,20 @@ make a judge reliable, latency limits bite."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from shadoweval.datasets.report import build_report
-from shadoweval.proxy.settings import ReportSettings
+from shadoweval.proxy.cli_grade import grading_server
+from shadoweval.proxy.mockllm import ThreadedServer, read_body, send_json
+from shadoweval.proxy.settings import ReportSettings, load_settings
 from shadoweval.proxy.store import Store
 from shadoweval.proxy.types import AnswerLabels, Exchange, Grade, GradingItem, Output, Verdict, new_id
 
@@ -128,3 +132,52 @@ def test_human_grades_decide_and_make_the_judge_reliable(tmp_path):
     out = subprocess.run([BIN, "report", "--db", str(db)], capture_output=True, text=True)
     assert "decided by: judge + human (prediction-powered)" in out.stdout
     assert "grounded" in out.stdout and "reliable" in out.stdout
+
+
+def test_report_html_alerts_to_a_webhook_and_the_page_for_admins(tmp_path, monkeypatch):
+    received: list[dict] = []
+
+    async def webhook(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        received.append(json.loads(await read_body(receive)))
+        await send_json(send, 200, {"ok": True})
+
+    db = tmp_path / "worse.db"
+    _populate(db, 120, cand_quality=lambda route, rng: rng.uniform(0.3, 0.6))
+    with ThreadedServer(webhook) as hook:
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(f'[store]\npath = "{db}"\n[judges]\nembedder = "hashing"\n'
+                       f'[report]\nalert_min_win_rate = 0.45\nwebhook_url = "{hook.url}/hook"\n'
+                       '[[evaluators]]\nname = "ann"\ntoken_env = "TOK"\nadmin = true\n')
+        page = tmp_path / "out" / "report.html"
+        out = subprocess.run([BIN, "report", "--config", str(cfg), "--html", str(page)], capture_output=True,
+                             text=True, env={**os.environ, "TOK": "t"})
+        assert out.returncode == 0, out.stderr
+    assert "WORSE" in out.stdout and "drift alert: cand" in out.stdout
+    assert "report alert: cand" in out.stderr  # and in the log
+    (posted,) = received
+    assert posted["alerts"] and "below the minimum 0.45" in posted["alerts"][0]
+    html = page.read_text()
+    assert "<script" not in html and "cand vs production" in html and "<svg" in html
+    # the same report, served to a signed-in admin by the grading UI
+
+
+    monkeypatch.setenv("TOK", "t")
+    settings = load_settings(cfg)
+    with ThreadedServer(grading_server(settings)) as server, httpx.Client(base_url=server.url + "/grade/") as c:
+        assert c.get("report", follow_redirects=False).status_code == 303
+        c.post("api/signin", json={"token": "t"}).raise_for_status()
+        r = c.get("report")
+        assert r.status_code == 200 and "cand vs production" in r.text
+        assert "script-src" not in r.headers["content-security-policy"]  # no script allowed at all
+    # and the proxy's /metrics shows the alerts the latest report raised
+    from shadoweval.proxy.app import create_app
+
+    with ThreadedServer(create_app(settings)) as proxy:
+        text = httpx.get(proxy.url + "/metrics").text
+    line = next(x for x in text.splitlines() if x.startswith("shadoweval_report_alerts{"))
+    assert 'candidate="cand"' in line and 'kind="drift"' in line and float(line.split()[-1]) >= 1

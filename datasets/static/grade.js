@@ -219,5 +219,6 @@ window.addEventListener("pagehide", () => {
   const me = await api("api/me");
   $("who").textContent = me.evaluator;
   $("agreement-link").hidden = !me.admin;
+  $("report-link").hidden = !me.admin;
   await loadNext("");
 })();

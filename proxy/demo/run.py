@@ -196,8 +196,12 @@ def _judge(db: Path, ids: list[str], out: Any) -> None:
 def _compare(db: Path, out: Any) -> None:
     """The switch decision's summary: each candidate against production (`shadoweval report`)."""
     from shadoweval.datasets.report import build_report
+    from shadoweval.datasets.report_html import write_html
+    from shadoweval.judges.embed import get_embedder
 
-    body = build_report(Store(db).exchange_bundles(), load_settings(None, env={}).report)
+    body = build_report(Store(db).exchange_bundles(), load_settings(None, env={}).report,
+                        embed=get_embedder("minilm").encode)
+    page = write_html(body, db.with_name(db.stem + "-report.html"))
     out("")
     out("compared with production (offline judges' preference, 95% intervals; nobody has graded yet):")
     for c in body["candidates"]:
@@ -206,8 +210,9 @@ def _compare(db: Path, out: Any) -> None:
         win = f"win rate {w['value']:.2f} [{w['low']:.2f}, {w['high']:.2f}]" if w.get("value") is not None else "-"
         out(f"  {c['candidate']:10} {c['call']:14} {win}, p95 latency {lat['candidate']:.0f} ms vs "
             f"{lat['production']:.0f} ms" + (f"; {len(c['flags'])} slices worse" if c["flags"] else ""))
-    out(f"  the full report: shadoweval report --db {db}   |   the switch decision: shadoweval gate --db {db} "
-        "--candidate careful")
+    out(f"  the full report (plots, slices, where each loses): {page.resolve()}")
+    out(f"  the same in the terminal: shadoweval report --db {db}   |   the switch decision: shadoweval gate "
+        f"--db {db} --candidate careful")
 
 
 def _share(vs: list[Any], label: str) -> str:

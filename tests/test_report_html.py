@@ -1,0 +1,207 @@
+"""The HTML report: one self-contained page with no script and nothing loaded from elsewhere, every
+string from traffic escaped, a chart per section, and optional sections that appear only when present.
+
+The report dicts are built here in the shape `build_report` returns (trimmed from a real demo run),
+so these tests need no store and no statistics."""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shadoweval.datasets.report_html import Bar, bar_chart, render_html, time_series, write_html
+
+XSS = "<script>alert(1)</script>"
+
+
+def _est(value: float, low: float, high: float, n: int = 38) -> dict[str, Any]:
+    return {"value": value, "low": low, "high": high, "n": n, "level": 0.95}
+
+
+def _win(value: float, low: float, high: float, call: str, n: int = 38) -> dict[str, Any]:
+    return {**_est(value, low, high, n), "wins": 4, "ties": 19, "losses": 15, "win_share": 0.1,
+            "tie_share": 0.5, "loss_share": 0.4, "call": call, "reliable": None}
+
+
+def _score(prod: float, cand: float, call: str) -> dict[str, Any]:
+    return {"production": _est(prod, prod - 0.05, prod + 0.05), "candidate": _est(cand, cand - 0.05, cand + 0.05),
+            "difference": _est(cand - prod, cand - prod - 0.03, cand - prod + 0.03), "call": call, "reliable": None}
+
+
+def _candidate(name: str, call: str, value: float, slices: dict[str, tuple[float, bool]]) -> dict[str, Any]:
+    return {
+        "candidate": name, "pairs": 38, "decided_by": "offline", "call": call,
+        "win_rate": {"offline": _win(value, value - 0.1, value + 0.1, call)},
+        "length_controlled": _est(0.45, 0.27, 0.62),
+        "scores": {"grounded": _score(0.80, 0.78, "within noise"), "citations": _score(0.82, 0.70, "worse")},
+        "ops": {"latency_p95_ms": {"production": 344.3, "candidate": 806.8, "delta": 462.4, "ratio": 2.34},
+                "error_rate": {"production": 0.0, "candidate": 0.0, "delta": 0.0, "ratio": None}},
+        "slices": {s: {"pairs": 25, "checked": checked, "win_rate": {"offline": _win(v, v - 0.2, v + 0.2, "worse", 25)},
+                       "scores": {"grounded": _score(0.8, 0.7, "worse")}} for s, (v, checked) in slices.items()},
+        "flags": [f"{s}: worse by offline win rate {v:.2f}" for s, (v, checked) in slices.items()
+                  if checked and v < 0.3],
+    }
+
+
+@pytest.fixture
+def report() -> dict[str, Any]:
+    return {
+        "window": {"first": 1795453097.029, "last": 1795453103.465},
+        "candidates": [
+            _candidate("careful", "worse", 0.36, {"route=billing": (0.42, True), f"route={XSS}": (0.21, True)}),
+            _candidate("bold", "better", 0.64, {"route=billing": (0.6, True), "route=rare": (0.2, False)}),
+            _candidate("twin", "within noise", 0.5, {}),
+        ],
+        "models": {"production": _est(1000.0, 1000.0, 1000.0, 76), "careful": _est(896.1, 817.0, 972.4)},
+        "noise_floor": {"offline": 0.02, "score:grounded": 0.01},
+        "twin_pairs": 8,
+        "judges": {},
+    }
+
+
+class Page(HTMLParser):
+    """Collects what the checks need: tags with their attributes, and the decoded text."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+        self.feed(text)
+        self.close()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+    def svgs(self, kind: str) -> list[dict[str, str | None]]:
+        return [a for t, a in self.tags if t == "svg" and kind in (a.get("class") or "").split()]
+
+
+def test_page_is_self_contained(report: dict[str, Any]) -> None:
+    page = Page(render_html(report))
+    assert not [t for t, _ in page.tags if t in ("script", "iframe", "object", "embed", "link", "img")]
+    for tag, attrs in page.tags:
+        for name in ("src", "href", "xlink:href", "action"):
+            value = attrs.get(name)
+            assert value is None or value.startswith("#"), (tag, name, value)
+        assert not any(name.startswith("on") for name in attrs), (tag, attrs)  # no inline handlers either
+        assert "style" not in attrs, tag  # the page's CSP pins the one style block by hash; attributes would break
+    csp = [a["content"] for t, a in page.tags if t == "meta" and a.get("http-equiv") == "Content-Security-Policy"]
+    assert csp and csp[0].startswith("default-src 'none'")
+
+
+def test_header_shows_each_verdict_with_its_colour(report: dict[str, Any]) -> None:
+    page = Page(render_html(report, title="nightly & weekly"))
+    cards = [a["class"] for t, a in page.tags if t == "div" and (a.get("class") or "").startswith("verdict ")]
+    assert cards == ["verdict worse", "verdict better", "verdict noise"]
+    text = " ".join(page.text)
+    for call in ("worse", "better", "within noise"):
+        assert call in text
+    assert "decided by offline judges' preference" in text
+    assert "nightly & weekly" in text  # the title is escaped and decodes back to itself
+
+
+def test_one_slice_chart_per_candidate_with_slices(report: dict[str, Any]) -> None:
+    out = render_html(report)
+    assert len(Page(out).svgs("slices")) == 2  # "twin" has no slices: no empty chart
+    assert out.count('stroke-dasharray="4 3"') >= 2  # each slice chart draws the 0.5 line
+    assert "0.5 = tie" in out
+
+
+def test_flagged_slice_is_highlighted_and_unchecked_one_faint() -> None:
+    svg = bar_chart([Bar("a", 0.2, 0.1, 0.3, mark=True), Bar("b", 0.6, 0.5, 0.7), Bar("c", 0.5, dim=True)],
+                    domain=(0.0, 1.0), base=0.0, ref=0.5, kind="slices")
+    rects = [a for t, a in Page(svg).tags if t == "rect"]
+    assert [r["fill"] for r in rects] == ["#cf222e", "#54aeff", "#54aeff"]
+    assert [r["opacity"] for r in rects] == ["0.85", "0.85", "0.35"]
+    assert svg.count("<path") == 2  # whiskers only where there is an interval
+
+
+def test_strings_from_traffic_are_escaped(report: dict[str, Any]) -> None:
+    report["candidates"][0]["scores"][XSS] = _score(0.5, 0.5, "within noise")
+    report["alerts"] = [f"latency alert {XSS}"]
+    example = {"question": XSS, "candidate": "<u>x</u>", "production": "&"}
+    report["failure_clusters"] = [{"size": 3, "examples": [example]}]
+    out = render_html(report)
+    assert "<script" not in out
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in out
+    assert not [t for t, _ in Page(out).tags if t in ("script", "u")]
+    assert f"route={XSS}" in " ".join(Page(out).text)  # shown to the reader as the text it was
+
+
+def test_drift_draws_a_time_series(report: dict[str, Any]) -> None:
+    assert not Page(render_html(report)).svgs("timeseries")
+    report["candidates"][0]["drift"] = [
+        {"period": f"2026-11-{d}", "n": 12, "win_rate": _est(0.4 + d / 100, 0.3, 0.6, 12), "scores": {"grounded": 0.8}}
+        for d in range(20, 24)] + [{"period": "2026-11-24", "n": 0, "win_rate": {"value": None}, "scores": {}}]
+    out = render_html(report)
+    page = Page(out)
+    assert len(page.svgs("timeseries")) == 1
+    assert len([t for t, _ in page.tags if t == "circle"]) == 4  # the period without a value is left out
+    assert "2026-11-24" in " ".join(page.text)  # but still listed in the table
+
+
+def test_drift_scores_as_trends_gives_them(report: dict[str, Any]) -> None:
+    judge = {"n": 12, "candidate": 0.71, "production": 0.8, "difference": -0.09}
+    report["candidates"][1]["drift"] = [{"period": "2026-W47", "n": 12, "win_rate": _est(0.6, 0.4, 0.8, 12),
+                                         "scores": {"grounded": judge}}]
+    text = " ".join(Page(render_html(report)).text)
+    assert "0.71 vs 0.80 (-0.09)" in text
+
+
+def test_alerts_listed_once(report: dict[str, Any]) -> None:
+    # build_report puts each candidate's alerts in its entry and all of them in one top-level list
+    report["candidates"][0]["alerts"] = ["careful 2026-11-20: win rate 0.20", "careful only"]
+    report["alerts"] = ["careful 2026-11-20: win rate 0.20"]
+    report["candidates"][0]["failure_clusters"] = [{"size": 4, "share": 0.25, "examples": [
+        {"exchange_id": "x", "question": "where is my order", "candidate": "no idea", "production": "shipped"}]}]
+    text = " ".join(Page(render_html(report)).text)
+    assert text.count("careful 2026-11-20: win rate 0.20") == 1
+    assert "careful only" in text and "4 lost (25% of losses)" in text and "where is my order" in text
+
+
+def test_drift_keyed_by_candidate_at_top_level(report: dict[str, Any]) -> None:
+    report["drift"] = {"bold": [{"period": "2026-11-20", "n": 5, "win_rate": _est(0.6, 0.4, 0.8, 5)}]}
+    assert len(Page(render_html(report)).svgs("timeseries")) == 1
+
+
+def test_judges_and_optional_sections(report: dict[str, Any]) -> None:
+    text = " ".join(Page(render_html(report)).text)
+    assert "no judge has been checked against human grades" in text
+    report["judges"] = {"grounded": {"n": 40, "kappa": 0.55, "accuracy": 0.8, "reliable": True},
+                        "citations": {"n": 40, "kappa": -0.1, "accuracy": 0.4, "reliable": False}}
+    report["reward_gaming"] = ["bold: answers 40% longer while winning"]
+    out = render_html(report, min_kappa=0.5)
+    page = Page(out)
+    assert len(page.svgs("kappa")) == 1 and "min_kappa 0.5" in out
+    assert "bold: answers 40% longer while winning" in " ".join(page.text)
+    assert len(page.svgs("ratings")) == 1
+
+
+@pytest.mark.parametrize("drop", ["window", "models", "noise_floor", "twin_pairs", "judges", "candidates"])
+def test_missing_optional_keys_render(report: dict[str, Any], drop: str) -> None:
+    report.pop(drop)
+    assert "</html>" in render_html(report)
+
+
+def test_bare_candidate_renders() -> None:
+    bare = {"candidates": [{"candidate": "x", "pairs": 0, "call": "not enough data", "win_rate": {}, "scores": {},
+                            "ops": {}, "slices": {}, "flags": []}]}
+    text = " ".join(Page(render_html(bare)).text)
+    assert "not enough data" in text and "no source decided" in text
+    assert "nothing to compare" in " ".join(Page(render_html({"candidates": []})).text)
+
+
+def test_time_series_with_one_point() -> None:
+    svg = time_series([Bar("2026-11-20", 0.5, 0.4, 0.6)])
+    assert svg.count("<circle") == 1
+
+
+def test_write_html(tmp_path: Path, report: dict[str, Any]) -> None:
+    path = write_html(report, tmp_path / "out" / "report.html")
+    assert path.read_text(encoding="utf-8").startswith("<!doctype html>")

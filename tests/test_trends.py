@@ -1,0 +1,190 @@
+"""Trends on rows with a planted truth: drift per day with alerts only on the bad day, reward gaming
+caught when the judge rises and people do not, and losing questions grouped by theme."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from shadoweval.datasets import trends
+from shadoweval.datasets.report import Row
+from shadoweval.datasets.trends import DriftRules, drift, drift_alerts, failure_clusters, reward_gaming
+from shadoweval.judges.embed import HashingEmbedder
+from shadoweval.proxy.types import Output
+
+DAY = 86400.0
+T0 = 1795132800.0  # 2026-11-20 00:00 UTC, a Friday in ISO week 47
+HAS_QUESTION = "question" in Row.__dataclass_fields__  # Row is gaining the question; work either way
+
+
+def _row(i: int, t: float, *, pairwise: float | None = None, offline: float | None = None,
+         human: Sequence[tuple[float, float]] = (), scores: dict | None = None, route: str = "billing",
+         model: str = "cand-v1", text: str = "", question: str = "") -> Row:
+    ex = f"ex{i:04d}"
+    prod = Output(id=f"p{i}", exchange_id=ex, role="production", name="production", model="prod", status="ok",
+                  started_at=t, text=f"production answer {i}")
+    other = Output(id=f"c{i}", exchange_id=ex, role="candidate", name="cand", model=model, status="ok",
+                   started_at=t, text=text or f"candidate answer {i}")
+    extra = {"question": question} if HAS_QUESTION else {}
+    return Row(exchange_id=ex, created_at=t, slices={"route": route}, production=prod, other=other,
+               scores=scores or {}, pairwise=pairwise, offline=offline, human=tuple(human), **extra)
+
+
+def _outcomes(n: int, rate: float) -> list[float]:
+    wins = round(n * rate)
+    return [1.0] * wins + [0.0] * (n - wins)
+
+
+# ---- drift --------------------------------------------------------------------------------------
+
+def _three_days() -> list[Row]:
+    """Days 1-2 fine (win rates 0.75 and 0.5, equal scores); day 3 bad (0.1, candidate 0.3 lower);
+    day 4 only 5 rows with a big score drop: too few to alert on."""
+    rows, i = [], 0
+    for day, rate, cand, n in ((0, 0.75, 0.8, 40), (1, 0.5, 0.8, 40), (2, 0.1, 0.5, 40), (3, 0.4, 0.2, 5)):
+        for o in _outcomes(n, rate):
+            rows.append(_row(i, T0 + day * DAY + 60 * i % 3600, pairwise=o, scores={"grounded": (0.8, cand)}))
+            i += 1
+    return rows[::-1]  # drift must order by time itself
+
+
+def test_drift_per_day() -> None:
+    periods = drift(_three_days(), period="day", source="pairwise", judges=["grounded", "missing"])
+    assert [p["period"] for p in periods] == ["2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23"]
+    assert [p["n"] for p in periods] == [40, 40, 40, 5]
+    assert [p["win_rate"]["value"] for p in periods] == pytest.approx([0.75, 0.5, 0.1, 0.4])
+    assert all(p["win_rate"]["low"] <= p["win_rate"]["value"] <= p["win_rate"]["high"] for p in periods)
+    g = periods[2]["scores"]["grounded"]
+    assert g["n"] == 40
+    assert (g["candidate"], g["production"], g["difference"]) == pytest.approx((0.5, 0.8, -0.3))
+    assert periods[0]["scores"]["missing"] == {"n": 0, "candidate": None, "production": None, "difference": None}
+
+
+def test_drift_per_week_and_human_source() -> None:
+    rows = [_row(i, T0 + i * DAY, human=[(o, 2.0)]) for i, o in enumerate([1.0, 0.0, 1.0, 1.0])]
+    periods = drift(rows, period="week", source="human")
+    assert [(p["period"], p["n"]) for p in periods] == [("2026-W47", 3), ("2026-W48", 1)]
+    assert periods[0]["win_rate"]["value"] == pytest.approx(2 / 3)
+    assert trends.period_of(T0 + 41 * DAY, "week") == "2026-W53"  # 2026-12-31 is in ISO week 53 of 2026
+    with pytest.raises(ValueError):
+        trends.period_of(T0, "month")  # type: ignore[arg-type]
+
+
+def test_drift_alerts_fire_only_on_the_bad_day() -> None:
+    periods = drift(_three_days(), source="pairwise", judges=["grounded"])
+    alerts = drift_alerts("cand", periods, DriftRules(min_win_rate=0.4, max_score_drop=0.1))
+    assert len(alerts) == 2
+    assert all(a.startswith("cand 2026-11-22:") for a in alerts)
+    assert "win rate 0.10" in alerts[0] and "minimum 0.40" in alerts[0]
+    assert "grounded score difference -0.30" in alerts[1] and "allowed drop of 0.10" in alerts[1]
+    assert drift_alerts("cand", periods, DriftRules()) == []
+    with pytest.raises(ValueError):
+        DriftRules(max_score_drop=-0.1)
+
+
+# ---- reward gaming ------------------------------------------------------------------------------
+
+def _gaming_rows(judge: tuple[float, float], people: tuple[float, float], *, n: int = 60, graded: int = 60,
+                 route: str = "billing", start: int = 0, models: tuple[str, str] = ("cand-v1", "cand-v1")) -> list[Row]:
+    """2n rows in time order: the first half with offline and human win rates judge[0] and people[0],
+    the second with judge[1] and people[1]; only `graded` rows per half carry a human grade."""
+    rows = []
+    for half in (0, 1):
+        human = _outcomes(n, people[half])
+        for k, o in enumerate(_outcomes(n, judge[half])):
+            i = start + half * n + k
+            grade = [(human[(k * 7) % n], 2.0)] if k < graded else []  # shuffled against the judge's outcomes
+            t = T0 + (half * n + k) * 60 + start * 1e-3  # groups built apart interleave in time
+            rows.append(_row(i, t, offline=o, human=grade, route=route, model=models[half]))
+    return rows
+
+
+def test_reward_gaming_alarm_when_judge_rises_and_people_do_not() -> None:
+    rows = _gaming_rows((0.5, 0.8), (0.5, 0.5)) + _gaming_rows((0.5, 0.5), (0.5, 0.5), route="returns", start=1000)
+    alarms = reward_gaming(rows, source_judge="offline", split="time")
+    billing = [a for a in alarms if a.startswith("route=billing")]
+    assert len(billing) == 1
+    assert not any(a.startswith("route=returns") for a in alarms)
+    assert "offline judge's win rate rose from 0.50 to 0.80 (+0.30 [" in billing[0]
+    assert "while human grades did not (0.50 -> 0.50, +0.00 [" in billing[0]
+    assert billing[0].endswith("the model may be learning the judge, not the task.")
+
+
+def test_reward_gaming_quiet_when_people_rise_too_or_are_too_few() -> None:
+    assert reward_gaming(_gaming_rows((0.5, 0.8), (0.5, 0.8)), split="time") == []
+    assert reward_gaming(_gaming_rows((0.5, 0.8), (0.5, 0.5), graded=10), split="time") == []
+    assert reward_gaming(_gaming_rows((0.5, 0.5), (0.5, 0.5)), split="time") == []
+
+
+def test_reward_gaming_by_model_version() -> None:
+    rows = _gaming_rows((0.5, 0.8), (0.5, 0.5), models=("cand-v1", "cand-v2"))
+    alarms = reward_gaming(rows, split="model")
+    assert [a.split(":")[0] for a in alarms] == ["all (cand-v1 -> cand-v2)", "route=billing (cand-v1 -> cand-v2)"]
+    assert reward_gaming(_gaming_rows((0.5, 0.8), (0.5, 0.5)), split="model") == []  # one version only
+
+
+def test_reward_gaming_on_score_differences() -> None:
+    rows = []
+    for i in range(120):
+        gap = (0.0 if i < 60 else 0.2) + (i % 5 - 2) * 0.02
+        rows.append(_row(i, T0 + i * 60, human=[(float(i % 2), 1.0)], scores={"grounded": (0.6, 0.6 + gap)}))
+    alarms = reward_gaming(rows, source_judge="grounded", split="time")
+    assert len(alarms) == 2 and "grounded judge's mean score difference rose from 0.00 to 0.20" in alarms[0]
+
+
+def test_win_rate_difference() -> None:
+    d = trends.win_rate_difference(_outcomes(100, 0.5), _outcomes(100, 0.8), n_boot=500)
+    assert d.value == pytest.approx(0.3)
+    assert d.n == 100 and 0 < d.low < 0.3 < d.high
+    assert trends.win_rate_difference([], [1.0]).value is None
+    with pytest.raises(ValueError):
+        trends.win_rate_difference([0.3], [1.0])
+
+
+# ---- failure clusters ---------------------------------------------------------------------------
+
+REFUNDS = ["yesterday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "recently",
+           "online"]
+SHIPPING = ["london", "paris", "berlin", "madrid", "rome"]
+PASSWORDS = ["iphone", "android"]
+
+
+def _losses() -> tuple[list[Row], dict[str, str]]:
+    questions = [f"I need a refund of my money for the damaged order placed {x}" for x in REFUNDS]
+    questions += [f"when will the shipping courier deliver my package to {x}" for x in SHIPPING]
+    questions += [f"how do I reset the forgotten password for my account on {x}" for x in PASSWORDS]
+    rows = [_row(i, T0 + i, offline=0.0, text="x" * 500) for i in range(len(questions))]
+    wins = [_row(100 + i, T0 + 100 + i, offline=o) for i, o in enumerate([1.0, 0.5, 1.0])]
+    by_id = {r.exchange_id: q for r, q in zip(rows, questions, strict=True)}
+    by_id.update({r.exchange_id: f"how do I reset my password on a tablet {i}" for i, r in enumerate(wins)})
+    lost_unknown = _row(999, T0 + 999, offline=0.0)  # no question known: left out
+    return rows + wins + [lost_unknown], by_id
+
+
+def test_failure_clusters_by_theme() -> None:
+    rows, questions = _losses()
+    clusters = failure_clusters(rows, HashingEmbedder().encode, questions=questions, source="offline")
+    assert [c["size"] for c in clusters] == [10, 5, 2]
+    assert sum(c["share"] for c in clusters) == pytest.approx(1.0)
+    assert clusters[0]["share"] == pytest.approx(10 / 17)
+    for cluster, word in zip(clusters, ("refund", "shipping", "password"), strict=True):
+        assert len(cluster["examples"]) == min(3, cluster["size"])
+        assert all(word in e["question"] for e in cluster["examples"])
+    e = clusters[0]["examples"][0]
+    assert set(e) == {"exchange_id", "question", "candidate", "production"}
+    assert len(e["candidate"]) == 300 and e["production"].startswith("production answer")
+    assert questions[e["exchange_id"]] == e["question"]
+    assert len(failure_clusters(rows, HashingEmbedder().encode, questions=questions, source="offline",
+                                max_clusters=2)) == 2
+    assert failure_clusters(rows, HashingEmbedder().encode, questions=questions, source="pairwise") == []
+
+
+def test_failure_clusters_human_majority_loss() -> None:
+    rows = [_row(0, T0, human=[(0.0, 1.0), (0.0, 1.0), (1.0, 1.0)], question="refunds?"),  # lost by majority
+            _row(1, T0 + 1, human=[(0.0, 1.0), (1.0, 1.0)], question="refunds?"),  # split: not a loss
+            _row(2, T0 + 2, question="refunds?")]  # ungraded
+    # rows that carry their question need no mapping
+    questions = None if HAS_QUESTION else {r.exchange_id: "refunds?" for r in rows}
+    clusters = failure_clusters(rows, HashingEmbedder().encode, questions=questions, source="human")
+    assert [(c["size"], c["examples"][0]["exchange_id"]) for c in clusters] == [(1, "ex0000")]
