@@ -15,13 +15,14 @@ import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from shadoweval.proxy.types import EvalItem, EvalSet
+
+from .conversation import Turn, conversation
 
 FORMATS: dict[str, str] = {
     "inspect": "Inspect AI samples (JSONL; name the file *.jsonl for json_dataset): input, target, metadata",
@@ -34,105 +35,6 @@ FORMATS: dict[str, str] = {
 }
 SOURCE = "shadoweval"  # meta.source of the shared-format records, as the shared files name theirs
 SIMILAR_THRESHOLD = 0.8
-_TEXT_PARTS = ("text", "input_text", "output_text")  # Chat and Responses API text parts; images etc. dropped
-
-
-@dataclass(frozen=True, slots=True)
-class Call:
-    """A tool call the assistant made, as OpenAI sends it (arguments are JSON text)."""
-
-    id: str
-    name: str
-    arguments: str
-
-
-@dataclass(frozen=True, slots=True)
-class Turn:
-    """One message of a conversation, whichever API it came from, with its content as plain text."""
-
-    role: str  # system | user | assistant | tool ("developer" is read as system: not every tool knows it)
-    text: str
-    calls: tuple[Call, ...] = ()
-    call_id: str | None = None  # tool turns: the call this answers
-
-    def openai(self) -> dict[str, Any]:
-        m: dict[str, Any] = {"role": self.role, "content": self.text}
-        if self.calls:
-            m["tool_calls"] = [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-                               for c in self.calls]
-        if self.call_id is not None:
-            m["tool_call_id"] = self.call_id
-        return m
-
-    def inspect(self, functions: dict[str, str]) -> dict[str, Any]:
-        """Inspect's ChatMessage shape: ToolCall is {id, function, arguments: dict}; a tool message
-        names the function it answers, which OpenAI leaves to the call it points at."""
-        m: dict[str, Any] = {"role": self.role, "content": self.text}
-        if self.calls:
-            m["tool_calls"] = [_inspect_call(c) for c in self.calls]
-        if self.role == "tool":
-            m.update({k: v for k, v in (("tool_call_id", self.call_id), ("function", functions.get(self.call_id or "")))
-                      if v is not None})
-        return m
-
-
-def _inspect_call(c: Call) -> dict[str, Any]:
-    try:
-        args = json.loads(c.arguments or "{}")
-    except ValueError:
-        args = None
-    call = {"id": c.id, "function": c.name, "arguments": args if isinstance(args, dict) else {}, "type": "function"}
-    if not isinstance(args, dict):  # keep the call, say why its arguments are gone (Inspect's own field)
-        call["parse_error"] = f"arguments are not a JSON object: {c.arguments[:200]}"
-    return call
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(p if isinstance(p, str) else p["text"] for p in content if isinstance(p, str) or (
-            isinstance(p, dict) and p.get("type") in _TEXT_PARTS and isinstance(p.get("text"), str)))
-    return ""
-
-
-def _turn(m: dict[str, Any]) -> Turn | None:
-    role = m.get("role")
-    role = {"developer": "system", "function": "tool"}.get(role, role) if isinstance(role, str) else None
-    if role not in ("system", "user", "assistant", "tool"):
-        return None
-    calls = tuple(Call(str(c.get("id") or ""), str(f.get("name") or ""), str(f.get("arguments") or "{}"))
-                  for c in m.get("tool_calls") or () if isinstance(c, dict) and isinstance(f := c.get("function"), dict))
-    call_id = m.get("tool_call_id") if role == "tool" else None
-    return Turn(role, _text(m.get("content")), calls, call_id if isinstance(call_id, str) else None)
-
-
-def conversation(request: dict[str, Any]) -> list[Turn]:
-    """The conversation of a Chat Completions, Responses or legacy Completions request."""
-    if isinstance(request.get("messages"), list):
-        return [t for m in request["messages"] if isinstance(m, dict) and (t := _turn(m))]
-    turns: list[Turn] = []
-    if isinstance(request.get("instructions"), str) and request["instructions"]:
-        turns.append(Turn("system", request["instructions"]))
-    items = request.get("input", request.get("prompt"))
-    if isinstance(items, str):
-        return [*turns, Turn("user", items)]
-    for it in items if isinstance(items, list) else ():
-        kind = it.get("type", "message") if isinstance(it, dict) else None
-        if kind == "message" and (t := _turn(it)):
-            turns.append(t)
-        elif kind == "function_call":  # belongs to the assistant turn it follows, as in Chat Completions
-            call = Call(str(it.get("call_id") or it.get("id") or ""), str(it.get("name") or ""),
-                        str(it.get("arguments") or "{}"))
-            if turns and turns[-1].role == "assistant":
-                turns[-1] = replace(turns[-1], calls=(*turns[-1].calls, call))
-            else:
-                turns.append(Turn("assistant", "", (call,)))
-        elif kind == "function_call_output":
-            turns.append(Turn("tool", _text(it.get("output")), call_id=str(it.get("call_id") or "")))
-    return turns
-
-
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 

@@ -16,6 +16,8 @@ from typing import Any
 import nh3
 from markdown_it import MarkdownIt
 
+from .conversation import conversation
+
 _MD = MarkdownIt("commonmark", {"html": False, "linkify": False, "breaks": True}).enable("table").enable("strikethrough")
 
 _TAGS = {"p", "br", "hr", "strong", "em", "del", "code", "pre", "blockquote", "ul", "ol", "li", "a",
@@ -41,46 +43,16 @@ def answer_html(text: str | None, tool_calls: list[dict[str, Any]] | None = None
 
 
 def turns(request: dict[str, Any] | None) -> list[dict[str, str]]:
-    """The conversation as (role, text) turns, from chat `messages` or a Responses API `input`."""
+    """The conversation as (role, markdown text) turns; tool calls are shown as JSON code."""
     if not isinstance(request, dict):
         return []
-    out: list[dict[str, str]] = []
-    instructions = request.get("instructions")
-    if isinstance(instructions, str) and instructions:
-        out.append({"role": "system", "text": instructions})
-    items = request.get("messages")
-    if items is None:
-        items = request.get("input")
-        if isinstance(items, str):
-            return [*out, {"role": "user", "text": items}]
-    for m in items if isinstance(items, list) else []:
-        if not isinstance(m, dict):
-            continue
-        role = str(m.get("role") or m.get("type") or "message")
-        text = _content_text(m.get("content"))
-        if not text and m.get("tool_calls"):
-            text = "Tool calls:\n\n```json\n" + _pretty(m["tool_calls"]) + "\n```"
-        if not text and m.get("type") == "function_call_output":
-            text = _content_text(m.get("output"))
-        out.append({"role": role, "text": text})
+    out = []
+    for t in conversation(request):
+        text = t.text
+        for c in t.calls:
+            text += f"\n\nTool call `{c.name or '?'}`:\n\n```json\n{_pretty(c.arguments)}\n```"
+        out.append({"role": t.role, "text": text.strip()})
     return out
-
-
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        texts = []
-        for part in content:
-            if isinstance(part, dict):
-                if isinstance(part.get("text"), str):
-                    texts.append(part["text"])
-                elif part.get("type") in ("image_url", "input_image"):
-                    texts.append("*(image)*")
-            elif isinstance(part, str):
-                texts.append(part)
-        return "\n\n".join(texts)
-    return "" if content is None else _pretty(content)
 
 
 def _pretty(value: Any) -> str:

@@ -192,7 +192,8 @@ def grade_queue(config: str | None, db: str | None, n: int, seed: int | None, un
 def agreement(config: str | None, db: str | None, batch: str | None, as_json: bool) -> None:
     """How far each judge agrees with human grades (overall and per slice), how far evaluators agree
     with each other (Cohen's kappa, Krippendorff's alpha), and evaluators' position bias."""
-    from shadoweval.datasets.agreement import format_report, from_store
+    from shadoweval.datasets.agreement import from_store
+    from shadoweval.datasets.agreement_text import format_report
 
     from .store import Store
 

@@ -13,9 +13,9 @@ from shadoweval.datasets.agreement import (
     PairwiseAgreement,
     agreement,
     binomial_p_value,
-    format_report,
     krippendorff_alpha,
 )
+from shadoweval.datasets.agreement_text import format_report
 from shadoweval.proxy.types import AnswerLabels, Grade, GradingItem, Verdict, new_id
 
 _clock = [1_000.0]

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from shadoweval.datasets.report_html import Bar, bar_chart, render_html, time_series, write_html
+from shadoweval.datasets.report_html import render_html, write_html
+from shadoweval.datasets.report_svg import Bar, bar_chart, time_series
 
 XSS = "<script>alert(1)</script>"
 
