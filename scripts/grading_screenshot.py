@@ -3,7 +3,7 @@
 
     .venv/bin/python scripts/grading_screenshot.py [--db shadoweval-demo.db] [--out docs/grading-page.png]
 
-Without --db it runs the demo into a temporary store first. Needs Chromium (scripts/install).
+Without --db it runs the demo into a temporary store first. Needs Chromium (scripts/install-browser).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The grading page in a real browser (Debian's Chromium, headless, driven by Playwright): sign in,
 grade pairs with the keyboard only, then read the grades back from the SQLite file.
 
-`scripts/install` installs Chromium (apt) and Playwright; the test fails rather than skips when the
-browser is missing, unless SHADOWEVAL_NO_BROWSER=1 says the machine cannot have one.
+`scripts/test` installs Chromium (apt, through `scripts/install-browser`) and Playwright; the test
+fails rather than skips when the browser is missing, unless SHADOWEVAL_NO_BROWSER=1 says the machine
+cannot have one.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def chromium() -> str:
     if path is None:
         if os.environ.get("SHADOWEVAL_NO_BROWSER") == "1":
             pytest.skip("SHADOWEVAL_NO_BROWSER=1: no browser on this machine")
-        pytest.fail("Chromium not found: run scripts/install (apt-get install chromium), or set SHADOWEVAL_CHROMIUM")
+        pytest.fail("Chromium not found: run scripts/install-browser (apt-get install chromium), or set SHADOWEVAL_CHROMIUM")
     return path
 
 
