@@ -1,6 +1,12 @@
-"""What every `shadoweval` command shares: settings from the flags, `--since` parsing."""
+"""What every `shadoweval` command shares: settings from the flags, the store opened and closed,
+`--since` parsing."""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import click
 
@@ -32,3 +38,20 @@ def _since(value: str | None) -> float | None:
     except ValueError:
         raise click.BadParameter("use 7d, 24h, 30m or an ISO date such as 2026-11-01", param_hint="--since") from None
     return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+
+
+@contextlib.contextmanager
+def opened_store(path: str | Path, *, must_exist: bool = True) -> Iterator[Any]:
+    """The store at `path`, started (which applies new migrations to a store made by an older
+    version) and stopped again; a clear error when it must exist and does not."""
+    from .store import Store
+
+    path = Path(path)
+    if must_exist and not path.exists():
+        raise click.ClickException(f"no store at {path}")
+    store = Store(path)
+    store.start()
+    try:
+        yield store
+    finally:
+        store.stop()

@@ -4,33 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 import orjson
 
-from .cli_common import _settings, _since
+from .cli_common import _settings, _since, opened_store
 
 _DB = click.option("--db", help="SQLite file (default: the configuration's store.path).")
 _CONFIG = click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML configuration file.")
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-
-
-@contextlib.contextmanager
-def _store(settings: Any, *, must_exist: bool = True) -> Iterator[Any]:
-    from .store import Store
-
-    path = Path(settings.store.path)
-    if must_exist and not path.exists():
-        raise click.ClickException(f"no store at {path}")
-    store = Store(path)
-    store.start()  # applies new migrations to a store made by an older version
-    try:
-        yield store
-    finally:
-        store.stop()
 
 
 def _evalset(store: Any, ref: str) -> Any:
@@ -96,7 +80,7 @@ def evalset_build(name: str, config: str | None, db: str | None, since: str | No
                         patterns=r.patterns)
     embedder = get_embedder(settings.judges.embedder)
     t0 = time.monotonic()
-    with _store(settings) as store:
+    with opened_store(settings.store.path) as store:
         bar_cm = contextlib.nullcontext(None) if as_json else click.progressbar(length=1, label="embedding questions")
 
         def progress(n: int, total: int) -> None:
@@ -135,7 +119,7 @@ def evalset_build(name: str, config: str | None, db: str | None, since: str | No
 def evalset_list(config: str | None, db: str | None, as_json: bool) -> None:
     """Every eval set version: name@version, id, items, when built."""
     settings = _settings(config, db=db)
-    with _store(settings) as store:
+    with opened_store(settings.store.path) as store:
         sets = store.evalsets()
     if as_json:
         click.echo(orjson.dumps([{"ref": e.ref, "id": e.id, "items": e.manifest.get("counts", {}).get("items"),
@@ -156,7 +140,7 @@ def evalset_list(config: str | None, db: str | None, as_json: bool) -> None:
 def evalset_show(ref: str, config: str | None, db: str | None, as_json: bool) -> None:
     """A version's manifest (REF: NAME for the latest, NAME@VERSION or its id)."""
     settings = _settings(config, db=db)
-    with _store(settings) as store:
+    with opened_store(settings.store.path) as store:
         es = _evalset(store, ref)
     body = {"ref": es.ref, "id": es.id, "created_at": es.created_at, "manifest": es.manifest}
     if as_json:
@@ -176,7 +160,7 @@ def evalset_diff(a: str, b: str, config: str | None, db: str | None, as_json: bo
     from shadoweval.datasets.evalsets import diff
 
     settings = _settings(config, db=db)
-    with _store(settings) as store:
+    with opened_store(settings.store.path) as store:
         d = diff(_evalset(store, a), _evalset(store, b))
     if as_json:
         click.echo(orjson.dumps(d, option=orjson.OPT_INDENT_2).decode())
@@ -210,7 +194,7 @@ def evalset_export(ref: str, fmt: str, out: str, config: str | None, db: str | N
     if fmt not in FORMATS:
         raise click.BadParameter(f"{fmt!r}; one of: " + ", ".join(FORMATS), param_hint="--format")
     settings = _settings(config, db=db)
-    with _store(settings) as store:
+    with opened_store(settings.store.path) as store:
         es = _evalset(store, ref)
     skipped: Counter[str] = Counter()
     n = export(es, fmt, Path(out), skipped=skipped)
@@ -238,7 +222,7 @@ def evalset_import(file: str, config: str | None, db: str | None, source: str | 
     from shadoweval.datasets.imports import import_records
 
     settings = _settings(config, db=db)
-    with _store(settings, must_exist=False) as store:
+    with opened_store(settings.store.path, must_exist=False) as store:
         try:
             r = import_records(store, Path(file), source=source, production=production, limit=limit)
         except (ValueError, RuntimeError) as exc:
@@ -287,7 +271,7 @@ def replay(source: str | None, candidate: str, config: str | None, db: str | Non
     if cand is None:
         names = ", ".join(c.name for c in settings.candidates) or "none configured"
         raise click.BadParameter(f"no candidate {candidate!r} in the configuration ({names})", param_hint="--candidate")
-    with _store(settings) as store:
+    with opened_store(settings.store.path) as store:
         if source:
             jobs, restored = jobs_from_evalset(store, _evalset(store, source))
         else:
@@ -335,7 +319,7 @@ def replay_server(ref: str, config: str | None, db: str | None, answer: str, hos
     from shadoweval.datasets.replay_server import replay_app
 
     settings = _settings(config, db=db)
-    with _store(settings) as store:
+    with opened_store(settings.store.path) as store:
         es = _evalset(store, ref)
     try:
         app = replay_app(es, answer=answer)

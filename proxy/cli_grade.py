@@ -14,7 +14,7 @@ from typing import Any
 import click
 import orjson
 
-from .cli_common import _settings, _since
+from .cli_common import _settings, _since, opened_store
 
 
 @click.group(invoke_without_command=True)
@@ -82,14 +82,9 @@ def serve_demo_grading(db: Path, port: int) -> None:
     from shadoweval.datasets.sampling import SamplingPlan
 
     from .settings import load_settings
-    from .store import Store
 
-    store = Store(db)
-    store.start()
-    try:
+    with opened_store(db) as store:
         result = build_queue(store, SamplingPlan(30, seed=1, double_rate=0.2), slice_by=("route",))
-    finally:
-        store.stop()
     token = secrets.token_urlsafe(12)
     settings = load_settings(None, overrides={
         "store": {"path": str(db)}, "server": {"port": port},
@@ -143,12 +138,7 @@ def grade_queue(config: str | None, db: str | None, n: int, seed: int | None, un
     from shadoweval.datasets.queue import build_queue
     from shadoweval.datasets.sampling import POLICIES, SamplingPlan
 
-    from .store import Store
-
     settings = _settings(config, db=db)
-    path = Path(settings.store.path)
-    if not path.exists():
-        raise click.ClickException(f"no store at {path}")
     if seed is None:
         seed = time.time_ns() % 2**32
     total = uniform + stratified + informative
@@ -156,14 +146,12 @@ def grade_queue(config: str | None, db: str | None, n: int, seed: int | None, un
         raise click.BadParameter("at least one share must be > 0", param_hint="--uniform/--stratified/--informative")
     shares = {"uniform": uniform / total, "stratified": stratified / total, "informative": informative / total}
     plan = SamplingPlan(n, seed=seed, shares=shares, double_rate=double_rate, double_evaluators=double_evaluators)
-    store = Store(path)
-    store.start()  # applies new migrations (grading) to a store made by an older version
-    try:
-        result = build_queue(store, plan, since=_since(since), names=candidates, slice_by=slice_by or ("route",))
-    except RuntimeError as exc:
-        raise click.ClickException(str(exc)) from None
-    finally:
-        store.stop()
+    with opened_store(settings.store.path) as store:
+        try:
+            result = build_queue(store, plan, since=_since(since), names=candidates,
+                                 slice_by=slice_by or ("route",))
+        except RuntimeError as exc:
+            raise click.ClickException(str(exc)) from None
     by_policy = {p: sum(i.policy == p for i in result.items) for p in POLICIES}
     doubled = sum(i.evaluators > 1 for i in result.items)
     if as_json:
@@ -195,18 +183,9 @@ def agreement(config: str | None, db: str | None, batch: str | None, as_json: bo
     from shadoweval.datasets.agreement import from_store
     from shadoweval.datasets.agreement_text import format_report
 
-    from .store import Store
-
     settings = _settings(config, db=db)
-    path = Path(settings.store.path)
-    if not path.exists():
-        raise click.ClickException(f"no store at {path}")
-    store = Store(path)
-    store.start()  # applies new migrations to a store made by an older version
-    try:
+    with opened_store(settings.store.path) as store:
         report = from_store(store, batch)
-    finally:
-        store.stop()
     if as_json:
         click.echo(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode())
     else:

@@ -12,32 +12,34 @@ from typing import Any
 import click
 import orjson
 
-log = logging.getLogger("shadoweval.report")
+from .cli_common import _settings, _since, opened_store
 
-from .cli_common import _settings, _since
+log = logging.getLogger("shadoweval.report")
 
 
 def _report(settings: Any, since: str | None, until: str | None, candidates: tuple[str, ...], *,
-            clusters: bool = False) -> dict[str, Any]:
+            clusters: bool = False, record: bool = False) -> dict[str, Any]:
+    """The report over the store; with `record`, its alerts are kept in the store as well (the
+    proxy's /metrics shows the latest run's)."""
     from shadoweval.datasets.report import build_report
 
-    from .store import Store
+    from .types import ReportRun, new_id
 
-    path = Path(settings.store.path)
-    if not path.exists():
-        raise click.ClickException(f"no store at {path}")
-    store = Store(path)
-    store.start()
-    try:
+    with opened_store(settings.store.path) as store:
         embed = None
         if clusters:  # the losses' questions are embedded to group them; the model loads in a second
             from shadoweval.judges.embed import get_embedder
 
             embed = get_embedder(settings.judges.embedder).encode
-        return build_report(store.exchange_bundles(since=_since(since), until=_since(until)), settings.report,
+        body = build_report(store.exchange_bundles(since=_since(since), until=_since(until)), settings.report,
                             candidates=candidates, embed=embed)
-    finally:
-        store.stop()
+        if record:
+            alerts = tuple((c["candidate"], kind, m) for c in body["candidates"]
+                           for kind, key in (("drift", "alerts"), ("reward_gaming", "reward_gaming"))
+                           for m in c.get(key) or [])
+            store.submit(ReportRun(new_id(), time.time(), alerts))
+            store.flush()
+    return body
 
 
 @click.command()
@@ -59,11 +61,10 @@ def report(config: str | None, db: str | None, candidates: tuple[str, ...], sinc
     from shadoweval.datasets.report_text import format_report
 
     settings = _settings(config, db=db)
-    body = _report(settings, since, until, candidates, clusters=clusters)
+    body = _report(settings, since, until, candidates, clusters=clusters, record=True)
     alerts = [*body["alerts"], *body["reward_gaming"]]
     for a in alerts:
         log.warning("report alert: %s", a, extra={"alert": a})
-    _record_alerts(settings, body)
     if alerts and settings.report.webhook_url:
         _post_alerts(settings.report.webhook_url, alerts)
     if html_path:
@@ -79,22 +80,6 @@ def report(config: str | None, db: str | None, candidates: tuple[str, ...], sinc
         click.echo(f"\nHTML report: {Path(html_path).resolve()}")
     if missing:
         click.echo(f"no pairs for: {', '.join(sorted(missing))}", err=True)
-
-
-def _record_alerts(settings: Any, body: dict[str, Any]) -> None:
-    """Keep this run's alerts in the store: the proxy's /metrics shows the latest run's."""
-    from .store import Store
-    from .types import ReportRun, new_id
-
-    alerts = tuple((c["candidate"], kind, m) for c in body["candidates"]
-                   for kind, key in (("drift", "alerts"), ("reward_gaming", "reward_gaming")) for m in c.get(key) or [])
-    store = Store(settings.store.path)
-    store.start()
-    try:
-        store.submit(ReportRun(new_id(), time.time(), alerts))
-        store.flush()
-    finally:
-        store.stop()
 
 
 def _post_alerts(url: str, alerts: list[str]) -> None:
