@@ -27,6 +27,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shadoweval.proxy.api import error_json
 from shadoweval.proxy.context import contexts_of
 from shadoweval.proxy.settings import Settings
 from shadoweval.proxy.store import Store, StoreUnavailable
@@ -320,5 +321,4 @@ def _static(name: str) -> bytes:
 
 def _error(status: int, message: str, code: str | None, param: str | None = None) -> JSONResponse:
     type_ = "invalid_request_error" if status < 500 else "server_error"
-    return JSONResponse({"error": {"message": message, "type": type_, "param": param, "code": code}},
-                        status_code=status)
+    return JSONResponse(error_json(message, type_, code, param), status_code=status)

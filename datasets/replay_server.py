@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from shadoweval.datasets.keys import request_key
+from shadoweval.proxy.api import error_json
 from shadoweval.proxy.mockllm import lifespan, read_body, send_json
 from shadoweval.proxy.types import EvalSet
 
@@ -121,23 +122,23 @@ class ReplayApp:
             self.counters.unknown += 1
             message = (f"No recorded answer for this request (key {key}). "
                        f"The eval set {self.evalset.ref} has {len(self.evalset.items)} items.")
-            await _send(send, 404, _error(message, "not_found"), headers)
+            await send_json(send, 404, _error(message, "not_found"), headers)
             return
         if found.text is None:
             self.counters.unanswered += 1
             message = (f"The eval set {self.evalset.ref} has this request (key {key}) "
                        f"but no recorded {self.answer!r} answer for it.")
-            await _send(send, 404, _error(message, "not_found"), headers)
+            await send_json(send, 404, _error(message, "not_found"), headers)
             return
         self.counters.served += 1
         model = str(data.get("model") or self.evalset.ref)
         if not chat:
-            await _send(send, 200, _response(key, model, data, found.text), headers)
+            await send_json(send, 200, _response(key, model, data, found.text), headers)
         elif data.get("stream"):
             include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
             await _send_sse(send, _chunks(key, model, data, found.text, include_usage), headers)
         else:
-            await _send(send, 200, _completion(key, model, data, found.text), headers)
+            await send_json(send, 200, _completion(key, model, data, found.text), headers)
 
 
 def replay_app(evalset: EvalSet, *, answer: str = "target") -> ReplayApp:
@@ -219,16 +220,7 @@ def _response(key: str, model: str, data: dict[str, Any], text: str) -> dict[str
 
 
 def _error(message: str, code: str, *, param: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": code}}
-
-
-async def _send(send: Any, status: int, obj: Any, headers: list[tuple[bytes, bytes]]) -> None:
-    # mockllm.send_json takes no extra headers, and every lookup answer carries the replay key.
-    body = orjson.dumps(obj)
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            *headers]})
-    await send({"type": "http.response.body", "body": body})
+    return error_json(message, "invalid_request_error", code, param)
 
 
 async def _send_sse(send: Any, events: list[dict[str, Any]], headers: list[tuple[bytes, bytes]]) -> None:

@@ -29,9 +29,14 @@ from .store import Store
 from .types import Feedback, new_id
 
 
+def error_json(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
+    """The error OpenAI clients parse: {"error": {"message", "type", "param", "code"}}. Every endpoint
+    shadoweval serves (proxy, grading page, replay server) answers errors in this one shape."""
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
 def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> bytes:
-    """The error JSON OpenAI clients parse: {"error": {"message", "type", "param", "code"}}."""
-    return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
+    return orjson.dumps(error_json(message, type_, code, param))
 
 
 class FeedbackIn(BaseModel):
@@ -180,4 +185,4 @@ def _known(store: Store, exchange_id: str, wait_s: float = 2.0) -> bool:
 
 
 def _json_error(status: int, message: str, type_: str, code: str | None, param: str | None = None) -> JSONResponse:
-    return JSONResponse(orjson.loads(error_body(message, type_, code, param)), status_code=status)
+    return JSONResponse(error_json(message, type_, code, param), status_code=status)

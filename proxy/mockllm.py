@@ -13,7 +13,7 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -194,13 +194,13 @@ async def read_body(receive: Any) -> bytes:
             return body
 
 
-async def send_json(send: Any, status: int, obj: Any) -> None:
-    await _raw(send, status, b"application/json", orjson.dumps(obj))
+async def send_json(send: Any, status: int, obj: Any, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    await _raw(send, status, b"application/json", orjson.dumps(obj), headers)
 
 
-async def _raw(send: Any, status: int, ctype: bytes, body: bytes) -> None:
+async def _raw(send: Any, status: int, ctype: bytes, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode()), *headers]})
     await send({"type": "http.response.body", "body": body})
 
 
