@@ -105,3 +105,9 @@ def conversation(request: dict[str, Any]) -> list[Turn]:
         elif kind == "function_call_output":
             turns.append(Turn("tool", _text(it.get("output")), call_id=str(it.get("call_id") or "")))
     return turns
+
+
+def api_route(request: dict[str, Any]) -> str:
+    """The API path a request was meant for, when only its body is known (imported or replayed):
+    a Responses API body has `input` and no `messages`."""
+    return "/v1/responses" if "input" in request and "messages" not in request else "/v1/chat/completions"

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from shadoweval.proxy.capture import last_user_text
 from shadoweval.proxy.redact import Redactor
 from shadoweval.proxy.settings import ContextSettings
 from shadoweval.proxy.store import Store
@@ -222,14 +223,12 @@ def _priority(item: EvalItem) -> tuple[int, float]:
 
 
 def _question(item: EvalItem) -> str:
-    """The last user turn: what near-duplicate questions share."""
-    req = item.request
-    for m in reversed(req.get("messages") or []):
-        if isinstance(m, dict) and m.get("role") == "user":
-            c = m.get("content")
-            return c if isinstance(c, str) else " ".join(p.get("text", "") for p in c or [] if isinstance(p, dict))
-    inp = req.get("input")
-    return inp if isinstance(inp, str) else json.dumps(inp, ensure_ascii=False)[:2000]
+    """The last user turn: what near-duplicate questions share. A Responses API `input` that is not
+    plain text is taken whole (as JSON), since it need not hold a user turn of its own."""
+    inp = item.request.get("input")
+    if item.request.get("messages") is None and not isinstance(inp, str):
+        return json.dumps(inp, ensure_ascii=False)[:2000]
+    return last_user_text(item.request)
 
 
 def _dedup(vectors: np.ndarray, threshold: float) -> list[int]:

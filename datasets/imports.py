@@ -32,6 +32,7 @@ from typing import Any, Literal
 from shadoweval.proxy.store import Record, Store
 from shadoweval.proxy.types import AnswerLabels, Exchange, Grade, GradingItem, Output, Role, new_id
 
+from .conversation import api_route
 from .keys import request_key
 
 Kind = Literal["responses", "pairs", "requests"]
@@ -164,10 +165,9 @@ def _problem(record: dict[str, Any], kind: Kind) -> str | None:
 
 def _exchange(record: dict[str, Any], tags: dict[str, str], created_at: float) -> Exchange:
     request = record["request"]
-    responses_api = "input" in request and "messages" not in request
     contexts = [{"id": c.get("id"), "title": c.get("title"), "text": c["text"]} for c in record.get("contexts") or ()]
-    return Exchange(id=new_id(), created_at=created_at, route="/v1/responses" if responses_api else
-                    "/v1/chat/completions", request=request, tags=tags, contexts=contexts or None)
+    return Exchange(id=new_id(), created_at=created_at, route=api_route(request), request=request, tags=tags,
+                    contexts=contexts or None)
 
 
 def _output(exchange: Exchange, role: Role, name: str, text: str) -> Output:

@@ -20,6 +20,8 @@ from shadoweval.proxy.candidates import Caller, attempt, output_of
 from shadoweval.proxy.store import Store
 from shadoweval.proxy.types import EvalSet, Exchange, Output, new_id
 
+from .conversation import api_route
+
 ROUTES = ("/v1/chat/completions", "/v1/responses")
 
 
@@ -45,7 +47,7 @@ def jobs_from_evalset(store: Store, es: EvalSet) -> tuple[list[Job], int]:
     """One job per item with a replayable request; re-creates exchanges retention removed."""
     jobs, restored = [], []
     for it in es.items:
-        route = "/v1/responses" if "input" in it.request and "messages" not in it.request else ROUTES[0]
+        route = api_route(it.request)
         ex_id = it.exchange_id
         if ex_id is None or not store.exchange_exists(ex_id):
             ex = Exchange(id=ex_id or new_id(), created_at=it.meta.get("created_at") or time.time(), route=route,
