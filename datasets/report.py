@@ -98,16 +98,15 @@ def collect(bundles: Iterable[ExchangeBundle], settings: ReportSettings) -> Tabl
     return t
 
 
-def compare(table: Table, candidate: str, settings: ReportSettings, *, seed: int = 0) -> dict[str, Any]:
-    """Everything the report says about one candidate against production."""
+def compare(table: Table, candidate: str, settings: ReportSettings, *, floors: dict[str, float],
+            reliability: dict[str, Any], seed: int = 0) -> dict[str, Any]:
+    """Everything the report says about one candidate against production, given the noise floors of
+    the twin and the judges' reliability (the same for every candidate, so computed once)."""
     rows = table.rows.get(candidate, [])
-    twin = table.rows.get("production-twin", [])
-    reliability = judge_reliability(table, settings)
-    floors = noise_floors(twin, settings)
     out: dict[str, Any] = {"candidate": candidate, "pairs": len(rows)}
     out["win_rate"], out["decided_by"] = win_rates(rows, settings, floors, reliability, seed=seed)
     decided = out["win_rate"].get(out["decided_by"]) if out["decided_by"] else None
-    source = "pairwise" if any(r.pairwise is not None for r in rows) else "offline"
+    source = _judge_source(rows)
     pick = [r for r in rows if _outcome(r, source) is not None]
     out["length_controlled"] = stats.length_controlled_win_rate(
         [_outcome(r, source) for r in pick], [len(r.other.text or "") - len(r.production.text or "") for r in pick],
@@ -267,6 +266,12 @@ def models_table(table: Table, settings: ReportSettings, *, seed: int = 0) -> di
                                                            n_boot=max(200, settings.bootstrap // 2), seed=seed).items()}
 
 
+def _judge_source(rows: Sequence[Row]) -> str:
+    """The judge that says which answer won: the pairwise LLM judge where it ran, else the offline
+    preference."""
+    return "pairwise" if any(r.pairwise is not None for r in rows) else "offline"
+
+
 def _outcome(r: Row, source: str) -> float | None:
     return r.pairwise if source == "pairwise" else r.offline
 
@@ -305,11 +310,13 @@ def build_report(bundles: Iterable[ExchangeBundle], settings: ReportSettings, *,
     times = [r.created_at for rs in table.rows.values() for r in rs]
     rules = DriftRules(min_win_rate=settings.alert_min_win_rate or None,
                        max_score_drop=settings.alert_max_score_drop or None)
+    floors = noise_floors(table.rows.get("production-twin", []), settings)
+    reliability = judge_reliability(table, settings)
     entries, alerts, gaming = [], [], []
     for name in names:
-        entry = compare(table, name, settings, seed=seed)
+        entry = compare(table, name, settings, floors=floors, reliability=reliability, seed=seed)
         rows = table.rows.get(name, [])
-        judge_source = "pairwise" if any(r.pairwise is not None for r in rows) else "offline"
+        judge_source = _judge_source(rows)
         source = entry["decided_by"] if entry["decided_by"] in ("pairwise", "offline", "human") else judge_source
         judged = [j for j in settings.judges if any(j in r.scores for r in rows)]
         entry["drift"] = drift(rows, period=settings.drift_period, source=source, judges=judged,
@@ -326,9 +333,9 @@ def build_report(bundles: Iterable[ExchangeBundle], settings: ReportSettings, *,
         "window": {"first": min(times), "last": max(times)} if times else None,
         "candidates": entries,
         "models": models_table(table, settings, seed=seed),
-        "noise_floor": noise_floors(table.rows.get("production-twin", []), settings),
+        "noise_floor": floors,
         "twin_pairs": len(table.rows.get("production-twin", [])),
-        "judges": judge_reliability(table, settings),
+        "judges": reliability,
         "alerts": alerts,
         "reward_gaming": gaming,
     }

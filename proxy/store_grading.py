@@ -52,17 +52,13 @@ class GradingReads:
             out_ids = sorted({r[1] for r in rows} | {r[3] for r in rows})
             exchanges: dict[str, tuple[str, dict[str, str]]] = {}
             feedback: dict[str, list[Feedback]] = {}
-            verdicts: dict[str, list[Verdict]] = {}
             for chunk, marks in _in_chunks(ex_ids):
                 for ex_id, route, tags in db.execute(
                         f"select id, route, tags_json from exchanges where id in ({marks})", chunk):
                     exchanges[ex_id] = (route, _loads(tags) or {})
                 for r in db["feedback"].rows_where(f"exchange_id in ({marks})", chunk, order_by="created_at"):
                     feedback.setdefault(r["exchange_id"], []).append(_feedback_from(r))
-            for chunk, marks in _in_chunks(out_ids):
-                for r in db["verdicts"].rows_where(f"output_id in ({marks})", chunk,
-                                                   order_by="created_at"):
-                    verdicts.setdefault(r["output_id"], []).append(_verdict_from(r))
+            verdicts = self.verdicts_on(out_ids)
             return [PairToGrade(
                 exchange_id=ex_id, candidate_output_id=cand, candidate_name=name, production_output_id=prod,
                 route=exchanges[ex_id][0], tags=exchanges[ex_id][1],
