@@ -9,14 +9,13 @@ For answers that cite passages (`[1]`, `[doc2]`, `^3`, a passage's URL), in the 
 - citations to sources that do not exist, and factual-looking sentences without any citation, are
   flagged (the answer cites elsewhere, so it was expected to cite these too).
 
-Support of a claim by passages, without an LLM, averages three signals (equal weights, nothing
-fitted): the share of the claim's meaningful tokens that have a close counterpart among the
-passages' tokens (a BERTScore-style precision on all-MiniLM-L6-v2 token vectors), the sentence
-embedding similarity to the closest passage unit, and the share of the claim's content words found
-in the best-matching passage unit; a share of unsupported numbers is subtracted.
+Support is the probability from the learned support model (`support.py`, shared with the
+groundedness judge; docs/judges-model-card.md). The passages are read once, so the union, each
+passage alone and all-but-one cost a few matrix maxima, not another pass of the model.
 
 Score = mean support of the cited sentences (0-1); label `supported` when every cited sentence
-reaches `threshold`, `unsupported` otherwise, `uncited` when the answer cites nothing (no score).
+reaches `threshold` and every cited source exists, `unsupported` otherwise, `uncited` when the
+answer cites nothing (no score).
 """
 
 from __future__ import annotations
@@ -28,17 +27,16 @@ from typing import Any
 
 import numpy as np
 
+from shadoweval.proxy.capture import last_user_text
 from shadoweval.proxy.context import contexts_of
 from shadoweval.proxy.types import Verdict
 
 from .base import Subject, register, verdict
-from .embed import Embedder, get_embedder
-from .grounded import passage_units
-from .text import Citations, content_words, find_citations, numbers, passage_ref, sentences, strip_citations
+from .embed import get_embedder
+from .support import Claim as Read
+from .support import Evidence, Reader, SupportModel, features, known_from, load_model, model_id, reader_for
+from .text import Citations, content_words, find_citations, passage_ref, sentences, strip_citations
 
-# From shadoweval calibrate --labels ../shared/data/attribution_claims.jsonl --judge citations
-#   --label citation_supported (best macro-F1 on the dev file; see README).
-THRESHOLD = 0.63
 _FACTUAL = re.compile(r"\d|\b[A-Z][a-z]+\s+[A-Z][a-z]+")
 
 
@@ -59,23 +57,17 @@ def claims_of(answer: str, passages: list[dict[str, Any]]) -> list[Claim]:
     return out
 
 
-def support_score(claim: str, passages: list[dict[str, Any]], embedder: Embedder) -> float:
-    """How well `passages` together support `claim`, 0..1 (blocking: runs the embedding model)."""
-    texts = [p.get("text") or "" for p in passages]
-    units, _ = passage_units(passages)
-    if not units or not content_words(claim):
-        return 0.0
-    claim_tokens, *passage_tokens = embedder.token_vectors([claim, *texts])
-    pool = np.concatenate([t for t in passage_tokens if len(t)] or [np.zeros((0, claim_tokens.shape[1]))])
-    alignment = float((claim_tokens @ pool.T).max(axis=1).mean()) if len(claim_tokens) and len(pool) else 0.0
-    vectors = embedder.encode([claim, *units])
-    similarity = float((vectors[1:] @ vectors[0]).max())
-    ws = content_words(claim)
-    coverage = max(sum(w in vocabulary for w in ws) / len(ws) for vocabulary in map(set, map(content_words, units)))
-    nums = numbers(claim)
-    known = set(numbers(" ".join(texts)))
-    missing = sum(n not in known for n in nums) / len(nums) if nums else 0.0
-    return min(1.0, max(0.0, (alignment + similarity + coverage) / 3 - 0.1 * missing))
+def support_of(read: Read, evidence: list[Evidence], model: SupportModel, *,
+               known: frozenset[str] = frozenset()) -> float:
+    """How well `evidence` together supports the claim, 0..1 (0 when there is nothing to compare)."""
+    f = features(read, evidence, known=known) if evidence else None
+    return model.probability(f) if f is not None else 0.0
+
+
+def cited_scores(claims: list[Claim], reads: list[Read], evidence: list[Evidence], model: SupportModel) -> list[float]:
+    """Support of each cited claim by the union of the passages it cites (what the score averages)."""
+    return [support_of(r, [evidence[n - 1] for n in c.cites.passages], model)
+            for c, r in zip(claims, reads, strict=True) if c.cites]
 
 
 def _is_factual(c: Claim) -> bool:
@@ -90,45 +82,62 @@ class CitationContext:
     reach `threshold` and every cited source exists; evidence = recall, precision and the problems."""
 
     name = "citations"
-    version = "1"
+    version = "2"
 
-    def __init__(self, *, threshold: float = THRESHOLD, embedder: str = "minilm") -> None:
-        self.args: dict[str, Any] = {"threshold": threshold, "embedder": embedder}
-        self.threshold = threshold
-        self.embedder = get_embedder(embedder)
+    def __init__(self, *, threshold: float | None = None, model: str | None = None, embedder: str = "minilm") -> None:
+        self.model = load_model(model)
+        self.threshold = self.model.threshold("citations") if threshold is None else threshold
+        self.args: dict[str, Any] = {"threshold": self.threshold, "model": model_id(self.model),
+                                     "embedder": embedder}
+        self.reader = reader_for(get_embedder(embedder))
 
-    def _assess(self, answer: str, passages: list[dict[str, Any]]) -> dict[str, Any]:
+    def _assess(self, answer: str, passages: list[dict[str, Any]], reader: Reader, question: str = ""
+                ) -> dict[str, Any]:
         claims = claims_of(answer, passages)
+        known = known_from(question)
         cited = [c for c in claims if c.cites]
         nonexistent: list[dict[str, Any]] = []
         results = []
-        for c in cited:
+        unreadable: list[dict[str, str]] = []
+        if cited:
+            evidence = reader.evidence([p.get("text") or "" for p in passages])
+            reads = reader.claims([c.text for c in cited])
+        for c, r in zip(cited, reads if cited else [], strict=True):
             missing = [u.strip("[^] ") for u in c.cites.unknown]  # "[7]" -> "7"
             if missing:
                 nonexistent.append({"sentence": c.sentence, "citations": missing})
+            if not r.readable:
+                unreadable.append({"sentence": c.sentence[:200], "reason": r.why_not or ""})
+                continue
             refs = [passage_ref(passages, n) for n in c.cites.passages]
-            sources = [passages[n - 1] for n in c.cites.passages]
-            union = support_score(c.text, sources, self.embedder) if sources else 0.0
+            sources = [evidence[n - 1] for n in c.cites.passages]
+            union = support_of(r, sources, self.model, known=known)
             precise = []
-            for ref, p in zip(refs, sources, strict=True):
-                alone = union if len(sources) == 1 else support_score(c.text, [p], self.embedder)
-                rest = [q for q in sources if q is not p]
-                without = support_score(c.text, rest, self.embedder) if rest else 0.0
+            for ref, k in zip(refs, range(len(sources)), strict=True):
+                alone = union if len(sources) == 1 else support_of(r, [sources[k]], self.model, known=known)
+                rest = sources[:k] + sources[k + 1:]
+                without = support_of(r, rest, self.model, known=known) if rest else 0.0
                 precise.append({"citation": ref, "precise": alone >= self.threshold or (
                     union >= self.threshold and without < self.threshold), "support_alone": round(alone, 3)})
             results.append({"sentence": c.sentence, "citations": refs + missing,
                             "support": round(union, 3), "supported": union >= self.threshold,
                             "per_citation": precise})
         uncited = [c.sentence for c in claims if not c.cites and _is_factual(c)] if cited else []
-        return {"cited": results, "nonexistent": nonexistent, "uncited": uncited, "sentences": len(claims)}
+        return {"cited": results, "nonexistent": nonexistent, "uncited": uncited, "sentences": len(claims),
+                "unreadable": unreadable}
 
     async def judge(self, s: Subject) -> Verdict:
         passages = [p for p in contexts_of(s.exchange) if (p.get("text") or "").strip()]
         text = s.output.text or ""
         if not passages:
-            return verdict(self, s, error="no context found: the request carries no retrieved passages")
-        report = await asyncio.to_thread(self._assess, text, passages)
+            return verdict(self, s, error="could not judge: the request carries no retrieved passages")
+        if not text.strip():
+            return verdict(self, s, error="could not judge: the answer is empty")
+        report = await asyncio.to_thread(self._assess, text, passages, self.reader,
+                                         last_user_text(s.exchange.request or {}))
         cited = report["cited"]
+        if not cited and report["unreadable"]:
+            return verdict(self, s, error=f"could not judge: {report['unreadable'][0]['reason']}")
         if not cited:
             return verdict(self, s, label="uncited", explanation="the answer cites no source",
                            evidence={"sentences": report["sentences"]})
@@ -142,10 +151,13 @@ class CitationContext:
             problems.append(f"{len(report['nonexistent'])} sentences cite sources that do not exist")
         if report["uncited"]:
             problems.append(f"{len(report['uncited'])} factual sentences without a citation")
+        if report["unreadable"]:
+            problems.append(f"{len(report['unreadable'])} cited sentences not judged ({report['unreadable'][0]['reason']})")
         ok = supported == len(cited) and not report["nonexistent"]
         return verdict(self, s, score=round(score, 4), label="supported" if ok else "unsupported",
                        explanation="; ".join(problems), evidence={
                            "citation_recall": round(recall, 3), "citation_precision": round(precision, 3),
                            "unsupported": [r for r in cited if not r["supported"]],
                            "nonexistent": report["nonexistent"], "uncited": report["uncited"],
+                           "unreadable": report["unreadable"],
                            "cited_sentences": len(cited), "sentences": report["sentences"]})

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from shadoweval.proxy.settings import Settings
+from shadoweval.proxy.settings import JudgesSettings, Settings
 from shadoweval.proxy.store import Store
 
 from .base import Judge, create
@@ -34,13 +34,19 @@ def midnight_utc(now: float | None = None) -> float:
     return now - now % 86400
 
 
+def _offline_args(name: str, s: JudgesSettings) -> dict[str, object]:
+    args: dict[str, object] = {"embedder": s.embedder} if name in _EMBEDDING_JUDGES else {}
+    if name in s.thresholds:
+        args["threshold"] = s.thresholds[name]
+    return args
+
+
 def build(settings: Settings, *, store: Store | None = None, only: Sequence[str] = ()) -> Configured:
     """The judges `[judges]` configures (or just `only`, by name), ready to run."""
     s = settings.judges
     skipped: list[str] = []
     wanted = set(only)
-    offline = [create(n, **({"embedder": s.embedder} if n in _EMBEDDING_JUDGES else {}))
-               for n in s.offline if not wanted or n in wanted]
+    offline = [create(n, **_offline_args(n, s)) for n in s.offline if not wanted or n in wanted]
     llm: list[Judge] = []
     names = [n for n in s.llm if not wanted or n in wanted]
     if names and not s.llm_model:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -37,6 +38,14 @@ class Embedder(Protocol):
         """Unit-length vectors of each text's meaningful tokens (no stop words, punctuation or
         special tokens), one matrix per text; texts longer than the model's window are chunked."""
         ...
+
+    def read(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]]) -> list[Reading]:
+        """For each text, its meaningful token vectors and one unit-length vector per character span
+        (a sentence of it), from one pass of the model over the text."""
+        ...
+
+
+Reading = tuple[np.ndarray, np.ndarray, np.ndarray]  # (token vectors n x d, span vectors m x d, token starts n)
 
 
 def chunks(text: str, size: int = 180, overlap: int = 20) -> list[str]:
@@ -159,10 +168,76 @@ class MiniLMEmbedder(_Cached):
         return [np.concatenate(vs) if vs else np.zeros((0, 384), dtype=np.float32) for vs in per_text]
 
 
+    def read(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]]) -> list[Reading]:
+        """One forward pass per window of 256 tokens: the meaningful tokens' vectors, and each span's
+        vector as the mean of the token vectors inside it (mean pooling, as the model's own sentence
+        embedding does, but in the context of the whole passage)."""
+        import torch
+
+        model = self._load()
+        tokenizer = model.tokenizer
+        window = model.max_seq_length - 2
+        stride = window - 32
+        with self._lock:
+            enc = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True, truncation=False,
+                            verbose=False)
+        pieces: list[tuple[int, int, int]] = []  # (text index, first token, end token)
+        for i, ids in enumerate(enc["input_ids"]):
+            n = len(ids)
+            starts = range(0, max(n - 32, 1), stride) if n > window else [0]
+            pieces += [(i, a, min(a + window, n)) for a in starts]
+        per_text_vecs: list[list[np.ndarray]] = [[] for _ in texts]
+        per_text_pos: list[list[np.ndarray]] = [[] for _ in texts]
+        transformer = model[0].auto_model
+        cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
+        order = sorted(range(len(pieces)), key=lambda k: pieces[k][2] - pieces[k][1])
+        for b in range(0, len(order), self.batch_size):
+            batch = [pieces[k] for k in order[b:b + self.batch_size]]
+            width = max(e - a for _, a, e in batch) + 2
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for r, (i, a, e) in enumerate(batch):
+                row = [cls, *enc["input_ids"][i][a:e], sep]
+                ids[r, :len(row)] = torch.tensor(row)
+                mask[r, :len(row)] = 1
+            with torch.inference_mode():  # a forward pass is thread-safe; only the tokenizer is not
+                out = transformer(input_ids=ids, attention_mask=mask).last_hidden_state
+            out_np = out.float().numpy()
+            for r, (i, a, e) in enumerate(batch):
+                per_text_vecs[i].append(out_np[r, 1:1 + e - a])
+                per_text_pos[i].append(np.arange(a, e))
+        readings: list[Reading] = []
+        dim = transformer.config.hidden_size
+        for i, text_spans in enumerate(spans):
+            if not per_text_vecs[i]:
+                readings.append((np.zeros((0, dim), np.float32), np.zeros((len(text_spans), dim), np.float32),
+                                 np.zeros(0, dtype=np.int64)))
+                continue
+            vecs = np.concatenate(per_text_vecs[i])
+            pos = np.concatenate(per_text_pos[i])
+            offsets = np.asarray(enc["offset_mapping"][i]).reshape(-1, 2)[pos]
+            with self._lock:
+                toks = tokenizer.convert_ids_to_tokens([enc["input_ids"][i][p] for p in pos])
+            keep = np.array([_meaningful(t) for t in toks], dtype=bool)
+            tv = vecs[keep]
+            tv = tv / np.maximum(np.linalg.norm(tv, axis=1, keepdims=True), 1e-9)
+            sv = np.zeros((len(text_spans), dim), dtype=np.float32)
+            for k, (lo, hi) in enumerate(text_spans):
+                inside = (offsets[:, 0] >= lo) & (offsets[:, 1] <= hi)
+                if inside.any():
+                    v = vecs[inside].mean(axis=0)
+                    sv[k] = v / max(float(np.linalg.norm(v)), 1e-9)
+            readings.append((tv.astype(np.float32), sv, offsets[keep, 0].astype(np.int64)))
+        return readings
+
+
 def _meaningful(token: str) -> bool:
     word = token.removeprefix("##")
     return token not in ("[CLS]", "[SEP]", "[PAD]", "[UNK]") and any(ch.isalnum() for ch in word) \
         and word.lower() not in STOPWORDS
+
+
+_WORD_AT = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
 
 class HashingEmbedder(_Cached):
@@ -186,6 +261,16 @@ class HashingEmbedder(_Cached):
             norm = np.linalg.norm(out[i])
             if norm:
                 out[i] /= norm
+        return out
+
+    def read(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]]) -> list[Reading]:
+        tokens = self.token_vectors(texts)
+        out = []
+        for t, toks, text_spans in zip(texts, tokens, spans, strict=True):
+            pieces = [t[lo:hi] for lo, hi in text_spans]
+            starts = np.array([m.start() for m in _WORD_AT.finditer(t.lower()) if content_words(m.group(0))],
+                              dtype=np.int64)[: len(toks)]
+            out.append((toks, self._encode(pieces) if pieces else np.zeros((0, self.dim), np.float32), starts))
         return out
 
     def token_vectors(self, texts: Sequence[str]) -> list[np.ndarray]:

@@ -357,6 +357,11 @@ def _print_calibration(report: CalibrationReport) -> None:
                 b = best[key]
                 click.echo(f"best threshold by {title}: {b.threshold:g} (macro-F1 {b.macro_f1:.3f}, "
                            f"balanced accuracy {b.balanced_accuracy:.3f}, kappa {b.kappa:.3f})")
+        if "balanced_accuracy" in best and report.judge.split("@")[0] in ("grounded", "citations"):
+            name = report.judge.split("@")[0]
+            click.echo(f"to judge your traffic at the best balanced-accuracy threshold without retraining, put this in "
+                       f"your configuration's [judges] section: thresholds = {{ {name} = "
+                       f"{best['balanced_accuracy'].threshold:.4g} }}")
         sweep = report.sweep
         if sweep:
             keep = {round(k * (len(sweep) - 1) / 9) for k in range(10)} if len(sweep) > 10 else set(range(len(sweep)))

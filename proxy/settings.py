@@ -204,6 +204,11 @@ class JudgesSettings(_Section):
     )
     embedder: str = Field("minilm", description="Embeddings for the offline judges: minilm (all-MiniLM-L6-v2, "
                           "shipped in a package) or hashing (a fast deterministic stand-in for tests).")
+    thresholds: dict[str, float] = Field(
+        default_factory=dict, description="Decision thresholds of the offline judges for your own traffic, e.g. "
+        "`{ grounded = 0.42 }`, as `shadoweval calibrate` suggests from your labeled records (empty: the thresholds "
+        "shipped with the support model, chosen on its training data)."
+    )
     concurrency: int = Field(2, ge=1, description="Outputs judged at once by the offline tier.")
     threads: int = Field(
         1, ge=0, description="CPU threads the embedding model uses (0 = every core). The background judge also "

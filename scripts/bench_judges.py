@@ -1,95 +1,123 @@
 #!/usr/bin/env python3
 """How fast the offline judges are on this machine's CPU, and how much memory they take.
 
-Judges N answers from the shared labeled data (or the demo's knowledge base when it is absent)
-with each offline judge, one after the other, through the same code path as `shadoweval judge
-run`, and prints answers per second, milliseconds per answer and the process's peak RSS.
+Two measurements, both through the code path of `shadoweval judge run` (`judge_safely` on each
+judge):
 
-    .venv/bin/python scripts/bench_judges.py [-n 200] [--concurrency 2] [--judge grounded --judge citations]
+1. latency: a typical RAG answer (5 passages of ~150 words, 5 sentences, 3 of them citing) judged
+   by `grounded` then `citations`, one answer at a time on `--threads` torch threads (1 = one
+   core): p50 and p95 per answer. Every answer has its own passages (distinct texts), so no cache
+   flatters the figure; `--shared-passages` measures the shadow-mode case instead, where production
+   and a candidate answer the same request and the second answer reuses the passages already read.
+2. throughput: the same answers judged `--concurrency` at a time with every core, as answers per
+   hour.
+
+Prints figures and the process's peak RSS.
+
+    .venv/bin/python scripts/bench_judges.py [-n 100] [--threads 1] [--concurrency 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import re
 import resource
+import statistics
 import time
-from pathlib import Path
 
 from shadoweval import judges
 from shadoweval.judges.base import Subject, judge_safely
 from shadoweval.proxy.types import Exchange, Output, new_id
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-# answers with passages for each judge: citing answers for the citation judge
-DATA = {"citations": SHARED / "attribution_claims.jsonl"}
-DEFAULT = SHARED / "mtrag_responses.jsonl"
 
+def typical(n: int, *, shared: bool = False) -> list[Subject]:
+    """n answers on the demo's knowledge base: 5 passages (~120 words each, the demo's documents) and
+    a 5-sentence answer, 3 sentences citing. Texts are made distinct per answer unless `shared`
+    (then answers come in pairs on the same passages, as production and a candidate do)."""
+    from shadoweval.proxy.demo.run import load_demo
 
-def subjects(n: int, judge: str) -> list[Subject]:
-    path = DATA.get(judge, DEFAULT)
-    if path.exists():
-        rows = [json.loads(line) for line in path.open()]
-        pairs = [(r["request"], r["contexts"], r["response"]) for r in rows if r["contexts"]]
-    else:
-        from shadoweval.proxy.demo.run import build_messages, load_demo
-
-        data = load_demo()
-        pairs = []
-        for q in data.questions:
-            contexts = [{"id": str(i), "title": data.documents[d]["title"], "text": data.documents[d]["text"]}
-                        for i, d in enumerate(q["doc_ids"], 1)]
-            pairs.append(({"messages": build_messages(data, q)}, contexts, q["answers"]["production"]))
+    data = load_demo()
+    docs = list(data.documents.values())
     out = []
     for i in range(n):
-        request, contexts, answer = pairs[i % len(pairs)]
-        # distinct texts, so the embedding cache does not flatter repeated rows
-        ex = Exchange(id=new_id(), created_at=time.time(), route="/v1/chat/completions", request=request,
-                      contexts=[dict(c, text=f"{c['text']} ({i})") for c in contexts])
+        q = data.questions[i % len(data.questions)]
+        ids = list(q["doc_ids"]) + [d["id"] for d in docs if d["id"] not in q["doc_ids"]]
+        chosen = [data.documents[d] for d in ids[:5]]
+        tag = f" (case {i // 2 if shared else i})"
+        contexts = [{"id": str(k), "title": d["title"], "text": d["text"] + tag} for k, d in enumerate(chosen, 1)]
+        cited = [s for s in re.split(r"(?<=[.!?])\s+", q["answers"]["production"]) if re.search(r"\[\d\]", s)][:3]
+        plain = [re.sub(r"\s*\[\d\]", "", s) for s in re.split(r"(?<=[.!?])\s+", q["answers"]["careful"])]
+        sentences = (cited + plain + ["Let me know if there is anything else I can help with."])[:5]
+        answer = " ".join(sentences) + tag
+        ex = Exchange(id=new_id(), created_at=time.time(), route="/v1/chat/completions",
+                      request={"messages": [{"role": "user", "content": q["question"]}]}, contexts=contexts)
         o = Output(id=new_id(), exchange_id=ex.id, role="candidate", name="c", model="m", status="ok",
-                   started_at=ex.created_at, text=f"{answer} ({i})")
+                   started_at=ex.created_at, text=answer)
         out.append(Subject(ex, o))
     return out
 
 
-async def run(judge_name: str, items: list[Subject], concurrency: int) -> tuple[float, int]:
-    j = judges.create(judge_name)
-    sem = asyncio.Semaphore(concurrency)
+async def both(js: list, s: Subject) -> int:
     errors = 0
+    for j in js:
+        v = await judge_safely(j, s)
+        errors += v.error is not None
+    return errors
+
+
+def latency(js: list, items: list[Subject]) -> tuple[list[float], int]:
+    times, errors = [], 0
+    for s in items:
+        t0 = time.perf_counter()
+        errors += asyncio.run(both(js, s))
+        times.append(time.perf_counter() - t0)
+    return times, errors
+
+
+async def throughput(js: list, items: list[Subject], concurrency: int) -> float:
+    sem = asyncio.Semaphore(concurrency)
 
     async def one(s: Subject) -> None:
-        nonlocal errors
         async with sem:
-            v = await judge_safely(j, s)
-        errors += v.error is not None
+            await both(js, s)
 
     t0 = time.perf_counter()
     await asyncio.gather(*(one(s) for s in items))
-    return time.perf_counter() - t0, errors
+    return time.perf_counter() - t0
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("-n", type=int, default=200, help="answers per judge")
-    ap.add_argument("--concurrency", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: every core; the background "
-                    "judge uses [judges] threads, 1 by default)")
-    ap.add_argument("--judge", action="append", help="judge to time (repeatable; default: checks, grounded, citations)")
+    ap.add_argument("-n", type=int, default=100, help="answers per measurement")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads for the latency run (1: one core)")
+    ap.add_argument("--concurrency", type=int, default=2, help="answers judged at once in the throughput run")
+    ap.add_argument("--shared-passages", action="store_true", help="answers in pairs on the same passages")
     args = ap.parse_args()
+    import torch
+
     from shadoweval.judges.embed import get_embedder, limit_threads
 
     limit_threads(args.threads)
     t0 = time.perf_counter()
     get_embedder("minilm").encode(["warm up"])
-    print(f"model load: {time.perf_counter() - t0:.1f} s; {args.n} answers per judge, concurrency {args.concurrency}, "
-          f"torch threads {args.threads or 'all'}")
-    print(f"{'judge':12} {'answers/s':>10} {'ms/answer':>10} {'errors':>7}  answers from")
-    for name in args.judge or ["checks", "grounded", "citations"]:
-        path = DATA.get(name, DEFAULT)
-        seconds, errors = asyncio.run(run(name, subjects(args.n, name), args.concurrency))
-        source = path.name if path.exists() else "the demo's knowledge base"
-        print(f"{name:12} {args.n / seconds:10.1f} {1000 * seconds / args.n:10.1f} {errors:7}  {source}")
+    js = [judges.create("grounded"), judges.create("citations")]
+    asyncio.run(both(js, typical(1)[0]))
+    print(f"model load and warm-up: {time.perf_counter() - t0:.1f} s; support model {js[0].args['model']}")
+    items = typical(args.n, shared=args.shared_passages)
+    times, errors = latency(js, items)
+    ms = sorted(1000 * t for t in times)
+    print(f"latency, grounded + citations per answer, {args.threads} torch thread(s), {args.n} answers"
+          f"{' (pairs on shared passages)' if args.shared_passages else ' (distinct passages)'}: "
+          f"p50 {statistics.median(ms):.0f} ms, p95 {ms[int(0.95 * (len(ms) - 1))]:.0f} ms, errors {errors}")
+    torch.set_num_threads(max(1, torch.get_num_threads() if args.threads == 0 else 2))
+    items = typical(args.n, shared=args.shared_passages)  # new texts: nothing cached from the first run
+    for s in items:
+        s.exchange.contexts[0]["text"] += " (second run)"
+        object.__setattr__(s.output, "text", s.output.text + " (second run)")
+    seconds = asyncio.run(throughput(js, items, args.concurrency))
+    print(f"throughput, every core ({torch.get_num_threads()} torch threads), concurrency {args.concurrency}: "
+          f"{args.n / seconds:.2f} answers/s = {3600 * args.n / seconds:,.0f} answers/hour")
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 

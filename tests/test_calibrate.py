@@ -396,3 +396,30 @@ def test_calibrate_checks_on_real_mtrag_responses():
     assert data["positives"] == sum(json.loads(line)["labels"]["grounded"]
                                     for line in (SHARED_DATA / "mtrag_responses.jsonl").open())
     assert sum(m["n"] for m in data["by"].values()) == 237
+
+
+def test_calibrate_suggests_a_threshold_the_configuration_then_applies(tmp_path):
+    """A team refits the grounded judge's threshold on its own labels, without retraining the model."""
+    from shadoweval.judges.config import build
+    from shadoweval.proxy.settings import load_settings
+
+    passage = "The Northwind R2 has a two-year warranty covering the battery and the motor."
+    records = [{"id": str(i), "request": {"messages": [{"role": "user", "content": "Warranty?"}]},
+                "contexts": [{"id": "1", "text": passage}], "response": answer, "labels": {"grounded": label}}
+               for i, (answer, label) in enumerate([
+                   ("The R2 has a two-year warranty.", True),
+                   ("The warranty covers the battery and the motor.", True),
+                   ("The R2 warranty lasts ten years and covers accidental damage.", False),
+                   ("Express shipping is free on weekends.", False)])]
+    path = _write(tmp_path / "mine.jsonl", records)
+    result = _cli("--labels", str(path), "--judge", "grounded", "--label", "grounded", "--arg", "embedder=hashing")
+    assert result.exit_code == 0, result.output
+    line = [x for x in result.stdout.splitlines() if "thresholds = {" in x]
+    assert line, result.stdout
+    value = float(line[0].split("grounded = ")[1].rstrip(" }"))
+    settings = load_settings(None, env={}, overrides={"judges": {"thresholds": {"grounded": value},
+                                                                 "embedder": "hashing"}})
+    grounded = next(j for j in build(settings).offline if j.name == "grounded")
+    assert grounded.threshold == value and grounded.args["threshold"] == value
+    default = next(j for j in build(load_settings(None, env={})).offline if j.name == "grounded")
+    assert default.threshold == default.model.threshold("grounded")

