@@ -59,31 +59,31 @@ def with_contexts(store: Store, work: list[tuple[Judge, Todo]],
     return out
 
 
-async def _run_judge(store: Store, j: Judge, todo: Todo, concurrency: int,
-                     progress: Callable[[int], None] | None) -> RunResult:
-    sem = asyncio.Semaphore(concurrency)
-    errors = 0
+async def run_plan(store: Store, work: list[tuple[Judge, Todo]], *, concurrency: int = 8,
+                   progress: Callable[[int], None] | None = None) -> list[RunResult]:
+    """Judge everything in the plan; the store must be started. Returns counts per judge.
 
-    async def one(ex: Exchange, out: Output, prod: Output | None) -> None:
-        nonlocal errors
+    The work goes exchange by exchange, every judge on every output of one exchange before the next:
+    the offline judges read an exchange's passages once (a cache keeps what was read), and the
+    outputs of one exchange share them, so grouping roughly halves what the embedding model does."""
+    sem = asyncio.Semaphore(max(1, concurrency))
+    counts = [[0, 0] for _ in work]  # judged, errors, per judge
+
+    async def one(k: int, j: Judge, ex: Exchange, out: Output, prod: Output | None) -> None:
         async with sem:
             v = await judge_safely(j, Subject(ex, out, prod))
-        errors += v.error is not None
+        counts[k][0] += 1
+        counts[k][1] += v.error is not None
         while not store.submit(v):  # the writer is behind: wait rather than lose verdicts
             await asyncio.sleep(0.05)
         if progress:
             progress(1)
 
-    await asyncio.gather(*(one(ex, out, prod) for ex, out, prod in todo))
-    return RunResult(key_of(j), len(todo), errors)
-
-
-async def run_plan(store: Store, work: list[tuple[Judge, Todo]], *, concurrency: int = 8,
-                   progress: Callable[[int], None] | None = None) -> list[RunResult]:
-    """Judge everything in the plan; the store must be started. Returns counts per judge."""
-    results = [await _run_judge(store, j, todo, concurrency, progress) for j, todo in work]
+    items = [(ex.id, k, j, ex, out, prod) for k, (j, todo) in enumerate(work) for ex, out, prod in todo]
+    items.sort(key=lambda t: (t[0], t[1]))  # stable: within a judge, the planned order
+    await asyncio.gather(*(one(k, j, ex, out, prod) for _, k, j, ex, out, prod in items))
     await asyncio.to_thread(store.flush, 60.0)
-    return results
+    return [RunResult(key_of(j), counts[k][0], counts[k][1]) for k, (j, _) in enumerate(work)]
 
 
 async def run_cascade(store: Store, offline: Sequence[Judge], llm: Sequence[Judge], *, policy: CascadePolicy,
