@@ -34,7 +34,7 @@ from shadoweval.proxy.types import Verdict
 from .base import Subject, register, verdict
 from .embed import get_embedder
 from .support import Claim as Read
-from .support import Evidence, Reader, SupportModel, features, known_from, load_model, model_id, reader_for
+from .support import Evidence, Reader, SupportModel, features, known_from, load_model, model_id, reader_for, unreadable
 from .text import Citations, content_words, find_citations, passage_ref, sentences, strip_citations
 
 _FACTUAL = re.compile(r"\d|\b[A-Z][a-z]+\s+[A-Z][a-z]+")
@@ -131,8 +131,9 @@ class CitationContext:
         text = s.output.text or ""
         if not passages:
             return verdict(self, s, error="could not judge: the request carries no retrieved passages")
-        if not text.strip():
-            return verdict(self, s, error="could not judge: the answer is empty")
+        why = unreadable(text)
+        if why:
+            return verdict(self, s, error=f"could not judge: {why}")
         report = await asyncio.to_thread(self._assess, text, passages, self.reader,
                                          last_user_text(s.exchange.request or {}))
         cited = report["cited"]

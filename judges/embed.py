@@ -137,18 +137,22 @@ class MiniLMEmbedder(_Cached):
     def token_vectors(self, texts: Sequence[str]) -> list[np.ndarray]:
         with self._lock:
             missing = list(dict.fromkeys(t for t in texts if t not in self._tokens))
-        if missing:
-            for t, m in zip(missing, self._token_vectors(missing), strict=True):
-                with self._lock:
-                    self._tokens[t] = m
-                    while len(self._tokens) > self.token_cache_size:
-                        self._tokens.popitem(last=False)
+        fresh = dict(zip(missing, self._token_vectors(missing), strict=True)) if missing else {}
         with self._lock:
-            out = []
+            found = {t: self._tokens.get(t) for t in texts if t not in fresh}
+        late = [t for t, m in found.items() if m is None]  # evicted by another thread in between
+        if late:
+            fresh.update(zip(late, self._token_vectors(late), strict=True))
+        out = [fresh[t] if t in fresh else found[t] for t in texts]
+        with self._lock:
             for t in texts:
-                self._tokens.move_to_end(t)
-                out.append(self._tokens[t])
-            return out
+                if t in fresh:
+                    self._tokens[t] = fresh[t]
+                elif t in self._tokens:
+                    self._tokens.move_to_end(t)
+            while len(self._tokens) > self.token_cache_size:
+                self._tokens.popitem(last=False)
+        return out
 
     def _token_vectors(self, texts: Sequence[str]) -> list[np.ndarray]:
         model = self._load()

@@ -35,6 +35,7 @@ from .support import (
     load_model,
     model_id,
     reader_for,
+    unreadable,
 )
 from .text import content_words, sentences
 
@@ -128,8 +129,9 @@ class Groundedness:
         if not passages:
             return verdict(self, s, error="could not judge: the request carries no retrieved passages")
         text = s.output.text or ""
-        if not text.strip():
-            return verdict(self, s, error="could not judge: the answer is empty")
+        why = unreadable(text)
+        if why:
+            return verdict(self, s, error=f"could not judge: {why}")
         parts, skipped = await asyncio.to_thread(support, text, passages, self.reader, self.model,
                                                  question=last_user_text(s.exchange.request or {}))
         if not parts:

@@ -109,6 +109,17 @@ class Claim:
     _cache: dict[Any, Any] = field(default_factory=dict)
 
 
+def unreadable(text: str) -> str | None:
+    """Why an answer cannot be judged at all (no text, no Latin-script words), or None."""
+    if not text.strip():
+        return "the answer is empty"
+    text = strip_citations(text)
+    if not content_words(text):
+        return ("the text is not in a script the offline judge reads (Latin)" if not _LATIN.search(text)
+                else "the answer has no content words to judge")
+    return None
+
+
 def clean(sentence: str) -> str:
     """What a sentence claims: without citation markers, list markers or markdown."""
     return " ".join(_MARKUP.sub(" ", strip_citations(sentence)[:MAX_CLAIM_CHARS]).split())
