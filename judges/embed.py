@@ -73,15 +73,17 @@ class _Cached:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         with self._lock:
             missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
-            if missing:
-                for t, row in zip(missing, self._encode(missing), strict=True):
-                    self._cache[t] = row
-                while len(self._cache) > self._size:
-                    self._cache.popitem(last=False)
+            fresh = dict(zip(missing, self._encode(missing), strict=True)) if missing else {}
             rows = []
-            for t in texts:
-                self._cache.move_to_end(t)
-                rows.append(self._cache[t])
+            for t in texts:  # read before evicting: one call may bring more texts than the cache holds
+                if t in fresh:
+                    rows.append(fresh[t])
+                else:
+                    self._cache.move_to_end(t)
+                    rows.append(self._cache[t])
+            self._cache.update(fresh)
+            while len(self._cache) > self._size:
+                self._cache.popitem(last=False)
         return np.stack(rows) if rows else np.zeros((0, 1), dtype=np.float32)
 
 

@@ -201,3 +201,12 @@ def test_validation_runs_on_a_small_sample(real, tmp_path):
     assert all(r["metrics"]["learned"]["n"] > 0 for r in rows["grounded"])
     text = markdown(result)
     assert "| mtrag_responses.jsonl | never trained on |" in text and "Synthetic" in text
+
+
+def test_embedding_cache_returns_every_row_when_one_call_brings_more_than_it_holds():
+    e = HashingEmbedder()
+    e._size = 3
+    texts = [f"passage number {i} about warranty {i}" for i in range(10)]
+    rows = e.encode(texts)
+    assert rows.shape[0] == 10 and np.allclose(rows, HashingEmbedder().encode(texts))
+    assert len(e._cache) == 3
