@@ -31,7 +31,7 @@ from shadoweval.judges.base import Subject, judge_safely
 from shadoweval.proxy.types import Exchange, Output, new_id
 
 
-def typical(n: int, *, shared: bool = False) -> list[Subject]:
+def typical(n: int, *, shared: bool = False, salt: str = "") -> list[Subject]:
     """n answers on the demo's knowledge base: 5 passages (~120 words each, the demo's documents) and
     a 5-sentence answer, 3 sentences citing. Texts are made distinct per answer unless `shared`
     (then answers come in pairs on the same passages, as production and a candidate do)."""
@@ -44,7 +44,7 @@ def typical(n: int, *, shared: bool = False) -> list[Subject]:
         q = data.questions[i % len(data.questions)]
         ids = list(q["doc_ids"]) + [d["id"] for d in docs if d["id"] not in q["doc_ids"]]
         chosen = [data.documents[d] for d in ids[:5]]
-        tag = f" (case {i // 2 if shared else i})"
+        tag = f" (case {i // 2 if shared else i}{salt})"
         contexts = [{"id": str(k), "title": d["title"], "text": d["text"] + tag} for k, d in enumerate(chosen, 1)]
         cited = [s for s in re.split(r"(?<=[.!?])\s+", q["answers"]["production"]) if re.search(r"\[\d\]", s)][:3]
         plain = [re.sub(r"\s*\[\d\]", "", s) for s in re.split(r"(?<=[.!?])\s+", q["answers"]["careful"])]
@@ -111,10 +111,7 @@ def main() -> None:
           f"{' (pairs on shared passages)' if args.shared_passages else ' (distinct passages)'}: "
           f"p50 {statistics.median(ms):.0f} ms, p95 {ms[int(0.95 * (len(ms) - 1))]:.0f} ms, errors {errors}")
     torch.set_num_threads(max(1, torch.get_num_threads() if args.threads == 0 else 2))
-    items = typical(args.n, shared=args.shared_passages)  # new texts: nothing cached from the first run
-    for s in items:
-        s.exchange.contexts[0]["text"] += " (second run)"
-        object.__setattr__(s.output, "text", s.output.text + " (second run)")
+    items = typical(args.n, shared=args.shared_passages, salt=", second run")  # nothing cached from the first run
     seconds = asyncio.run(throughput(js, items, args.concurrency))
     print(f"throughput, every core ({torch.get_num_threads()} torch threads), concurrency {args.concurrency}: "
           f"{args.n / seconds:.2f} answers/s = {3600 * args.n / seconds:,.0f} answers/hour")
