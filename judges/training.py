@@ -21,7 +21,7 @@ import json
 import random
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -431,6 +431,17 @@ def citation_scores(model: SupportModel, source: SourceData) -> np.ndarray:
                      for rows in source.sentences])
 
 
+def held_out_folds(sources: list[SourceData], *, c: float, prior: float, synthetic_share: float
+                   ) -> Iterator[tuple[SourceData, list[SourceData], SupportModel]]:
+    """Each source held out in turn: (held-out source, the others, a model fitted on the others)."""
+    if len(sources) < 2:
+        return
+    for held in sources:
+        rest = [s for s in sources if s is not held]
+        x, y, w = design(rest, synthetic_share=synthetic_share)
+        yield held, rest, fit(x, y, w, c=c, prior=prior)
+
+
 def train(paths: list[str | Path], *, out: str | Path, cache_path: str | Path | None, limit: int | None = None,
           c: float = C, prior: float = PRIOR, synthetic_share: float = SYNTHETIC_SHARE, seed: int = SEED, threads: int = 0,
           progress: Callable[[str], None] = print) -> SupportModel:
@@ -448,12 +459,7 @@ def train(paths: list[str | Path], *, out: str | Path, cache_path: str | Path | 
     progress(f"signals ready in {time.perf_counter() - t0:.0f} s; fitting")
     folds: dict[str, dict[str, float]] = {}
     oof_g, oof_c, oof_y, oof_w = [], [], [], []
-    for held in sources:
-        rest = [s for s in sources if s is not held]
-        if not rest:
-            continue
-        x, y, w = design(rest, synthetic_share=synthetic_share)
-        m = fit(x, y, w, c=c, prior=prior)
+    for held, _, m in held_out_folds(sources, c=c, prior=prior, synthetic_share=synthetic_share):
         g = answer_scores(m, held, answer_score)
         ct = citation_scores(m, held)
         yh = held.y

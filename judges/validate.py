@@ -36,9 +36,8 @@ from .training import (
     balanced_accuracy,
     best_threshold,
     citation_scores,
-    design,
     ece,
-    fit,
+    held_out_folds,
     load_source,
     macro_f1,
     read_jsonl,
@@ -124,12 +123,7 @@ def validate(train_paths: list[Path], shared_dir: Path | None, *, model_path: st
                                                                          min(baseline_sample, len(s.examples)))))
             for s in sources}
     rows: dict[str, list[Row]] = {j: [] for j in JUDGES}
-    for held in sources:
-        rest = [s for s in sources if s is not held]
-        if not rest:
-            break
-        x, y, w = design(rest, synthetic_share=synthetic_share)
-        m = fit(x, y, w, c=c, prior=prior)
+    for held, rest, m in held_out_folds(sources, c=c, prior=prior, synthetic_share=synthetic_share):
         learned = {"grounded": lambda s, m=m: answer_scores(m, s, answer_score),
                    "citations": lambda s, m=m: citation_scores(m, s)}
         for j in JUDGES:
@@ -156,7 +150,6 @@ def validate(train_paths: list[Path], shared_dir: Path | None, *, model_path: st
     pooled = {method: best_threshold(*_balanced(sources, {s.name: base[s.name][method] for s in sources}))
               for method in ("word overlap", "formula grounded", "formula citations")}
     if shared_dir is not None:
-        model = load_model(model_path)
         for fname, label in SHARED_FILES.items():
             path = shared_dir / fname
             if not path.is_file():
@@ -166,13 +159,13 @@ def validate(train_paths: list[Path], shared_dir: Path | None, *, model_path: st
                 records = records[:limit]
             progress(f"{fname}: judging {len(records)} records with the shipped judges")
             for j in JUDGES:
-                rows[j].append(_shared_row(fname, records, label, j, model_path, model, embedder, pooled))
+                rows[j].append(_shared_row(fname, records, label, j, model_path, embedder, pooled))
     return {"rows": {k: [r.as_dict() for r in v] for k, v in rows.items()}, "baseline_thresholds": pooled,
             "model": load_model(model_path).meta.get("id") if shared_dir is not None else None}
 
 
 def _shared_row(fname: str, records: list[dict[str, Any]], label: str, judge: str, model_path: str | None,
-                model: Any, embedder: Any, pooled: dict[str, float]) -> Row:
+                embedder: Any, pooled: dict[str, float]) -> Row:
     from . import create
     from .base import judge_safely
     from .calibrate import prepare
