@@ -11,6 +11,7 @@ has the same interface and ranks obviously related sentences above unrelated one
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -206,7 +207,7 @@ class MiniLMEmbedder(_Cached):
                 row = [cls, *enc["input_ids"][i][a:e], sep]
                 ids[r, :len(row)] = torch.tensor(row)
                 mask[r, :len(row)] = 1
-            with torch.inference_mode():  # a forward pass is thread-safe; only the tokenizer is not
+            with torch.inference_mode(), _precision():  # a forward is thread-safe; only the tokenizer is not
                 out = transformer(input_ids=ids, attention_mask=mask).last_hidden_state
             out_np = out.float().numpy()
             for r, (i, a, e) in enumerate(batch):
@@ -235,6 +236,33 @@ class MiniLMEmbedder(_Cached):
                     sv[k] = v / max(float(np.linalg.norm(v)), 1e-9)
             readings.append((tv.astype(np.float32), sv, offsets[keep, 0].astype(np.int64)))
         return readings
+
+
+def bf16_reading() -> bool:
+    """Whether `read` runs the model in bfloat16: where the CPU has native bfloat16 dot products
+    (AVX512-BF16 or AMX), unless SHADOWEVAL_JUDGE_BF16=0. Measured on this team's machine: 1.8x
+    faster, token vectors within cosine 0.9998 of float32 (scripts/bench_judges.py prints which)."""
+    return os.environ.get("SHADOWEVAL_JUDGE_BF16", "1") != "0" and _cpu_has_bf16()
+
+
+@functools.cache
+def _cpu_has_bf16() -> bool:
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _precision():
+    import contextlib
+
+    import torch
+
+    if bf16_reading():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def _meaningful(token: str) -> bool:

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from .embed import Embedder
+from .embed import Embedder, Reading
 from .text import STOPWORDS, content_words, numbers, sentences, strip_citations
 
 MODEL_PATH = Path(__file__).with_name("support_model.json")
@@ -150,6 +150,8 @@ class Reader:
         self._cache: OrderedDict[str, Evidence] = OrderedDict()
         self._size = cache_size
         self._lock = threading.Lock()
+        # readings of claim sentences: both offline judges read the same sentences of an answer
+        self._claims: OrderedDict[str, Reading] = OrderedDict()
 
     def evidence(self, texts: Sequence[str]) -> list[Evidence]:
         texts = [t[:MAX_PASSAGE_CHARS] for t in texts]
@@ -188,8 +190,7 @@ class Reader:
     def claims(self, texts: Sequence[str]) -> list[Claim]:
         cleaned = [clean(t) for t in texts]
         readable = [bool(content_words(c)) and bool(_LATIN.search(c)) for c in cleaned]
-        todo = [c for c, ok in zip(cleaned, readable, strict=True) if ok]
-        readings = iter(self.embedder.read(todo, [[(0, len(c))] for c in todo]) if todo else [])
+        readings = iter(self._read_claims([c for c, ok in zip(cleaned, readable, strict=True) if ok]))
         out = []
         for c, ok in zip(cleaned, readable, strict=True):
             if not ok:
@@ -201,6 +202,21 @@ class Reader:
             toks, vec, _ = next(readings)
             out.append(Claim(c, toks, vec[0], content_words(c), numbers(c), entities(c), bool(_NEGATION.search(c))))
         return out
+
+
+    def _read_claims(self, texts: list[str]) -> list[Reading]:
+        with self._lock:
+            found = {t: self._claims[t] for t in texts if t in self._claims}
+        todo = list(dict.fromkeys(t for t in texts if t not in found))
+        if todo:
+            found.update(zip(todo, self.embedder.read(todo, [[(0, len(t))] for t in todo]), strict=True))
+        with self._lock:
+            for t in texts:
+                self._claims[t] = found[t]
+                self._claims.move_to_end(t)
+            while len(self._claims) > self._size:
+                self._claims.popitem(last=False)
+        return [found[t] for t in texts]
 
 
 def known_from(question: str) -> frozenset[str]:

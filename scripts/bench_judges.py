@@ -14,13 +14,14 @@ judge):
 
 Prints figures and the process's peak RSS.
 
-    .venv/bin/python scripts/bench_judges.py [-n 100] [--threads 1] [--concurrency 2]
+    .venv/bin/python scripts/bench_judges.py [-n 100] [--threads 1] [--concurrency 2] [--fp32]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import resource
 import statistics
@@ -93,17 +94,21 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads for the latency run (1: one core)")
     ap.add_argument("--concurrency", type=int, default=2, help="answers judged at once in the throughput run")
     ap.add_argument("--shared-passages", action="store_true", help="answers in pairs on the same passages")
+    ap.add_argument("--fp32", action="store_true", help="read in float32 even where the CPU has bfloat16")
     args = ap.parse_args()
+    if args.fp32:
+        os.environ["SHADOWEVAL_JUDGE_BF16"] = "0"
     import torch
 
-    from shadoweval.judges.embed import get_embedder, limit_threads
+    from shadoweval.judges.embed import bf16_reading, get_embedder, limit_threads
 
     limit_threads(args.threads)
     t0 = time.perf_counter()
     get_embedder("minilm").encode(["warm up"])
     js = [judges.create("grounded"), judges.create("citations")]
     asyncio.run(both(js, typical(1)[0]))
-    print(f"model load and warm-up: {time.perf_counter() - t0:.1f} s; support model {js[0].args['model']}")
+    print(f"model load and warm-up: {time.perf_counter() - t0:.1f} s; support model {js[0].args['model']}; "
+          f"the model reads in {'bfloat16' if bf16_reading() else 'float32'}")
     items = typical(args.n, shared=args.shared_passages)
     times, errors = latency(js, items)
     ms = sorted(1000 * t for t in times)

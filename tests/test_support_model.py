@@ -210,3 +210,35 @@ def test_embedding_cache_returns_every_row_when_one_call_brings_more_than_it_hol
     rows = e.encode(texts)
     assert rows.shape[0] == 10 and np.allclose(rows, HashingEmbedder().encode(texts))
     assert len(e._cache) == 3
+
+
+def test_the_sentences_of_an_answer_are_read_once_for_both_judges():
+    class Counting(HashingEmbedder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.read_texts: list[str] = []
+
+        def read(self, texts, spans):
+            self.read_texts += list(texts)
+            return super().read(texts, spans)
+
+    e = Counting()
+    reader = Reader(e)
+    first = reader.claims(["The tower was completed in 1889 [1].", "It is 330 metres tall."])
+    again = reader.claims(["The tower was completed in 1889.", "It is named after Gustave Eiffel."])
+    assert e.read_texts.count("The tower was completed in 1889.") == 1
+    assert "It is named after Gustave Eiffel." in e.read_texts
+    assert np.allclose(first[0].vector, again[0].vector) and np.allclose(first[0].tokens, again[0].tokens)
+
+
+def test_bfloat16_reading_can_be_switched_off(monkeypatch, real):
+    from shadoweval.judges.embed import bf16_reading, get_embedder
+
+    monkeypatch.setenv("SHADOWEVAL_JUDGE_BF16", "0")
+    assert not bf16_reading()
+    e = get_embedder("minilm")
+    fp32 = e.read([PASSAGE], [[(0, len(PASSAGE))]])[0]
+    monkeypatch.setenv("SHADOWEVAL_JUDGE_BF16", "1")
+    either = e.read([PASSAGE], [[(0, len(PASSAGE))]])[0]  # bfloat16 where the CPU has it
+    assert fp32[0].shape == either[0].shape
+    assert float((fp32[1] * either[1]).sum()) > 0.999  # the passage's vector barely moves
