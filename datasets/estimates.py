@@ -253,3 +253,35 @@ def significant(estimate: Estimate, *, null: float = 0.5, floor: float = 0.0) ->
         return "worse"
     return "within noise"
 
+
+
+# ---- evidence planning ---------------------------------------------------------------------------
+
+def units_needed(sd: float, delta: float, *, level: float = 0.95, power: float = 0.8) -> int | None:
+    """How many units (graded or judged pairs) a mean needs before a two-sided test at `level` tells a
+    difference of `delta` from none with probability `power`, given a per-unit standard deviation
+    `sd`: ceil(((z_{1-alpha/2} + z_power) * sd / delta)^2). None when delta is not > 0; 0 when
+    there is no spread at all."""
+    check_level(level)
+    if not 0 < power < 1:
+        raise ValueError(f"power must be strictly between 0 and 1, not {power}")
+    if delta <= 0 or not math.isfinite(sd):
+        return None
+    z = z_for(0.5 + level / 2) + z_for(power)
+    return math.ceil((z * max(sd, 0.0) / delta) ** 2)
+
+
+def ppi_labels_needed(var_residual: float, var_judge: float, judged: int, delta: float, *, level: float = 0.95,
+                      power: float = 0.8) -> int | None:
+    """Human labels a prediction-powered mean needs for the same test as `units_needed`, with the judge
+    on `judged` pairs: its variance is var_judge / judged + var_residual / n, so
+    n = var_residual / ((delta / z)^2 - var_judge / judged). None when the judged pairs alone are too
+    few for that precision (judge more pairs first) or delta is not > 0."""
+    check_level(level)
+    if delta <= 0 or judged < 1:
+        return None
+    z = z_for(0.5 + level / 2) + z_for(power)
+    room = (delta / z) ** 2 - max(var_judge, 0.0) / judged
+    if room <= 0:
+        return None
+    return math.ceil(max(var_residual, 0.0) / room)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from shadoweval.proxy.capture import last_user_text
-from shadoweval.proxy.settings import ReportSettings
+from shadoweval.proxy.settings import GateSettings, ReportSettings
 from shadoweval.proxy.types import ExchangeBundle, Output, Verdict
 
 from . import stats
@@ -142,6 +142,11 @@ def win_rates(rows: Sequence[Row], settings: ReportSettings, floors: dict[str, f
             f_u = [_outcome(r, judge_source) for r in rows if _outcome(r, judge_source) is not None]
             out["ppi"] = _called(stats.ppi_mean(y, f_l, f_u), floors.get(judge_source, 0.0), f_u, reliable=True)
             out["ppi"]["judge"] = judge_source
+            # what evidence planning needs: the judge's spread over all pairs, its error's over the graded
+            out["ppi"]["judged"] = len(f_u)
+            out["ppi"]["var_judge"] = float(np.var(f_u, ddof=1)) if len(f_u) > 1 else None
+            residual = np.asarray(y) - np.asarray(f_l)
+            out["ppi"]["var_residual"] = float(np.var(residual, ddof=1)) if len(residual) > 1 else None
     for source in ("ppi", "human"):
         if source in out and out[source]["n"] >= 1 and (source == "ppi" or out[source]["n"] >= settings.min_graded):
             return out, source
@@ -153,6 +158,7 @@ def _called(est: stats.Estimate, floor: float, outcomes: Sequence[float], *, rel
     body.update(stats.win_tie_loss(outcomes))
     body["call"] = stats.significant(est, null=0.5, floor=floor)
     body["reliable"] = reliable
+    body["sd"] = float(np.std(outcomes, ddof=1)) if len(outcomes) > 1 else None  # per pair: evidence planning
     return body
 
 
@@ -298,11 +304,31 @@ def _mean(xs: Sequence[float | None]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+def judge_bias(rows: Sequence[Row], source: str, *, margin: float, min_n: int = 15, seed: int = 0) -> list[str]:
+    """The judge favours the candidate more than people do, on the very pairs people graded: the
+    paired difference judge outcome - people's mean outcome has an interval wholly above `margin`.
+    A candidate that learned to please the judge, not the users, shows here before any trend does."""
+    both = [(o, float(np.mean([h for h, _ in r.human]))) for r in rows if r.human
+            and (o := _outcome(r, source)) is not None]
+    if len(both) < max(min_n, 2):
+        return []
+    judge, people = [j for j, _ in both], [p for _, p in both]
+    d = stats.paired_difference(judge, people, n_boot=500, seed=seed)
+    if d.low is None or d.low <= margin:
+        return []
+    return [f"the {source} judge favours the candidate more than people do on the same {len(both)} graded pairs: "
+            f"judge win rate {np.mean(judge):.2f}, people {np.mean(people):.2f} (difference {d.value:+.2f} "
+            f"[{d.low:+.2f}, {d.high:+.2f}], beyond the {margin:g} allowed): the candidate may please the judge, "
+            "not the users"]
+
+
 def build_report(bundles: Iterable[ExchangeBundle], settings: ReportSettings, *, candidates: Sequence[str] = (),
-                 embed: Callable[[Sequence[str]], np.ndarray] | None = None, seed: int = 0) -> dict[str, Any]:
+                 embed: Callable[[Sequence[str]], np.ndarray] | None = None, seed: int = 0,
+                 policy: GateSettings | None = None) -> dict[str, Any]:
     """The whole report: each candidate against production (with its drift, reward-gaming alarms and,
     given an embedder, the clusters of its losses), models rated together, noise floors, judge
     reliability, and every alert in one list."""
+    from .gate import decide
     from .trends import DriftRules, drift, drift_alerts, failure_clusters, reward_gaming
 
     table = collect(bundles, settings)
@@ -324,14 +350,18 @@ def build_report(bundles: Iterable[ExchangeBundle], settings: ReportSettings, *,
         entry["alerts"] = drift_alerts(name, entry["drift"], rules)
         entry["reward_gaming"] = [f"{name}: {m}" for split in ("time", "model")
                                   for m in reward_gaming(rows, source_judge=judge_source, split=split, seed=seed)]
+        entry["reward_gaming"] += [f"{name}: {m}" for m in judge_bias(rows, judge_source, margin=settings.judge_bias_margin,
+                                                                       seed=seed)]
         entry["failure_clusters"] = (failure_clusters(rows, embed, source=source, threshold=0.6) if embed is not None and rows
                                      else None)
+        entry["decision"] = decide(entry, policy or GateSettings(), min_graded=settings.min_graded)
         alerts += entry["alerts"]
         gaming += entry["reward_gaming"]
         entries.append(entry)
     return {
         "window": {"first": min(times), "last": max(times)} if times else None,
         "candidates": entries,
+        "known_candidates": sorted(n for n in table.rows if n != "production-twin"),
         "models": models_table(table, settings, seed=seed),
         "noise_floor": floors,
         "twin_pairs": len(table.rows.get("production-twin", [])),

@@ -153,11 +153,26 @@ def _period_score(s: Any) -> str:
     return _f(s) if isinstance(s, int | float) else "-"
 
 
+def _decision(d: dict[str, Any] | None) -> str:
+    """The switch decision by the team's rule, the rule in words, its reasons and the evidence plan."""
+    if not d:
+        return ""
+    verdict = "passes" if d.get("pass") else "fails" if d.get("pass") is False else "cannot decide yet"
+    items = [f"<li>{_e(r)}</li>" for r in d.get("reasons") or []]
+    if d.get("cannot_decide"):
+        items.append(f"<li>{_e(d['cannot_decide'])}</li>")
+    plan = (d.get("plan") or {}).get("text") if d.get("pass") is not True else None
+    return (f'<p><strong>Decision: {_e(verdict)}</strong> &mdash; rule: {_e(d.get("rule", ""))}</p>'
+            + (f"<ul>{''.join(items)}</ul>" if items else "")
+            + (f'<p class="note">More evidence: {_e(plan)}</p>' if plan else ""))
+
+
 def _candidate(report: dict[str, Any], c: dict[str, Any], i: int, shown: set[str]) -> str:
     def own(key: str) -> list[Any]:  # messages the page already lists at the top are not repeated here
         return [m for m in _per_candidate(report, c, key) or [] if str(m) not in shown]
 
     parts = [f'<section id="c{i}"><h2>{_e(c.get("candidate", "?"))} vs production: {_call(c.get("call"))}</h2>',
+             _decision(c.get("decision")),
              _messages("Alerts", own("alerts"), "alert"),
              _win_rates(c), _drift(_per_candidate(report, c, "drift")), _slices(c),
              _messages("Slices worse than production", c.get("flags")), _scores(c), _ops(c),

@@ -26,10 +26,21 @@ def format_report(report: dict[str, Any]) -> str:
     out.append(f"noise floor from production's twin ({report.get('twin_pairs', 0)} pairs): "
                + (", ".join(f"{k} ±{v:.3f}" for k, v in sorted(floors.items())) or "none (no twin answers judged)"))
     for c in report["candidates"]:
-        out += ["", f"== {c['candidate']} vs production: {c['call'].upper()} ({c['pairs']} pairs)"]
+        d = c.get("decision")
+        verdict = ("" if not d else "  ->  PASSES" if d["pass"] else "  ->  FAILS" if d["pass"] is False
+                   else "  ->  CANNOT DECIDE YET")
+        out += ["", f"== {c['candidate']} vs production: {c['call'].upper()} ({c['pairs']} pairs){verdict}"]
         src = c.get("decided_by")
         if src:
-            out.append(f"   decided by: {SOURCES.get(src, src)}")
+            w = c["win_rate"].get(src) or {}
+            out.append(f"   decided by: {SOURCES.get(src, src)}, win rate {_ci(w)}")
+        if d:
+            out.append(f"   rule: {d['rule']}")
+            out += [f"   fails: {r}" for r in d["reasons"]]
+            if d["cannot_decide"]:
+                out.append(f"   cannot decide: {d['cannot_decide']}")
+            if d.get("plan") and d["plan"].get("text") and (d["pass"] is not True):
+                out.append(f"   more evidence: {d['plan']['text']}")
         for name, w in c["win_rate"].items():
             tag = "" if w.get("reliable") is not False else "  (judge below the reliability bar)"
             if w.get("reliable") is None and name in ("pairwise", "offline"):

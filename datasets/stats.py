@@ -27,8 +27,10 @@ from shadoweval.datasets.estimates import (
     outcome_vector,
     paired_difference,
     percentile_interval,
+    ppi_labels_needed,
     ppi_mean,
     significant,
+    units_needed,
     vector,
     weight_vector,
     win_rate,
@@ -37,7 +39,8 @@ from shadoweval.datasets.estimates import (
 )
 
 __all__ = ["OUTCOMES", "Estimate", "Verdict", "bradley_terry", "length_controlled_win_rate", "mean_ci",
-           "noise_floor", "paired_difference", "ppi_mean", "significant", "win_rate", "win_tie_loss", "z_for"]
+           "noise_floor", "paired_difference", "ppi_labels_needed", "ppi_mean", "significant", "units_needed", "win_rate",
+           "win_tie_loss", "z_for"]
 
 ANCHOR_RATING = 1000.0
 _ELO = 400 / math.log(10)  # rating points per unit of natural log-strength: 400 * log10(strength)

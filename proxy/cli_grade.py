@@ -154,11 +154,13 @@ def grade_queue(config: str | None, db: str | None, n: int, seed: int | None, un
             raise click.ClickException(str(exc)) from None
     by_policy = {p: sum(i.policy == p for i in result.items) for p in POLICIES}
     doubled = sum(i.evaluators > 1 for i in result.items)
+    plans = _plans(settings, since, candidates)
     if as_json:
         click.echo(orjson.dumps({
             "batch": result.batch, "seed": seed, "eligible": result.eligible, "queued": len(result.items),
             "expected": result.expected, "by_policy": by_policy, "double_graded": doubled,
             "shares": shares, "slices": {k: {"eligible": e, "queued": q} for k, (e, q) in result.slices.items()},
+            "evidence": plans,
         }, option=orjson.OPT_INDENT_2).decode())
         return
     click.echo(f"seed {seed}, batch {result.batch}")
@@ -170,6 +172,18 @@ def grade_queue(config: str | None, db: str | None, n: int, seed: int | None, un
         click.echo(f"{'slice':{width}} {'eligible':>8} {'queued':>6}")
         for k, (e, q) in result.slices.items():
             click.echo(f"{k:{width}} {e:8} {q:6}")
+    for name, p in plans.items():
+        click.echo(f"evidence for {name} ({p['mode']} rule): {p['text']}")
+
+
+def _plans(settings: Any, since: str | None, candidates: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Per candidate, how many more graded pairs its decision needs (the report's evidence plan)."""
+    from .cli_report import _report
+
+    body = _report(settings, since, None, candidates, clusters=False)
+    return {c["candidate"]: {"mode": c["decision"]["mode"], **(c["decision"]["plan"] or {}),
+                             "text": (c["decision"]["plan"] or {}).get("text") or c["decision"]["cannot_decide"]}
+            for c in body["candidates"] if c.get("decision")}
 
 
 @click.command()

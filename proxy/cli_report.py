@@ -18,7 +18,7 @@ log = logging.getLogger("shadoweval.report")
 
 
 def _report(settings: Any, since: str | None, until: str | None, candidates: tuple[str, ...], *,
-            clusters: bool = False, record: bool = False) -> dict[str, Any]:
+            clusters: bool = False, record: bool = False, policy: Any = None) -> dict[str, Any]:
     """The report over the store; with `record`, its alerts are kept in the store as well (the
     proxy's /metrics shows the latest run's)."""
     from shadoweval.datasets.report import build_report
@@ -32,7 +32,7 @@ def _report(settings: Any, since: str | None, until: str | None, candidates: tup
 
             embed = get_embedder(settings.judges.embedder).encode
         body = build_report(store.exchange_bundles(since=_since(since), until=_since(until)), settings.report,
-                            candidates=candidates, embed=embed)
+                            candidates=candidates, embed=embed, policy=policy or settings.gate)
         if record:
             alerts = tuple((c["candidate"], kind, m) for c in body["candidates"]
                            for kind, key in (("drift", "alerts"), ("reward_gaming", "reward_gaming"))
@@ -103,11 +103,10 @@ def _post_alerts(url: str, alerts: list[str]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def gate(candidate: str, policy: str | None, config: str | None, db: str | None, since: str | None,
          as_json: bool) -> None:
-    """Exit 1 unless CANDIDATE is safe to switch to, printing why: a quality interval that does not
-    exclude a regression, a slice regressing beyond the threshold, a judge below the reliability
-    bar, latency, cost or errors beyond their limits. Exit 0 prints what it checked."""
-    from shadoweval.datasets.gate import reasons_to_fail
-
+    """Decide whether CANDIDATE is safe to switch to, by the rule of `[gate] mode` ("not-worse", the
+    default, or "better"), printing the rule in words and the evidence. Exit 0: pass. Exit 1: fail,
+    with every reason. Exit 3: the evidence cannot decide yet (unknown candidate, no pairs, nothing
+    graded while the rule needs people), with how many more pairs to grade."""
     from .settings import GateSettings
 
     settings = _settings(config, db=db)
@@ -118,20 +117,45 @@ def gate(candidate: str, policy: str | None, config: str | None, db: str | None,
             rules = GateSettings.model_validate({**settings.gate.model_dump(), **data.get("gate", data)})
         except (tomllib.TOMLDecodeError, ValueError) as exc:
             raise click.ClickException(f"{policy}: {exc}") from None
-    body = _report(settings, since, None, (candidate,), clusters=False)
+    if not Path(settings.store.path).exists():
+        _undecided(candidate, f"no store at {settings.store.path}: nothing has been captured yet", as_json)
+    body = _report(settings, since, None, (candidate,), clusters=False, policy=rules)
     (entry,) = body["candidates"]
-    reasons = reasons_to_fail(entry, rules)
+    d = entry["decision"]
+    if d["pass"] is None:
+        known = body.get("known_candidates")
+        extra = f" (candidates with answers stored: {', '.join(known)})" if known is not None and \
+            candidate not in known else ""
+        _undecided(candidate, d["cannot_decide"] + extra, as_json, d)
+    exit_code = 0 if d["pass"] else 1
     if as_json:
-        click.echo(orjson.dumps({"candidate": candidate, "pass": not reasons, "reasons": reasons,
-                                 "decided_by": entry.get("decided_by"), "call": entry.get("call"),
+        click.echo(orjson.dumps({"candidate": candidate, "pass": d["pass"], "exit": exit_code, "reasons": d["reasons"],
+                                 "decided_by": entry.get("decided_by"), "call": entry.get("call"), "decision": d,
                                  "policy": rules.model_dump()}, option=orjson.OPT_INDENT_2).decode())
-    elif reasons:
-        click.echo(f"FAIL: {candidate} is not safe to switch to:")
-        for r in reasons:
-            click.echo(f"  - {r}")
+        sys.exit(exit_code)
+    e = d["estimate"]
+    click.echo(f"rule: {d['rule']}")
+    click.echo(f"evidence: {e['described']}: win rate {e['value']:.3f} [{e['low']:.3f}, {e['high']:.3f}] on {e['n']}")
+    if d["pass"]:
+        click.echo(f"PASS: {candidate} may replace production under the {d['mode']} rule")
     else:
-        w = entry["win_rate"][entry["decided_by"]]
-        click.echo(f"PASS: {candidate} is {entry['call']} than production by {entry['decided_by']} "
-                   f"({w['value']:.3f} [{w['low']:.3f}, {w['high']:.3f}] on {w['n']}); no slice, latency, cost or "
-                   "error limit crossed")
-    sys.exit(1 if reasons else 0)
+        click.echo(f"FAIL: {candidate} is not safe to switch to:")
+        for r in d["reasons"]:
+            click.echo(f"  - {r}")
+        if d["plan"] and d["plan"]["text"] and any(r.startswith(("quality:", "judges:")) for r in d["reasons"]):
+            click.echo(f"  more evidence: {d['plan']['text']}")
+    sys.exit(exit_code)
+
+
+def _undecided(candidate: str, why: str, as_json: bool, decision: dict[str, Any] | None = None) -> None:
+    plan = (decision or {}).get("plan") or {}
+    if as_json:
+        click.echo(orjson.dumps({"candidate": candidate, "pass": None, "exit": 3, "reasons": [],
+                                 "cannot_decide": why, "decision": decision}, option=orjson.OPT_INDENT_2).decode())
+    else:
+        click.echo(f"CANNOT DECIDE: {candidate}: {why}")
+        if decision:
+            click.echo(f"rule: {decision['rule']}")
+        if plan.get("text"):
+            click.echo(f"next: {plan['text']}")
+    sys.exit(3)

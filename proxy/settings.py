@@ -283,6 +283,9 @@ class ReportSettings(_Section):
                                       "entirely below this (0: no alert).")
     alert_max_score_drop: float = Field(0.0, ge=0, description="Alert when a judge's candidate-minus-production "
                                         "score in a period falls below minus this (0: no alert).")
+    judge_bias_margin: float = Field(0.1, ge=0, description="Alarm when, on the pairs people graded, the judge's win "
+                                     "rate for a candidate exceeds people's by more than this (interval wholly above): "
+                                     "the candidate may please the judge, not the users. The gate fails on it.")
     webhook_url: str = Field("", description="`shadoweval report` posts its alerts (drift, reward gaming) as JSON "
                              "here; empty: alerts go to the report and the log only.")
 
@@ -295,8 +298,15 @@ class ReportSettings(_Section):
 
 
 class GateSettings(_Section):
-    regression_margin: float = Field(0.0, ge=0, description="Fail unless the win rate's interval lies above "
-                                     "0.5 - this (0: the interval must exclude losing).")
+    mode: str = Field("not-worse", description="The decision rule. `not-worse` (non-inferiority, the default): pass "
+                      "when the win rate's interval lies above 0.5 - `margin` and no judged score is significantly "
+                      "lower than production's by more than `score_margin`; the usual reason to shadow a candidate "
+                      "is that it is cheaper or faster, and one exactly as good must be able to pass. `better` "
+                      "(superiority): pass only when the interval lies above 0.5.")
+    margin: float = Field(0.05, ge=0, lt=0.5, description="`not-worse`: how far below production's 0.5 the candidate's "
+                          "win rate may plausibly be (0.05: a 5-point drop is the most the interval may allow).")
+    score_margin: float = Field(0.05, ge=0, description="`not-worse`: how far below production a judged score "
+                                "(groundedness, citations, intent) may plausibly be before the gate fails.")
     slice_regression: float = Field(0.1, ge=0, description="Fail when a slice is significantly worse and its win "
                                     "rate is below 0.5 - this, or a judge score drops by more than this.")
     require_reliable_judges: bool = Field(True, description="Fail when the win rate the decision rests on comes from "
@@ -307,6 +317,22 @@ class GateSettings(_Section):
                                   "times this.")
     max_error_rate_increase: float = Field(0.01, ge=0, description="Fail when the candidate's error rate exceeds "
                                            "production's by more than this.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "regression_margin" in data:  # the name before `mode` existed
+            data = dict(data)
+            data.setdefault("margin", data.pop("regression_margin"))
+            data.setdefault("mode", "not-worse")
+        return data
+
+    @field_validator("mode")
+    @classmethod
+    def _mode_ok(cls, v: str) -> str:
+        if v not in ("not-worse", "better"):
+            raise ValueError('mode must be "not-worse" or "better"')
+        return v
 
 
 class EvaluatorSettings(_Section):

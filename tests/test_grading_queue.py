@@ -290,6 +290,10 @@ def test_cli_queues_a_demo_store(tmp_path):
     text = subprocess.run([str(BIN), "grade", "queue", "--db", str(db)], capture_output=True, check=True,
                           text=True).stdout
     assert "0 pairs not queued before" in text and text.startswith("seed ")
+    # every candidate's evidence plan: here nothing is judged or graded yet, and it says so
+    assert set(out["evidence"]) == {"careful", "drifting"}
+    assert all(e["mode"] == "not-worse" and "nothing compared" in e["text"] for e in out["evidence"].values())
+    assert "evidence for careful (not-worse rule): no win rate" in text
 
 
 def test_retention_drops_ungraded_items_and_keeps_grades(store):

@@ -110,9 +110,10 @@ def test_gate_fails_on_a_planted_slice_regression_and_passes_a_clean_candidate(t
                          capture_output=True, text=True)
     body = json.loads(out.stdout)
     assert out.returncode == 0 and body["pass"] and body["reasons"] == [], body
-    # the same clean candidate fails when its judge was never checked against people...
+    # the same clean candidate cannot be decided while its judge was never checked against people...
     out = subprocess.run([BIN, "gate", "--candidate", "cand", "--db", str(good)], capture_output=True, text=True)
-    assert out.returncode == 1 and "not checked against human grades" in out.stdout
+    assert out.returncode == 3 and "CANNOT DECIDE" in out.stdout and "nobody has checked" in out.stdout
+    assert "grade about 30 more pairs to check the judge against people" in out.stdout
     # ...and when it is three times slower than production
     slow = tmp_path / "slow.db"
     _populate(slow, 200, cand_quality=lambda route, rng: rng.uniform(0.85, 1.0), cand_latency=300.0)
@@ -131,6 +132,7 @@ def test_human_grades_decide_and_make_the_judge_reliable(tmp_path):
     assert body["judges"]["grounded"]["reliable"] and body["judges"]["grounded"]["kappa"] == pytest.approx(1.0)
     out = subprocess.run([BIN, "report", "--db", str(db)], capture_output=True, text=True)
     assert "decided by: judge + human (prediction-powered)" in out.stdout
+    assert "rule: not-worse (non-inferiority, margin 0.05): passes if" in out.stdout
     assert "grounded" in out.stdout and "reliable" in out.stdout
 
 
