@@ -1,10 +1,11 @@
 """Eval sets built from production traffic: `shadoweval evalset build NAME [filters]`.
 
 The build reads stored exchanges, keeps the ones the filters select, turns each into an item
-(`evalitems.py`: per-answer labels, a target), removes near-duplicate questions, spreads the set
-over clusters of similar questions so one frequent question cannot fill it, redacts, and stores an
-immutable version whose id is the hash of its name and content. Building again from unchanged
-traffic gives the same id, so it adds no version; `diff` says what changed between two.
+(`evalitems.py`: per-answer labels, a target; an imported request stored as several exchanges is
+one item), removes near-duplicate questions, spreads the set over clusters of similar questions so
+one frequent question cannot fill it, redacts, and stores an immutable version whose id is the hash
+of its name and content. Building again from unchanged traffic gives the same id, so it adds no
+version; `diff` says what changed between two.
 
 Filters narrow in two ways. Where and when (time window, routes, tags, candidates) always restrict.
 The signals (graded by people, kept by a grader, an end-user complaint, a judge that disagrees with
@@ -17,7 +18,7 @@ import fnmatch
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -29,7 +30,7 @@ from shadoweval.proxy.settings import ContextSettings
 from shadoweval.proxy.store import Store
 from shadoweval.proxy.types import EvalItem, EvalSet, ExchangeBundle
 
-from .evalitems import human_labels, judge_labels, to_item, usable_outputs
+from .evalitems import human_labels, judge_labels, merged, to_item, usable_outputs
 from .keys import request_key
 
 __all__ = ["Filters", "BuildResult", "build", "diff", "request_key", "set_id"]
@@ -74,8 +75,7 @@ def build(store: Store, name: str, filters: Filters, *, limit: int | None = None
     counts: dict[str, int] = {"exchanges": 0}
     why: dict[str, int] = {}
     items: list[EvalItem] = []
-    for bundle in store.exchange_bundles(since=filters.since, until=filters.until):
-        counts["exchanges"] += 1
+    for bundle in _requests(store.exchange_bundles(since=filters.since, until=filters.until), counts):
         reason = _rejected(bundle, filters)
         if reason is None:
             item = to_item(bundle, candidates=filters.candidates, context=context)
@@ -138,6 +138,22 @@ def build(store: Store, name: str, filters: Filters, *, limit: int | None = None
     if stored is None:
         raise RuntimeError("the eval set could not be written (see the log)")
     return BuildResult(stored, created=True)
+
+
+def _requests(bundles: Iterable[ExchangeBundle], counts: dict[str, int]) -> Iterator[ExchangeBundle]:
+    """The bundles, counted, with an imported request's exchanges (one per production answer, all
+    with the request's `import_key`) joined into one: one question is one item, with every answer
+    and every vote between them. Imported ones come last; the build sorts items afterwards."""
+    imported: dict[str, list[ExchangeBundle]] = {}
+    for bundle in bundles:
+        counts["exchanges"] += 1
+        key = bundle.exchange.tags.get("import_key")
+        if key is None:
+            yield bundle
+        else:
+            imported.setdefault(key, []).append(bundle)
+    for group in imported.values():
+        yield merged(group)
 
 
 def set_id(name: str, items: Sequence[EvalItem]) -> str:

@@ -5,7 +5,11 @@ An eval set is only worth building if it can leave this project: a team keeps it
 in Inspect or promptfoo, fine-tunes on what graders preferred, or calibrates judges on the same
 records as the shared data. Each format is one generator of plain dicts over the items in set
 order, so output is deterministic and a format can be tested without touching the disk. Items a
-format cannot represent are left out and counted by reason in `skipped`, never written half-made.
+format cannot represent are left out and counted by reason in `skipped`, never written half-made;
+so are the pairs of an item that a pair format cannot write (a tie has no chosen answer).
+
+Answers are named as the item names them: captured production answers "production", imported ones
+by their model, which `meta["production"]` says is production's (evalitems.py).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -35,8 +39,51 @@ FORMATS: dict[str, str] = {
 }
 SOURCE = "shadoweval"  # meta.source of the shared-format records, as the shared files name theirs
 SIMILAR_THRESHOLD = 0.8
+TIE = "tied human preference"
+
+
+class _LeftOut(NamedTuple):
+    """Yielded by a builder for a part of an item it leaves out (a tied pair), counted by reason."""
+
+    reason: str
+
+
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def _production(item: EvalItem) -> str:
+    """The name of production's answer: "production" in captured traffic and in sets built before
+    imported answers kept their model names."""
+    name = item.meta.get("production")
+    return name if isinstance(name, str) else "production"
+
+
+def _voted_pairs(item: EvalItem) -> list[tuple[str, str, dict[str, int]]]:
+    """Every pair of the item's answers people voted on, as (a, b, votes for a / b / tie): a is
+    production's answer, or for the `other_pairs` of an imported request the answer that was
+    production in its pair. Per-candidate votes (`pairs`) when the item has them; else
+    `winner_votes` about the candidate named in `candidate`, or the only candidate there is."""
+    human = _dict(item.labels.get("human"))
+    production = _production(item)
+    by_candidate = {c: _dict(v) for c, v in _dict(human.get("pairs")).items()}
+    if not by_candidate and _dict(human.get("winner_votes")):
+        candidates = [n for n in item.outputs if n != production]
+        named = human.get("candidate") if isinstance(human.get("candidate"), str) else None
+        named = named if named in item.outputs else None
+        if named or len(candidates) == 1:
+            by_candidate = {named or candidates[0]: human["winner_votes"]}
+    found = [(production, cand, {"a": votes.get("production"), "b": votes.get("candidate"), "tie": votes.get("tie")})
+             for cand, votes in sorted(by_candidate.items())]
+    found += [(other.get("a"), other.get("b"), _dict(other.get("votes")))
+              for other in human.get("other_pairs") or () if isinstance(other, dict)]
+    out = []
+    for a, b, votes in found:
+        counts = {k: int(votes.get(k) or 0) for k in ("a", "b", "tie")}
+        if isinstance(a, str) and isinstance(b, str) and a != b and {a, b} <= item.outputs.keys() and sum(
+                counts.values()):
+            out.append((a, b, counts))
+    return out
 
 
 def _meta(evalset: EvalSet, item: EvalItem, **extra: Any) -> dict[str, Any]:
@@ -80,21 +127,36 @@ def _promptfoo(evalset: EvalSet, item: EvalItem, turns: list[Turn]) -> Iterator[
     yield case
 
 
-def _dpo(evalset: EvalSet, item: EvalItem, turns: list[Turn]) -> Iterator[dict[str, Any]]:
+def _dpo(evalset: EvalSet, item: EvalItem, turns: list[Turn]) -> Iterator[dict[str, Any] | _LeftOut]:
+    """One row per pair people voted on without a tie (chosen: the answer they preferred), and one
+    for a grader's correction against the answer it replaces."""
     last_user = max(i for i, t in enumerate(turns) if t.role == "user" and t.text.strip())
     prompt = [t.openai() for t in turns[: last_user + 1]]  # the answers being compared replace what followed
     human = _dict(item.labels.get("human"))
     preferred, rejected = (n if isinstance(n, str) else None for n in (human.get("preferred"), human.get("rejected")))
     pairs = []
-    if preferred in item.outputs and rejected in item.outputs and preferred != rejected:
-        pairs.append((item.outputs[preferred], item.outputs[rejected]))
-    loser = rejected if rejected in item.outputs else "production"
+    voted = _voted_pairs(item)
+    for a, b, votes in voted:
+        preference = _preference(votes)
+        if preference == "tie":
+            yield _LeftOut(TIE)
+        else:
+            pairs.append((item.outputs[a], item.outputs[b]) if preference == "a" else (item.outputs[b], item.outputs[a]))
+    if not voted and preferred in item.outputs and rejected in item.outputs and preferred != rejected:
+        pairs.append((item.outputs[preferred], item.outputs[rejected]))  # a preference without its votes
+    loser = rejected if rejected in item.outputs else _production(item)
     if item.target_source == "human-corrected" and item.target and loser in item.outputs:
         pairs.append((item.target, item.outputs[loser]))
     seen: set[tuple[str, str]] = set()
     for chosen, worse in pairs:
         key = (chosen.strip(), worse.strip())
-        if key[0] and key[1] and key[0] != key[1] and key not in seen:  # equal texts teach nothing
+        if not key[0] or not key[1]:
+            yield _LeftOut("an empty answer")
+        elif key[0] == key[1]:  # equal texts teach nothing
+            yield _LeftOut("chosen equals rejected")
+        elif key in seen:  # the same answers under other names, or a correction equal to the preferred answer
+            yield _LeftOut("the same chosen and rejected as another row")
+        else:
             seen.add(key)
             yield {"prompt": prompt, "chosen": [{"role": "assistant", "content": chosen}],
                    "rejected": [{"role": "assistant", "content": worse}]}
@@ -117,7 +179,8 @@ def _answer_labels(human: dict[str, Any], name: str) -> dict[str, Any]:
 
 def _responses(evalset: EvalSet, item: EvalItem, turns: list[Turn]) -> Iterator[dict[str, Any]]:
     human = _dict(item.labels.get("human"))
-    names = sorted(item.outputs, key=lambda n: (n != "production", n))  # production first, then by name
+    production = _production(item)
+    names = sorted(item.outputs, key=lambda n: (n != production, n))  # production first, then by name
     answers = [(n, item.outputs[n], _answer_labels(human, n)) for n in names]
     if item.target_source == "human-corrected" and item.target and "corrected" not in item.outputs:
         answers.append(("corrected", item.target, {}))
@@ -134,27 +197,11 @@ def _preference(counts: dict[str, int]) -> str:
 
 
 def _pairs(evalset: EvalSet, item: EvalItem, turns: list[Turn]) -> Iterator[dict[str, Any]]:
-    human = _dict(item.labels.get("human"))
-    # Votes are about one pair. Per-candidate votes (`pairs`) when the set has them; else
-    # `winner_votes` about the candidate named in `candidate`, or the only candidate there is.
-    by_candidate = {c: _dict(v) for c, v in _dict(human.get("pairs")).items()}
-    if not by_candidate and _dict(human.get("winner_votes")):
-        candidates = [n for n in item.outputs if n != "production"]
-        named = human.get("candidate") if isinstance(human.get("candidate"), str) else None
-        named = named if named in item.outputs else None
-        if named or len(candidates) == 1:
-            by_candidate = {named or candidates[0]: human["winner_votes"]}
-    for cand, votes in sorted(by_candidate.items()):
-        if cand == "production" or cand not in item.outputs or "production" not in item.outputs:
-            continue
-        counts = {"a": int(votes.get("production") or 0), "b": int(votes.get("candidate") or 0),
-                  "tie": int(votes.get("tie") or 0)}
-        if not sum(counts.values()):
-            continue
-        yield {"id": f"{item.key}-production-{cand}", "request": item.request, "contexts": item.contexts or [],
-               "response_a": item.outputs["production"], "response_b": item.outputs[cand],
+    for a, b, counts in _voted_pairs(item):  # a: production's answer, as response_a in the shared files
+        yield {"id": f"{item.key}-{a}-{b}", "request": item.request, "contexts": item.contexts or [],
+               "response_a": item.outputs[a], "response_b": item.outputs[b],
                "labels": {"preference": _preference(counts), "votes": [v for v, n in counts.items() for _ in range(n)]},
-               "meta": {"source": SOURCE, "model_a": "production", "model_b": cand, **_meta(evalset, item)}}
+               "meta": {"source": SOURCE, "model_a": a, "model_b": b, **_meta(evalset, item)}}
 
 
 def _replay(evalset: EvalSet, item: EvalItem, turns: list[Turn]) -> Iterator[dict[str, Any]]:
@@ -167,7 +214,7 @@ def _replay(evalset: EvalSet, item: EvalItem, turns: list[Turn]) -> Iterator[dic
     yield record
 
 
-Builder = Callable[[EvalSet, EvalItem, list[Turn]], Iterator[dict[str, Any]]]
+Builder = Callable[[EvalSet, EvalItem, list[Turn]], Iterator[dict[str, Any] | _LeftOut]]
 # format -> (builder, needs a conversation, needs a target)
 _BUILDERS: dict[str, tuple[Builder, bool, bool]] = {
     "inspect": (_inspect, True, False), "openai-evals": (_openai_evals, True, True),
@@ -198,7 +245,10 @@ def _records(evalset: EvalSet, fmt: str, skipped: Counter[str]) -> Iterator[dict
         made = 0
         for record in build(evalset, item, turns):
             made += 1
-            yield record
+            if isinstance(record, _LeftOut):
+                skipped[record.reason] += 1
+            else:
+                yield record
         if not made:
             skipped[_NOTHING.get(fmt, "nothing to export")] += 1
 

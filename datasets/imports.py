@@ -17,7 +17,8 @@ Decisions, made once here:
   known person), so inter-rater agreement can be measured. Production is the side from `production`
   if either is, else response_a; response_a is shown left, as in the source. The pairwise judge keeps
   one verdict per candidate output, against its exchange's production output, so a request's pairs
-  become one exchange per production answer (all with the request's `import_key`).
+  become one exchange per production answer (all with the request's `import_key`); an eval set
+  joins them back into one item (evalitems.merged), whose answers keep their model names.
 """
 
 from __future__ import annotations

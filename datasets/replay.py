@@ -54,10 +54,11 @@ def jobs_from_evalset(store: Store, es: EvalSet) -> tuple[list[Job], int]:
                           request=it.request, tags={**it.meta.get("tags", {}), "evalset": es.ref},
                           contexts=it.contexts)
             restored.append(ex)
-            if "production" in it.outputs:
+            prod = it.meta.get("production") or "production"  # imported items name production's model
+            if prod in it.outputs:
                 restored.append(Output(id=new_id(), exchange_id=ex.id, role="production", name="production",
-                                       model=None, status="ok", started_at=ex.created_at,
-                                       text=it.outputs["production"]))
+                                       model=None if prod == "production" else prod, status="ok",
+                                       started_at=ex.created_at, text=it.outputs[prod]))
             ex_id = ex.id
         jobs.append(Job(ex_id, route, it.request))
     for record in restored:

@@ -67,7 +67,8 @@ class ReplayApp:
             # hashes to, even for an eval set built by an older version of request_key.
             key = request_key(item.request)
             if key not in self.recorded:  # first item wins; versions dedupe by key anyway
-                self.recorded[key] = Recorded(key, _choose(item.target, item.outputs, answer))
+                self.recorded[key] = Recorded(key, _choose(item.target, item.outputs, answer,
+                                                                  item.meta.get("production") or "production"))
         names = [evalset.ref] + [str(i.request["model"]) for i in evalset.items if i.request.get("model")]
         self.models = list(dict.fromkeys(names))  # order kept, duplicates dropped
 
@@ -154,10 +155,12 @@ def replay_app(evalset: EvalSet, *, answer: str = "target") -> ReplayApp:
     return ReplayApp(evalset, answer)
 
 
-def _choose(target: str | None, outputs: dict[str, str], answer: str) -> str | None:
+def _choose(target: str | None, outputs: dict[str, str], answer: str, production: str = "production") -> str | None:
+    """The recorded text to answer with; `production` is the name production's answer has in this
+    item (imported items name it by model, `meta["production"]`)."""
     if answer == "target":
-        return target if target is not None else outputs.get("production")
-    return outputs.get(answer)
+        return target if target is not None else outputs.get(production)
+    return outputs.get(production if answer == "production" else answer)
 
 
 def _words(value: Any) -> int:

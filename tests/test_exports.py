@@ -177,7 +177,9 @@ def test_dpo_pairs_come_only_from_human_preferences_and_corrections():
     multi = [r for r in rows if r["prompt"][-1]["content"] == "Und morgen?"]
     assert [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in multi] == [
         ("Regen, 12°C.", "Weiß ich nicht."), ("Morgen: 20°C.", "Weiß ich nicht.")]
-    assert len(rows) == 3 and skipped == Counter({"no human preference": 2, "no conversation": 1})
+    # NO_TARGET's one pair is a tie: left out, and counted as one, not as an item nobody voted on
+    assert len(rows) == 3 and skipped == Counter({"no human preference": 1, "tied human preference": 1,
+                                                  "no conversation": 1})
     for r in rows:
         assert set(r) == {"prompt", "chosen", "rejected"} and r["prompt"][-1]["role"] == "user"
         assert r["chosen"] != r["rejected"]
@@ -189,6 +191,28 @@ def test_dpo_drops_a_correction_equal_to_the_answer_it_would_beat():
                     target="same", target_source="human-corrected", outputs={"production": " same "},
                     labels={"human": {"preferred": None, "rejected": None}})
     assert _all("dpo", EvalSet("s", "n", 1, 0.0, {}, (item,)))[0] == []
+
+
+IMPORTED = EvalItem(  # an imported request: answers named by model, production's in meta, a pair between two others
+    key="k1k1k1k1k1k1k1k1", request={"messages": [{"role": "user", "content": "q"}]},
+    outputs={"gpt": "G", "llama": "L", "reference": "R"},
+    labels={"human": {"pairs": {"llama": {"production": 0, "candidate": 2, "tie": 1},
+                                "reference": {"production": 1, "candidate": 1, "tie": 0}},
+                      "winner_votes": {"production": 0, "candidate": 2, "tie": 1}, "candidate": "llama",
+                      "preferred": "llama", "rejected": "gpt",
+                      "other_pairs": [{"a": "llama", "b": "reference", "votes": {"a": 0, "b": 1, "tie": 0}}]}},
+    meta={"production": "gpt"})
+
+
+def test_imported_items_name_production_and_pair_other_answers():
+    evalset = EvalSet("s", "n", 1, 0.0, {}, (IMPORTED,))
+    rows, skipped = _all("dpo", evalset)
+    assert [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in rows] == [("L", "G"), ("R", "L")]
+    assert skipped == Counter({"tied human preference": 1})  # gpt against reference: one vote each
+    rows, _ = _all("pairs", evalset)
+    assert [(r["meta"]["model_a"], r["meta"]["model_b"], r["response_a"], r["labels"]["preference"]) for r in rows] == [
+        ("gpt", "llama", "G", "b"), ("gpt", "reference", "G", "tie"), ("llama", "reference", "L", "b")]
+    assert [r["meta"]["model"] for r in _all("responses", evalset)[0]] == ["gpt", "llama", "reference"]
 
 
 def test_responses_one_per_answer_with_its_human_labels():
