@@ -140,7 +140,8 @@ def win_rates(rows: Sequence[Row], settings: ReportSettings, floors: dict[str, f
             y = [np.mean([o for o, _ in r.human]) for r in labeled]
             f_l = [_outcome(r, judge_source) for r in labeled]
             f_u = [_outcome(r, judge_source) for r in rows if _outcome(r, judge_source) is not None]
-            out["ppi"] = _called(stats.ppi_mean(y, f_l, f_u), floors.get(judge_source, 0.0), f_u, reliable=True)
+            w = [float(np.mean([wt for _, wt in r.human])) for r in labeled]  # the sample's skew undone
+            out["ppi"] = _called(stats.ppi_mean(y, f_l, f_u, w), floors.get(judge_source, 0.0), f_u, reliable=True)
             out["ppi"]["judge"] = judge_source
             # what evidence planning needs: the judge's spread over all pairs, its error's over the graded
             out["ppi"]["judged"] = len(f_u)
@@ -329,7 +330,7 @@ def build_report(bundles: Iterable[ExchangeBundle], settings: ReportSettings, *,
     given an embedder, the clusters of its losses), models rated together, noise floors, judge
     reliability, and every alert in one list."""
     from .gate import decide
-    from .trends import DriftRules, drift, drift_alerts, failure_clusters, reward_gaming
+    from .trends import DriftRules, drift, drift_alerts, failure_clusters, loss_reasons, reward_gaming
 
     table = collect(bundles, settings)
     names = list(candidates) or sorted(n for n in table.rows if n != "production-twin")
@@ -352,8 +353,9 @@ def build_report(bundles: Iterable[ExchangeBundle], settings: ReportSettings, *,
                                   for m in reward_gaming(rows, source_judge=judge_source, split=split, seed=seed)]
         entry["reward_gaming"] += [f"{name}: {m}" for m in judge_bias(rows, judge_source, margin=settings.judge_bias_margin,
                                                                        seed=seed)]
-        entry["failure_clusters"] = (failure_clusters(rows, embed, source=source, threshold=0.6) if embed is not None and rows
-                                     else None)
+        entry["failure_clusters"] = (failure_clusters(rows, embed, source=source,
+                                                      reasons=loss_reasons(rows, table.verdicts))
+                                     if embed is not None and rows else None)
         entry["decision"] = decide(entry, policy or GateSettings(), min_graded=settings.min_graded)
         alerts += entry["alerts"]
         gaming += entry["reward_gaming"]

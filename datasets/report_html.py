@@ -17,7 +17,7 @@ from typing import Any
 from shadoweval.proxy.settings import ReportSettings
 
 from .report_svg import Bar, _ci, _e, _f, bar_chart, time_series
-from .report_text import SOURCES  # one wording for the sources in both renderings
+from .report_text import SOURCES, failure_patterns  # one wording for both renderings
 
 # Calls map to fixed class names: a call string never reaches an attribute, even if a new one appears.
 _CALLS = {"better": "better", "worse": "worse", "within noise": "noise", "not enough data": "nodata"}
@@ -63,17 +63,28 @@ def _messages(heading: str, items: Sequence[Any] | None, css: str = "flag") -> s
     return f"<h3>{_e(heading)}</h3><ul>" + "".join(f'<li class="{css}">{_e(m)}</li>' for m in items) + "</ul>"
 
 
-def _clusters(clusters: Sequence[dict[str, Any]] | None, h: str = "h3") -> str:
-    if not clusters:
+def _clusters(value: Any, h: str = "h3") -> str:
+    found = failure_patterns(value)
+    if not found or not found.get("losses"):
         return ""
     out = [f"<{h}>Failure clusters</{h}>"]
+    clusters = found.get("clusters") or []
+    if not clusters:
+        out.append(f'<p class="note">no recurring pattern among {_e(found["losses"])} losses</p>')
+        return "\n".join(out)
+    rest = [f"{_e(found['unclustered'])} not in any recurring pattern"] if found.get("unclustered") else []
+    rest += [f"{_e(found['more'])} more patterns not listed"] if found.get("more") else []
+    out.append(f'<p class="note">{_e(found["losses"])} losses grouped by question and the judges\' reasons, largest '
+               f'first{"; " if rest else ""}{"; ".join(rest)}.</p>')
     for i, cl in enumerate(clusters, 1):
         examples = cl.get("examples") or []
         share = f" ({cl['share']:.0%} of losses)" if isinstance(cl.get("share"), int | float) else ""
-        out.append(f"<details><summary>cluster {i}: {_e(cl.get('size', len(examples)))} lost{share}</summary>")
+        label = f" <b>{_e(cl['label'])}</b> &mdash;" if cl.get("label") else ""
+        out.append(f"<details><summary>cluster {i}:{label} {_e(cl.get('size', len(examples)))} lost{share}"
+                   "</summary>")
         for ex in examples:
-            for part in ("question", "candidate", "production"):
-                if ex.get(part) is not None:
+            for part in ("question", "reason", "candidate", "production"):
+                if ex.get(part):
                     out.append(f'<div class="note">{part}</div><div class="ex">{_e(ex[part])}</div>')
         out.append("</details>")
     return "\n".join(out)

@@ -18,6 +18,36 @@ def _num(x: float | None, fmt: str = ".1f") -> str:
     return "-" if x is None else format(x, fmt)
 
 
+def failure_patterns(value: Any) -> dict[str, Any] | None:
+    """A report's `failure_clusters` as `trends.failure_clusters` gives them ({"losses", "unclustered",
+    "more", "clusters"}); reports written before clusters were labeled hold a bare list of clusters."""
+    if isinstance(value, dict) or not value:
+        return value or None
+    first = value[0]
+    losses = round(first["size"] / first["share"]) if first.get("share") else sum(k.get("size", 0) for k in value)
+    return {"losses": losses, "unclustered": 0, "more": 0, "clusters": list(value)}
+
+
+def _where_it_loses(found: dict[str, Any] | None, shown: int = 5) -> list[str]:
+    if not found or not found.get("losses"):
+        return []
+    clusters = found.get("clusters") or []
+    if not clusters:
+        return [f"   where it loses: no recurring pattern among {found['losses']} losses"]
+    out = [f"   where it loses ({found['losses']} losses grouped by question and the judges' reasons, "
+           "largest first):"]
+    for k in clusters[:shown]:
+        question = k.get("representative") or k["examples"][0]["question"]
+        label = f"{k['label']}  " if k.get("terms") else ""  # without shared terms the question is the label
+        out.append(f"     {k['size']:3} x {k.get('share', 0):4.0%}  {label}e.g. {question[:90]!r}")
+    more = len(clusters) - shown + (found.get("more") or 0)
+    if more > 0:
+        out.append(f"     + {more} more pattern{'s' if more > 1 else ''}")
+    if found.get("unclustered"):
+        out.append(f"     {found['unclustered']:3} not in any recurring pattern")
+    return out
+
+
 def format_report(report: dict[str, Any]) -> str:
     out: list[str] = []
     if not report["candidates"]:
@@ -67,12 +97,7 @@ def format_report(report: dict[str, Any]) -> str:
             out.append(f"   !! reward gaming: {m}")
         for a in c.get("alerts") or []:
             out.append(f"   !! drift alert: {a}")
-        clusters = c.get("failure_clusters") or []
-        if clusters:
-            total = round(clusters[0]["size"] / clusters[0]["share"]) if clusters[0]["share"] else 0
-            out.append(f"   where it loses ({total} losses by similar question, largest clusters first):")
-            for k in clusters[:3]:
-                out.append(f"     {k['size']:3} x  e.g. {k['examples'][0]['question'][:90]!r}")
+        out += _where_it_loses(failure_patterns(c.get("failure_clusters")))
     if report.get("models"):
         out += ["", "Bradley-Terry ratings (production = 1000):"]
         for m, e in sorted(report["models"].items(), key=lambda kv: -(kv[1]["value"] or 0)):

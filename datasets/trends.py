@@ -8,8 +8,9 @@ hides three things an operator needs before trusting it:
 - reward gaming: when a candidate is tuned against our judges, judge scores rise while human grades
   stay flat; the model is learning the judge, not the task, and only comparing the two signals over
   time (or across two versions) shows it;
-- failure clusters: a win rate says how often the candidate loses, not on what. Grouping the
-  questions it lost on by meaning turns a list of losses into a few themes to read.
+- failure clusters: a win rate says how often the candidate loses, not on what. Grouping its
+  losses by meaning (the question, and what the judges found wrong) turns a list of losses into a
+  few labeled themes to read, or says there is none.
 
 Pure functions over `report.Row`s of one candidate; every figure comes from `estimates`, so
 intervals mean the same thing here as in the report.
@@ -17,12 +18,18 @@ intervals mean the same thing here as in the report.
 
 from __future__ import annotations
 
+import math
+import re
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
+
+from shadoweval.judges.text import STOPWORDS, stem
+from shadoweval.proxy.types import Verdict
 
 from . import estimates as est
 from .estimates import Estimate, Numbers
@@ -194,46 +201,167 @@ def reward_gaming(rows: Sequence[Row], *, source_judge: str = "offline", split: 
 
 # ---- failure clusters ---------------------------------------------------------------------------
 
+_TERM = re.compile(r"[a-z][a-z0-9]*(?:['’.-][a-z0-9]+)*")
+# filler of questions that the judges' stop words (grammar words) leave in; it never says what losses share
+_FILLER = frozenset("also get got still want need like one please thanks thank know way since least hi hello".split())
+_JUDGE = re.compile(r"(?:^|\| )[\w, -]+: ")  # the judge names in a reason: what a loss is about is the words after
+
+
+def loss_reasons(rows: Sequence[Row], verdicts: Mapping[str, Sequence[Verdict]], *,
+                 chars: int = 300) -> dict[str, str]:
+    """Exchange id -> why the judges marked the candidate's answer down, short, for `failure_clusters`.
+
+    The judges that scored the candidate below production, largest gap first, and what each found:
+    the sentences it could not support (with the judge model's reason, if any), the checks or
+    criteria that failed, else grounded's least supported sentence; and the pairwise judge's reasons
+    when it preferred production. A finding two judges share is said once ("grounded, citations:
+    ..."). `verdicts` is `report.Table.verdicts`, output id -> that output's verdicts. Evidence, not
+    explanations: most explanations are templates ("2 of 3 sentences supported") that would make
+    losses alike for how a judge words its findings rather than for what went wrong."""
+    out: dict[str, str] = {}
+    for r in rows:
+        mine = {v.judge: v for v in verdicts.get(r.other.id, ()) if v.error is None}
+        gaps = sorted((c - p, j) for j, (p, c) in r.scores.items() if p is not None and c is not None and c < p)
+        picked = [mine[j] for _, j in gaps if j in mine]
+        if "pairwise" in mine and mine["pairwise"].label == "production":
+            picked.insert(0, mine["pairwise"])
+        by_finding: dict[str, list[str]] = {}
+        for v in picked:
+            for f in _findings(v):
+                by_finding.setdefault(f, []).append(v.judge)
+        if by_finding:
+            out[r.exchange_id] = " | ".join(f"{', '.join(js)}: {f}" for f, js in by_finding.items())[:chars]
+    return out
+
+
+def _findings(v: Verdict) -> list[str]:
+    """What a judge found wrong with an answer, in the answer's own words where it can."""
+    ev = v.evidence if isinstance(v.evidence, dict) else {}
+    said = [" ".join(str(u[k]) for k in ("sentence", "reason") if u.get(k))
+            for key in ("unsupported", "nonexistent") for u in ev.get(key) or [] if isinstance(u, dict)]
+    weakest = ev.get("least_supported")
+    if not said and isinstance(weakest, dict) and weakest.get("sentence"):
+        said = [str(weakest["sentence"])]  # nothing below the cut: the sentence nearest to it
+    found = [t for t in said if len(t.split()) >= 3]  # "Yes." is someone's weakest sentence, and says nothing
+    found += [str(f) for f in ev.get("failed") or []]
+    found += [f"{c.get('criterion', '')} {c.get('reason', '')}".strip() for c in ev.get("criteria") or []
+              if isinstance(c, dict) and c.get("verdict") == "fail"]
+    found += [str(o["reason"]) for o in ev.get("orders") or []
+              if isinstance(o, dict) and o.get("preferred") == "production" and o.get("reason")]
+    return list(dict.fromkeys(f for f in found if f))
+
+
 def failure_clusters(rows: Sequence[Row], embed: Callable[[Sequence[str]], np.ndarray], *,
-                     source: Source, questions: Mapping[str, str] | None = None, threshold: float = 0.75,
-                     max_clusters: int = 8, examples: int = 3) -> list[dict[str, Any]]:
-    """The questions the candidate lost on, grouped by meaning, largest group first.
+                     source: Source, questions: Mapping[str, str] | None = None,
+                     reasons: Mapping[str, str] | None = None, threshold: float = 0.45, reason_weight: float = 0.5,
+                     min_size: int = 2, max_clusters: int = 8, examples: int = 3, terms: int = 4,
+                     limit: int = 2000) -> dict[str, Any]:
+    """What the candidate's losses have in common: groups of similar losses, largest first, each labeled.
 
     A loss is outcome 0 by `source`; for "human", more than half of a row's grades are losses.
     The question is the last user message: `Row.question` where rows carry it (`report.collect` fills
     it with `proxy.capture.last_user_text`), else `questions`, exchange id -> question, which also
     overrides it. A mapping rather than a callable keeps this function pure and lets a caller read
-    requests once, in bulk. Losses without a question are left out; shares are of those clustered.
+    requests once, in bulk. Losses without a question are left out.
 
-    Leader clustering: in time order each question joins the nearest leader if that one is within
-    `threshold` cosine, else leads a new cluster. One pass and no cluster count to choose, which suits a
-    few hundred losses. Examples are the members closest to the cluster's centroid."""
+    `reasons`, exchange id -> why the judges marked the answer down (`loss_reasons`), join the
+    question: a loss is embedded as its question's vector and its reason's, averaged with
+    `reason_weight` on the reason. Two questions on one topic lost for different reasons drift apart,
+    one mistake made on two wordings comes together.
+
+    Average-linkage agglomerative clustering on cosine similarity: the two groups whose members are
+    on average most alike merge, until no two groups reach `threshold`. Unlike one pass of leader
+    clustering it does not depend on the order of the losses, nor chain loose ones behind an early
+    leader. The default `threshold` suits all-MiniLM-L6-v2, where two support questions on one topic
+    (warranty, delivery) score about 0.4-0.6 and on unrelated topics below 0.2. Only a group of
+    `min_size` or more is a pattern; the other losses are counted as `unclustered`. The similarity
+    matrix is n x n, so the `limit` latest losses are grouped (`left_out` counts older ones) and
+    shares are of those.
+
+    Returns {"losses", "unclustered", "left_out", "more" (patterns past `max_clusters`), "clusters"};
+    each cluster has its size and share of the losses, `terms` (content words most of its members
+    share and few other losses use, by TF-IDF), `label` (the terms, else the representative
+    question), `representative` (the question closest to the centroid) and `examples` (the members
+    closest to the centroid, with their reasons)."""
     asked = [(r, q) for r in sorted(rows, key=lambda r: r.created_at)
              if _lost(r, source) and (q := _question(r, questions))]
+    left_out = max(0, len(asked) - limit)
+    asked = asked[left_out:]
+    result: dict[str, Any] = {"losses": len(asked), "unclustered": len(asked), "left_out": left_out, "more": 0,
+                              "clusters": []}
     if not asked:
-        return []
+        return result
     losses, texts = [r for r, _ in asked], [q for _, q in asked]
-    vecs = np.asarray(embed(texts), dtype=float)
-    norms = np.linalg.norm(vecs, axis=1, keepdims=True)
-    vecs = np.divide(vecs, norms, out=np.zeros_like(vecs), where=norms > 0)  # cosine needs unit length
-    leaders: list[int] = []
-    members: list[list[int]] = []
-    for i, v in enumerate(vecs):
-        sims = vecs[leaders] @ v if leaders else np.zeros(0)
-        if len(sims) and sims.max() >= threshold:
-            members[int(np.argmax(sims))].append(i)
-        else:
-            leaders.append(i)
-            members.append([i])
-    clusters = []
-    for idx in sorted(members, key=lambda m: (-len(m), m[0]))[:max_clusters]:
+    why = [(reasons or {}).get(r.exchange_id, "") for r in losses]
+    vecs = _unit(np.asarray(embed(texts), dtype=float))
+    given = [i for i, w in enumerate(why) if w]
+    if given and reason_weight > 0:
+        said = _unit(np.asarray(embed([why[i] for i in given]), dtype=float))
+        vecs[given] = _unit((1 - reason_weight) * vecs[given] + reason_weight * said)
+    groups = sorted((g for g in _average_linkage(vecs, threshold) if len(g) >= min_size), key=lambda g: (-len(g), g[0]))
+    words = [_words(f"{q} {_JUDGE.sub(' ', w)}") for q, w in zip(texts, why, strict=True)]
+    df = Counter(s for w in words for s in w)
+    result["unclustered"] = len(losses) - sum(map(len, groups))
+    result["more"] = max(0, len(groups) - max_clusters)
+    for idx in groups[:max_clusters]:
         centroid = vecs[idx].mean(0)
-        closest = [idx[k] for k in np.argsort(-(vecs[idx] @ centroid), kind="stable")[:examples]]
-        clusters.append({"size": len(idx), "share": len(idx) / len(losses), "examples": [
-            {"exchange_id": losses[k].exchange_id, "question": texts[k],
-             "candidate": (losses[k].other.text or "")[:_TEXT_CHARS],
-             "production": (losses[k].production.text or "")[:_TEXT_CHARS]} for k in closest]})
-    return clusters
+        closest = [idx[k] for k in np.argsort(-(vecs[idx] @ centroid), kind="stable")]
+        top = _top_terms(words, idx, df, terms, closest[0])
+        result["clusters"].append({
+            "size": len(idx), "share": len(idx) / len(losses), "label": ", ".join(top) or texts[closest[0]][:80],
+            "terms": top, "representative": texts[closest[0]], "examples": [
+                {"exchange_id": losses[k].exchange_id, "question": texts[k], "reason": why[k],
+                 "candidate": (losses[k].other.text or "")[:_TEXT_CHARS],
+                 "production": (losses[k].production.text or "")[:_TEXT_CHARS]} for k in closest[:examples]]})
+    return result
+
+
+def _unit(vecs: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+    return np.divide(vecs, norms, out=np.zeros_like(vecs), where=norms > 0)  # cosine needs unit length
+
+
+def _average_linkage(vecs: np.ndarray, threshold: float) -> list[list[int]]:
+    """Groups of row indices, merged while the mean cosine between two groups' members reaches `threshold`."""
+    n = len(vecs)
+    sim = vecs @ vecs.T
+    np.fill_diagonal(sim, -np.inf)
+    groups = {i: [i] for i in range(n)}
+    while len(groups) > 1:
+        i, j = divmod(int(np.argmax(sim)), n)
+        if sim[i, j] < threshold:
+            break
+        a, b = len(groups[i]), len(groups[j])
+        # a merged group's mean similarity to any other is its parts' means weighted by size (Lance-Williams);
+        # retired rows stay at -inf, and -inf times a size is still -inf, never nan
+        merged = (a * sim[i] + b * sim[j]) / (a + b)
+        sim[i], sim[:, i] = merged, merged
+        sim[i, i] = -np.inf
+        sim[j], sim[:, j] = -np.inf, -np.inf
+        groups[i] += groups.pop(j)
+    return [sorted(g) for g in groups.values()]
+
+
+def _words(text: str) -> dict[str, str]:
+    """A text's distinct content words: stem -> the form first written."""
+    found: dict[str, str] = {}
+    for w in _TERM.findall(text.lower().replace("’", "'")):
+        w = w.removesuffix("'s")
+        if "'" not in w and (len(w) > 2 or any(ch.isdigit() for ch in w)) and w not in STOPWORDS and w not in _FILLER:
+            found.setdefault(stem(w), w)
+    return found
+
+
+def _top_terms(words: Sequence[dict[str, str]], members: Sequence[int], df: Counter[str], k: int,
+               representative: int) -> list[str]:
+    """The words at least two members share, weighted by the share of members using them times their
+    inverse document frequency over all losses: a word every loss uses says nothing about this group.
+    Ties go in the order the representative question says them."""
+    inside = Counter(s for i in members for s in words[i])
+    n, order = len(words), {s: p for p, s in enumerate(words[representative])}
+    ranked = sorted((-(c / len(members)) * math.log(n / df[s]), -c, order.get(s, n), s) for s, c in inside.items()
+                    if c >= 2 and df[s] < n)
+    return [Counter(words[i][s] for i in members if s in words[i]).most_common(1)[0][0] for *_, s in ranked[:k]]
 
 
 # ---- helpers ------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 string from traffic escaped, a chart per section, and optional sections that appear only when present.
 
 The report dicts are built here in the shape `build_report` returns (trimmed from a real demo run),
-so these tests need no store and no statistics."""
+so these tests need no store and no statistics. The failure clusters are checked in the text report too."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 
 from shadoweval.datasets.report_html import render_html, write_html
 from shadoweval.datasets.report_svg import Bar, bar_chart, time_series
+from shadoweval.datasets.report_text import format_report
 
 XSS = "<script>alert(1)</script>"
 
@@ -206,3 +207,44 @@ def test_time_series_with_one_point() -> None:
 def test_write_html(tmp_path: Path, report: dict[str, Any]) -> None:
     path = write_html(report, tmp_path / "out" / "report.html")
     assert path.read_text(encoding="utf-8").startswith("<!doctype html>")
+
+
+def _patterns(label: str = "refund, money, damaged") -> dict[str, Any]:
+    """Failure clusters as `trends.failure_clusters` gives them: two patterns among 12 losses, 3 one-offs."""
+    def cluster(size: int, label: str, question: str, reason: str) -> dict[str, Any]:
+        return {"size": size, "share": size / 12, "label": label, "terms": label.split(", "),
+                "representative": question,
+                "examples": [{"exchange_id": "x", "question": question, "reason": reason, "candidate": "c",
+                              "production": "p"}]}
+    return {"losses": 12, "unclustered": 3, "left_out": 0, "more": 0, "clusters": [
+        cluster(5, label, "I need a refund for the damaged order", "grounded: a restocking fee of 15% applies"),
+        cluster(4, "shipping, courier", "when will the courier deliver my package", "")]}
+
+
+def test_failure_clusters_labeled(report: dict[str, Any]) -> None:
+    report["candidates"][0]["failure_clusters"] = _patterns()
+    text = " ".join(" ".join(Page(render_html(report)).text).split())
+    assert "cluster 1: refund, money, damaged — 5 lost (42% of losses)" in text
+    assert "cluster 2: shipping, courier — 4 lost (33% of losses)" in text
+    assert "3 not in any recurring pattern" in text and "a restocking fee of 15% applies" in text
+    lines = format_report(report).splitlines()
+    at = lines.index("   where it loses (12 losses grouped by question and the judges' reasons, largest first):")
+    assert lines[at + 1:at + 4] == [
+        "       5 x  42%  refund, money, damaged  e.g. 'I need a refund for the damaged order'",
+        "       4 x  33%  shipping, courier  e.g. 'when will the courier deliver my package'",
+        "       3 not in any recurring pattern"]
+    report["candidates"][0]["failure_clusters"] = _patterns(label=XSS)  # labels are words from traffic
+    assert "<script" not in render_html(report)
+
+
+def test_failure_clusters_without_a_pattern(report: dict[str, Any]) -> None:
+    report["candidates"][0]["failure_clusters"] = {"losses": 7, "unclustered": 7, "left_out": 0, "more": 0,
+                                                   "clusters": []}
+    report["candidates"][1]["failure_clusters"] = {"losses": 0, "unclustered": 0, "left_out": 0, "more": 0,
+                                                   "clusters": []}
+    page = Page(render_html(report))
+    assert "no recurring pattern among 7 losses" in page.text
+    assert [t for t in page.text if t == "Failure clusters"] == ["Failure clusters"]  # none for no losses
+    text = format_report(report)
+    assert "   where it loses: no recurring pattern among 7 losses" in text.splitlines()
+    assert text.count("where it loses") == 1

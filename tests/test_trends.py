@@ -1,5 +1,6 @@
 """Trends on rows with a planted truth: drift per day with alerts only on the bad day, reward gaming
-caught when the judge rises and people do not, and losing questions grouped by theme."""
+caught when the judge rises and people do not, and losses grouped by theme and by the judges' reasons,
+labeled with what they share, one-offs counted but no pattern."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from shadoweval.datasets import trends
 from shadoweval.datasets.report import Row
 from shadoweval.datasets.trends import DriftRules, drift, drift_alerts, failure_clusters, reward_gaming
 from shadoweval.judges.embed import HashingEmbedder
-from shadoweval.proxy.types import Output
+from shadoweval.proxy.types import Output, Verdict
 
 DAY = 86400.0
 T0 = 1795132800.0  # 2026-11-20 00:00 UTC, a Friday in ISO week 47
@@ -144,47 +145,121 @@ def test_win_rate_difference() -> None:
 
 # ---- failure clusters ---------------------------------------------------------------------------
 
-REFUNDS = ["yesterday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "recently",
-           "online"]
-SHIPPING = ["london", "paris", "berlin", "madrid", "rome"]
-PASSWORDS = ["iphone", "android"]
+REFUNDS = ["yesterday", "monday", "tuesday", "wednesday", "recently"]
+SHIPPING = ["london", "paris", "berlin", "madrid"]
+ONE_OFFS = ["how do I reset the forgotten password for my account", "where can I download last year's invoice",
+            "the mobile app crashes when I open settings"]
+EMBED = HashingEmbedder().encode
 
 
 def _losses() -> tuple[list[Row], dict[str, str]]:
+    """Two themes (5 refund questions, 4 shipping ones), three one-off losses, wins on the first theme
+    and a loss whose question is unknown."""
     questions = [f"I need a refund of my money for the damaged order placed {x}" for x in REFUNDS]
     questions += [f"when will the shipping courier deliver my package to {x}" for x in SHIPPING]
-    questions += [f"how do I reset the forgotten password for my account on {x}" for x in PASSWORDS]
+    questions += ONE_OFFS
     rows = [_row(i, T0 + i, offline=0.0, text="x" * 500) for i in range(len(questions))]
     wins = [_row(100 + i, T0 + 100 + i, offline=o) for i, o in enumerate([1.0, 0.5, 1.0])]
     by_id = {r.exchange_id: q for r, q in zip(rows, questions, strict=True)}
-    by_id.update({r.exchange_id: f"how do I reset my password on a tablet {i}" for i, r in enumerate(wins)})
+    by_id.update({r.exchange_id: f"I need a refund for the order placed {i}" for i, r in enumerate(wins)})
     lost_unknown = _row(999, T0 + 999, offline=0.0)  # no question known: left out
     return rows + wins + [lost_unknown], by_id
 
 
 def test_failure_clusters_by_theme() -> None:
     rows, questions = _losses()
-    clusters = failure_clusters(rows, HashingEmbedder().encode, questions=questions, source="offline")
-    assert [c["size"] for c in clusters] == [10, 5, 2]
-    assert sum(c["share"] for c in clusters) == pytest.approx(1.0)
-    assert clusters[0]["share"] == pytest.approx(10 / 17)
-    for cluster, word in zip(clusters, ("refund", "shipping", "password"), strict=True):
-        assert len(cluster["examples"]) == min(3, cluster["size"])
+    found = failure_clusters(rows, EMBED, questions=questions, source="offline")
+    clusters = found["clusters"]
+    assert (found["losses"], found["unclustered"], found["left_out"], found["more"]) == (12, 3, 0, 0)
+    assert [(c["size"], c["share"]) for c in clusters] == [(5, pytest.approx(5 / 12)), (4, pytest.approx(4 / 12))]
+    refunds, shipping = clusters
+    assert refunds["terms"][:3] == ["refund", "money", "damaged"]  # what every member says and no other loss
+    assert {"shipping", "courier", "deliver", "package"} <= set(shipping["terms"])
+    assert refunds["label"] == ", ".join(refunds["terms"])
+    for cluster, word in ((refunds, "refund"), (shipping, "shipping")):
+        assert len(cluster["examples"]) == 3
         assert all(word in e["question"] for e in cluster["examples"])
-    e = clusters[0]["examples"][0]
-    assert set(e) == {"exchange_id", "question", "candidate", "production"}
-    assert len(e["candidate"]) == 300 and e["production"].startswith("production answer")
+        assert cluster["representative"] == cluster["examples"][0]["question"]
+    in_clusters = {e["question"] for c in clusters for e in c["examples"]}
+    assert not in_clusters & set(ONE_OFFS)  # one-off losses are no pattern, only counted
+    e = refunds["examples"][0]
+    assert set(e) == {"exchange_id", "question", "reason", "candidate", "production"}
+    assert len(e["candidate"]) == 300 and e["production"].startswith("production answer") and e["reason"] == ""
     assert questions[e["exchange_id"]] == e["question"]
-    assert len(failure_clusters(rows, HashingEmbedder().encode, questions=questions, source="offline",
-                                max_clusters=2)) == 2
-    assert failure_clusters(rows, HashingEmbedder().encode, questions=questions, source="pairwise") == []
+    capped = failure_clusters(rows, EMBED, questions=questions, source="offline", max_clusters=1)
+    assert len(capped["clusters"]) == 1 and capped["more"] == 1 and capped["unclustered"] == 3
+    latest = failure_clusters(rows, EMBED, questions=questions, source="offline", limit=7)
+    assert (latest["losses"], latest["left_out"]) == (7, 5)  # the oldest losses (the refunds) go first
+    assert [c["size"] for c in latest["clusters"]] == [4]
+
+
+def test_failure_clusters_no_recurring_pattern_and_empty() -> None:
+    rows, questions = _losses()
+    one_offs = [r for r in rows if questions.get(r.exchange_id) in ONE_OFFS]
+    found = failure_clusters(one_offs, EMBED, questions=questions, source="offline")
+    assert found == {"losses": 3, "unclustered": 3, "left_out": 0, "more": 0, "clusters": []}
+    empty = {"losses": 0, "unclustered": 0, "left_out": 0, "more": 0, "clusters": []}
+    assert failure_clusters([], EMBED, source="offline") == empty
+    assert failure_clusters(rows, EMBED, questions=questions, source="pairwise") == empty  # no pairwise outcomes
+
+
+def test_failure_clusters_group_by_the_judges_reasons() -> None:
+    # six refund questions worded too differently to group, lost for one of two reasons
+    asked = ["can I get a refund for the blender", "refund for a kettle that arrived broken",
+             "how do refunds work for a toaster", "I want a refund on my mixer", "is a refund possible for the juicer",
+             "refund please, the grill is faulty"]
+    rows = [_row(i, T0 + i, offline=0.0, question=q) for i, q in enumerate(asked)]
+    questions = None if HAS_QUESTION else {r.exchange_id: q for r, q in zip(rows, asked, strict=True)}
+    fee = "grounded: a restocking fee of 15 percent applies"
+    credit = "citations: you are paid back in store credit only"
+    reasons = {r.exchange_id: fee if i % 2 == 0 else credit for i, r in enumerate(rows)}
+    assert failure_clusters(rows, EMBED, questions=questions, source="offline")["clusters"] == []
+    found = failure_clusters(rows, EMBED, questions=questions, reasons=reasons, source="offline")
+    by_reason = {c["examples"][0]["reason"]: c for c in found["clusters"]}
+    assert set(by_reason) == {fee, credit} and [c["size"] for c in found["clusters"]] == [3, 3]
+    assert {"restocking", "fee"} <= set(by_reason[fee]["terms"])
+    assert {"store", "credit"} <= set(by_reason[credit]["terms"])
+    assert not {"refund", "grounded", "citations"} & {t for c in found["clusters"] for t in c["terms"]}
+
+
+def _verdict(output_id: str, judge: str, evidence: dict, explanation: str = "", label: str = "x") -> Verdict:
+    return Verdict(id=f"v-{judge}-{output_id}", output_id=output_id, exchange_id="", judge=judge, version="1", args={},
+                   created_at=T0, score=0.5, label=label, explanation=explanation, evidence=evidence)
+
+
+def test_loss_reasons_from_the_judges_evidence() -> None:
+    made_up = "Northwind replaces the battery free of charge"
+    rows = [_row(0, T0, offline=0.0, scores={"grounded": (0.9, 0.2), "citations": (0.8, 0.5), "checks": (1.0, 1.0)}),
+            _row(1, T0 + 1, offline=0.0, scores={"grounded": (0.9, 0.8)}),
+            _row(2, T0 + 2, offline=1.0, scores={"grounded": (0.5, 0.9)}),
+            _row(3, T0 + 3, offline=0.0, scores={"checks": (1.0, 0.0), "grounded": (0.7, 0.6)})]
+    verdicts = {
+        "c0": [_verdict("c0", "grounded", {"unsupported": [{"sentence": made_up, "support": 0.1}]},
+                        "1 of 2 sentences supported by the passages"),
+               _verdict("c0", "citations", {"unsupported": [{"sentence": made_up}],
+                                            "nonexistent": [{"sentence": "See the manual [7] for details."}]}),
+               _verdict("c0", "checks", {"failed": []})],  # scored no lower than production: not a reason
+        "c1": [_verdict("c1", "grounded", {"unsupported": [], "least_supported": {"sentence": "Yes."}},
+                        "2 of 2 sentences supported by the passages")],  # a template and "Yes." say nothing
+        "c2": [_verdict("c2", "grounded", {"unsupported": [{"sentence": "A better answer than production's."}]})],
+        "c3": [_verdict("c3", "checks", {"failed": ["refusal"]}),
+               _verdict("c3", "grounded", {"least_supported": {"sentence": "I cannot help with that."}})],
+    }
+    reasons = trends.loss_reasons(rows, verdicts)
+    assert reasons["ex0000"] == f"grounded, citations: {made_up} | citations: See the manual [7] for details."
+    assert "ex0001" not in reasons and "ex0002" not in reasons  # nothing specific; the candidate scored higher
+    assert reasons["ex0003"] == "checks: refusal | grounded: I cannot help with that."
+    assert len(trends.loss_reasons(rows, verdicts, chars=20)["ex0000"]) == 20
 
 
 def test_failure_clusters_human_majority_loss() -> None:
     rows = [_row(0, T0, human=[(0.0, 1.0), (0.0, 1.0), (1.0, 1.0)], question="refunds?"),  # lost by majority
             _row(1, T0 + 1, human=[(0.0, 1.0), (1.0, 1.0)], question="refunds?"),  # split: not a loss
-            _row(2, T0 + 2, question="refunds?")]  # ungraded
+            _row(2, T0 + 2, question="refunds?"),  # ungraded
+            _row(3, T0 + 3, human=[(0.0, 1.0)], question="refunds?")]
     # rows that carry their question need no mapping
     questions = None if HAS_QUESTION else {r.exchange_id: "refunds?" for r in rows}
-    clusters = failure_clusters(rows, HashingEmbedder().encode, questions=questions, source="human")
-    assert [(c["size"], c["examples"][0]["exchange_id"]) for c in clusters] == [(1, "ex0000")]
+    found = failure_clusters(rows, EMBED, questions=questions, source="human")
+    assert found["losses"] == 2
+    assert [sorted(e["exchange_id"] for e in c["examples"]) for c in found["clusters"]] == [["ex0000", "ex0003"]]
+    assert found["clusters"][0]["label"] == "refunds?"  # no word sets it apart: the question is the label
