@@ -170,12 +170,41 @@ def _sorted(pairs: Iterable[Pair]) -> list[Pair]:
 
 
 def policy_probabilities(pairs: Iterable[Pair], plan: SamplingPlan) -> tuple[list[Pair], dict[Policy, np.ndarray]]:
-    """The pairs in canonical order and each policy's exact inclusion probability for each."""
+    """The pairs in canonical order and each policy's exact inclusion probability for each.
+
+    A pair two policies could both draw is queued once, so budgets summing to `plan.n` would
+    queue fewer than n pairs; the budgets are scaled up together (bisection) until the expected
+    number of distinct pairs queued is n, or every pair when there are no more than n."""
     ordered = _sorted(pairs)
+    count = len(ordered)
+    target = min(plan.n, count)
+
+    def expected(scale: float) -> tuple[float, dict[Policy, np.ndarray]]:
+        probs = _policy_probabilities(ordered, plan, plan.n * scale)
+        return float((1 - np.prod([1 - pi for pi in probs.values()], axis=0)).sum()), probs
+
+    low, high = 1.0, 1.0
+    total, probs = expected(high)
+    if total >= target - 1e-9:
+        return ordered, probs
+    while total < target - 1e-9 and high < 1e6:
+        low, high = high, high * 2
+        total, probs = expected(high)
+    for _ in range(40):
+        mid = (low + high) / 2
+        total_mid, probs_mid = expected(mid)
+        if total_mid < target:
+            low = mid
+        else:
+            high, probs = mid, probs_mid
+    return ordered, probs
+
+
+def _policy_probabilities(ordered: Sequence[Pair], plan: SamplingPlan, n: float) -> dict[Policy, np.ndarray]:
     count = len(ordered)
     out: dict[Policy, np.ndarray] = {}
     for policy in POLICIES:
-        budget = plan.n * plan.shares.get(policy, 0.0)
+        budget = n * plan.shares.get(policy, 0.0)
         if policy == "uniform":
             out[policy] = _uniform(count, budget)
         elif policy == "stratified":
@@ -183,7 +212,7 @@ def policy_probabilities(pairs: Iterable[Pair], plan: SamplingPlan) -> tuple[lis
         else:
             weights = np.array([sum(_clip(x) for x in p.signals.values()) + plan.floor for p in ordered])
             out[policy] = _proportional(weights, budget)
-    return ordered, out
+    return out
 
 
 def inclusion_probabilities(pairs: Iterable[Pair], plan: SamplingPlan) -> dict[tuple[str, str, str], float]:

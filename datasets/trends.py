@@ -146,6 +146,9 @@ def win_rate_difference(before: Numbers, after: Numbers, before_weights: Numbers
                            level=level, n_boot=n_boot, seed=seed)
 
 
+_LEVEL = 0.95
+
+
 def reward_gaming(rows: Sequence[Row], *, source_judge: str = "offline", split: Split = "time",
                   n_boot: int = 300, seed: int = 0, min_n: int = 15) -> list[str]:
     """Slices where the judge signal improved significantly while human grades did not.
@@ -162,7 +165,10 @@ def reward_gaming(rows: Sequence[Row], *, source_judge: str = "offline", split: 
     intervals can overlap while their difference is clearly non-zero). Humans "did not" improve when
     their difference's interval reaches 0 or below. A slice is only judged with at least `min_n`
     human grades and `min_n` judge outcomes in each group: with fewer, flat human grades say nothing.
-    Slices are "all" and every "key=value" of Row.slices."""
+    Slices are "all" and every "key=value" of Row.slices. Each slice tested is one more chance of a
+    false alarm, so the judge's rise is tested at 95% split over the slices tested (Bonferroni: with
+    six slices, a 99.2% interval). Uncorrected, the planted-truth scenarios (docs/scenarios.md)
+    saw honest candidates raise this alarm in about 9% of reports."""
     ordered = sorted(rows, key=lambda r: r.created_at)
     if split == "time":
         half = len(ordered) // 2
@@ -176,15 +182,20 @@ def reward_gaming(rows: Sequence[Row], *, source_judge: str = "offline", split: 
         label = f" ({old} -> {new})"
     else:
         raise ValueError(f"split must be 'time' or 'model', not {split!r}")
-    alarms = []
+    tested = []
     for name in ["all", *sorted({f"{k}={v}" for r in ordered for k, v in r.slices.items()})]:
         a, b = _in_slice(early, name), _in_slice(late, name)
         (ja, _), (jb, _) = _judge_signal(a, source_judge), _judge_signal(b, source_judge)
         (ha, hwa), (hb, hwb) = _outcomes(a, "human"), _outcomes(b, "human")
-        if min(len(ja), len(jb), len(ha), len(hb)) < max(min_n, 2):  # a one-item half has no spread
-            continue
+        if min(len(ja), len(jb), len(ha), len(hb)) >= max(min_n, 2):  # a one-item half has no spread
+            tested.append((name, ja, jb, ha, hwa, hb, hwb))
+    # one alarm question per tested slice: Bonferroni keeps the chance of any false alarm at 5%
+    level = 1 - (1 - _LEVEL) / max(len(tested), 1)
+    boots = max(n_boot, int(40 / (1 - level)))  # enough replicates to place the wider interval's ends
+    alarms = []
+    for name, ja, jb, ha, hwa, hb, hwb in tested:
         diff = (win_rate_difference if source_judge in ("pairwise", "offline") else mean_difference)(
-            ja, jb, n_boot=n_boot, seed=seed)
+            ja, jb, level=level, n_boot=boots, seed=seed)
         if est.significant(diff, null=0.0) != "better":
             continue
         human = win_rate_difference(ha, hb, hwa, hwb, n_boot=n_boot, seed=seed)
@@ -194,7 +205,8 @@ def reward_gaming(rows: Sequence[Row], *, source_judge: str = "offline", split: 
         before, after = _mean(ja), _mean(jb)
         h_before, h_after = float(np.dot(hwa, ha) / sum(hwa)), float(np.dot(hwb, hb) / sum(hwb))
         alarms.append(f"{name}{label}: the {source_judge} judge's {what} rose from {before:.2f} to {after:.2f} "
-                      f"({_interval(diff)}) while human grades did not ({h_before:.2f} -> {h_after:.2f}, "
+                      f"({_interval(diff)}, {level:.1%} interval for {len(tested)} slices tested) while human "
+                      f"grades did not ({h_before:.2f} -> {h_after:.2f}, "
                       f"{_interval(human)}): the model may be learning the judge, not the task.")
     return alarms
 

@@ -13,7 +13,7 @@ import pytest
 import sqlite_utils
 
 from shadoweval.datasets.queue import build_queue, to_sampling_pair
-from shadoweval.datasets.sampling import SamplingPlan, inclusion_probabilities, select
+from shadoweval.datasets.sampling import SamplingPlan, inclusion_probabilities, policy_probabilities, select
 from shadoweval.proxy.migrations import migrate
 from shadoweval.proxy.store import Store
 from shadoweval.proxy.types import (
@@ -257,8 +257,9 @@ def test_build_queue_favours_informative_pairs_and_never_queues_a_pair_twice(sto
     assert first.eligible == 12 and first.items == store.grading_items(batch=first.batch)
     assert sum(q for _, q in first.slices.values()) == len(first.items)
     for item in first.items:
-        if item.policy == "uniform":
-            assert item.probability == pytest.approx(3 * 0.3 / 12)
+        if item.policy == "uniform":  # 0.3 of the budget, scaled up so 3 distinct pairs are expected
+            assert item.probability == pytest.approx(policy_probabilities(pairs, plan)[1]["uniform"][0])
+            assert item.probability > 3 * 0.3 / 12
         assert 0 < item.probability <= item.inclusion_probability <= 1
         assert item.left in ("production", "candidate") and item.evaluators in (1, 2)
     everything = SamplingPlan(12, seed=1, shares={"uniform": 1.0})

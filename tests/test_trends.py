@@ -263,3 +263,20 @@ def test_failure_clusters_human_majority_loss() -> None:
     assert found["losses"] == 2
     assert [sorted(e["exchange_id"] for e in c["examples"]) for c in found["clusters"]] == [["ex0000", "ex0003"]]
     assert found["clusters"][0]["label"] == "refunds?"  # no word sets it apart: the question is the label
+
+
+def test_reward_gaming_false_alarms_stay_near_five_percent_across_slices() -> None:
+    """An honest candidate, judged and graded at random with no change over time, on five routes:
+    with the rise tested per slice uncorrected, about one report in ten would cry gaming."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    routes = ["billing", "returns", "shipping", "account", "other"]
+    alarmed = 0
+    for _ in range(150):
+        rows = []
+        for i in range(300):
+            grade = [(float(rng.random() < 0.5), 1.0)] if i % 2 else []
+            rows.append(_row(i, T0 + i * 60, offline=float(rng.random() < 0.5), human=grade, route=routes[i % 5]))
+        alarmed += bool(reward_gaming(rows, source_judge="offline", split="time"))
+    assert alarmed <= 9  # 5% of 150 is 7.5
