@@ -85,28 +85,6 @@ margin = 0.05
     return "\n".join(lines)
 
 
-def queue_size(graded: int, pairs: int, shares: tuple[float, ...] = (0.3, 0.3, 0.4)) -> int:
-    """The `-n` to give `grade queue` so that about `graded` pairs are queued.
-
-    The queue's policies draw independently, so a pair two of them pick is queued once and `-n N`
-    queues fewer than N pairs (about 169 of 400 for -n 200 at the default shares). Solved here for
-    pairs all equally likely under each policy, as in this world (equal slices, a judge that never
-    flips), by bisection on pairs * (1 - prod(1 - share * n / pairs))."""
-    def expected(n: float) -> float:
-        miss = 1.0
-        for s in shares:
-            miss *= 1 - min(1.0, s * n / pairs)
-        return pairs * (1 - miss)
-
-    if graded >= pairs:
-        return graded * 10
-    lo, hi = float(graded), float(graded) * 10
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if expected(mid) < graded else (lo, mid)
-    return round(hi)
-
-
 def _env() -> dict[str, str]:
     return {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HF_HUB_OFFLINE": "1",
             JUDGE_KEY_ENV: "sk-scenario-judge-not-a-real-key"}
@@ -277,7 +255,7 @@ def run_seed(seed: int, names: list[str], *, graded: int = 200, exchanges: int |
             lap("traffic")
             cli("judge", "run", "--config", str(cfg), "--json")
             lap("judge")
-            queued = {x: cli("grade", "queue", "--config", str(cfg), "-n", str(queue_size(graded, n)), "--seed", str(seed),
+            queued = {x: cli("grade", "queue", "--config", str(cfg), "-n", str(graded), "--seed", str(seed),
                              "--candidate", x, "--json")[1]["queued"] for x in names}
             grades = grade_all(url, world)
             lap("grade")

@@ -5,10 +5,11 @@ official openai client, the pairwise judge on every pair, 100 pairs per candidat
 graded through the grading API, then `report` and `gate` (docs/scenarios.md). The world is sharper
 than the full suite's (judge and graders right 95% of the time, not 85% and 80%), so that the
 verdicts asserted here are safe: each holds in well over 99% of seeds. What is not asserted, and
-why: a pass of `clearly-better` or `equal-cheaper`, because the report's rising-judge alarm fires
-by chance on about 9% of candidates that do not game (five slices tested, none corrected for
-that), and any such alarm fails the gate; nor the `judge-pleaser` alarm, which 100 grades catch only
-about 60% of the time (it is measured in the full table). About a minute on 2 cores.
+why: a pass of `clearly-better` or `equal-cheaper`, because at 100 grades the interval is about
+±0.07 and a truly equal candidate clears a 0.05 margin only some of the time, and the rising-judge
+alarm (corrected for the slices it tests) still fires on a few percent of honest candidates; nor
+the `judge-pleaser` alarm, which 100 grades catch only about 60% of the time (it is measured in the
+full table). About a minute on 2 cores.
 """
 
 from __future__ import annotations
