@@ -2,9 +2,11 @@
 
 Served under `/grade` by `shadoweval serve` (the proxy mounts what `grading_app` returns) and by
 `shadoweval grade` on its own. Nothing here is reachable without signing in with a token from the
-configuration's `[[evaluators]]`. Sessions are signed cookies (HMAC with a per-process key and the
-evaluator's token hash, so changing a token ends its sessions); they are HttpOnly, SameSite=Strict,
-and every change is a JSON POST, which a cross-site form cannot send.
+configuration's `[[evaluators]]`. Sign-in attempts are paced and failures lock an address out
+(grading_signin.py). A session is an id kept in memory and a cookie signed with a per-process key
+and the evaluator's token hash; signing out ends the session, so a copied cookie stops working. The
+cookie is HttpOnly and SameSite=Strict, and every change is a JSON POST, which a cross-site form
+cannot send. See docs/grading-signin.md.
 
 Blindness: the page gets the two answers as "A" (left) and "B" (right) in the order the queue drew
 for the item; model names, output ids and the exchange id never reach the browser.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -33,6 +36,7 @@ from shadoweval.proxy.settings import Settings
 from shadoweval.proxy.store import Store, StoreUnavailable
 from shadoweval.proxy.types import AnswerLabels, Grade, GradingItem, new_id
 
+from .grading_signin import Refusal, Sessions, SignInGuard
 from .render import answer_html, markdown_html, turns
 
 COOKIE = "shadoweval_grading"
@@ -55,7 +59,7 @@ def evaluators_of(settings: Settings) -> list[Evaluator]:
     """The configured evaluators whose token is known (a `token_env` that is unset signs nobody in)."""
     out = []
     for e in settings.evaluators:
-        token = settings.secret(e.token_env) if e.token_env else None
+        token = (settings.secret(e.token_env) or "").strip() if e.token_env else None
         digest = e.token_sha256 or (hashlib.sha256(token.encode()).hexdigest() if token else "")
         if digest:
             out.append(Evaluator(e.name, digest, e.admin))
@@ -90,19 +94,34 @@ def grading_app(settings: Settings, store: Store | None) -> FastAPI:
     people = {e.token_sha256: e for e in evaluators_of(settings)}
     by_name = {e.name: e for e in people.values()}
     key = secrets.token_bytes(32)
-    session_s = settings.grading.session_hours * 3600
-    lease_s = settings.grading.lease_minutes * 60
+    g = settings.grading
+    session_s = g.session_hours * 3600
+    lease_s = g.lease_minutes * 60
+    guard = SignInGuard(max_failures=g.signin_max_failures, lockout_s=g.signin_lockout_minutes * 60,
+                        per_s=g.signin_global_per_s)
+    sessions = Sessions(session_s)
 
-    def sign(name: str, expires: int) -> str:
-        msg = f"{name}|{expires}|{by_name[name].token_sha256}".encode()
+    def sign(name: str, expires: int, sid: str) -> str:
+        msg = f"{name}|{expires}|{sid}|{by_name[name].token_sha256}".encode()
         return hmac.new(key, msg, hashlib.sha256).hexdigest()
 
-    def signed_in(request: Request) -> Evaluator | None:
-        name, _, rest = request.cookies.get(COOKIE, "").rpartition(":")
-        expires, _, mac = rest.partition(".")
+    def session_of(request: Request) -> tuple[Evaluator, str] | None:
+        """The evaluator and session id of a valid cookie (`name:expires:session.mac`), else None."""
+        body, _, mac = request.cookies.get(COOKIE, "").rpartition(".")
+        parts = body.rsplit(":", 2)
+        if len(parts) != 3:
+            return None
+        name, expires, sid = parts
         if name not in by_name or not expires.isdigit() or int(expires) < time.time():
             return None
-        return by_name[name] if hmac.compare_digest(mac, sign(name, int(expires))) else None
+        if not hmac.compare_digest(mac, sign(name, int(expires), sid)):
+            return None
+        live = sessions.who(sid)
+        return (by_name[name], sid) if live is not None and live[0] == name else None
+
+    def signed_in(request: Request) -> Evaluator | None:
+        found = session_of(request)
+        return found[0] if found else None
 
     def evaluator(request: Request) -> Evaluator:
         who = signed_in(request)
@@ -166,20 +185,28 @@ def grading_app(settings: Settings, store: Store | None) -> FastAPI:
     async def signin(body: SignIn, request: Request) -> JSONResponse:
         if not _same_origin_json(request):
             return _error(403, "Sign in from the grading page.", "forbidden")
+        address = request.client.host if request.client else ""
+        refusal = await guard.admit(address)  # before the token is looked at: a refusal tells nothing about it
+        if refusal is not None:
+            return _too_many(refusal)
         who = people.get(hashlib.sha256(body.token.strip().encode()).hexdigest())
+        guard.done(address, ok=who is not None)
         if who is None:
-            await asyncio.sleep(0.5)  # slows guessing
             return _error(401, "Unknown token." if people else "No evaluators are configured: add "
                           "[[evaluators]] to the configuration.", "invalid_token")
-        expires = int(time.time() + session_s)
+        sid, expires = sessions.open(who.name)
         resp = JSONResponse({"evaluator": who.name, "admin": who.admin})
-        resp.set_cookie(COOKIE, f"{who.name}:{expires}.{sign(who.name, expires)}", max_age=int(session_s),
+        resp.set_cookie(COOKIE, f"{who.name}:{expires}:{sid}.{sign(who.name, expires, sid)}",
+                        max_age=math.ceil(session_s),
                         path=request.scope.get("root_path", "") or "/", httponly=True, samesite="strict",
                         secure=settings.grading.secure_cookies)
         return resp
 
     @app.post("/api/signout")
     async def signout(request: Request) -> JSONResponse:
+        found = session_of(request)
+        if found is not None:
+            sessions.close(found[1])  # the cookie is refused from now on, wherever a copy of it is
         resp = JSONResponse({"signed_out": True})
         resp.delete_cookie(COOKIE, path=request.scope.get("root_path", "") or "/")
         return resp
@@ -317,6 +344,12 @@ def _same_origin_json(request: Request) -> bool:
 
 def _static(name: str) -> bytes:
     return resources.files("shadoweval.datasets").joinpath("static", name).read_bytes()
+
+
+def _too_many(refusal: Refusal) -> JSONResponse:
+    # OpenAI's rate-limit shape; the sign-in page shows the message as it is
+    return JSONResponse(error_json(refusal.message, "requests", "rate_limit_exceeded"), status_code=429,
+                        headers={"retry-after": str(refusal.retry_after)})
 
 
 def _error(status: int, message: str, code: str | None, param: str | None = None) -> JSONResponse:

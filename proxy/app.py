@@ -17,17 +17,20 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
+from .access import Access, listens_beyond_loopback
 from .api import error_body, ops_api
 from .candidates import Caller
-from .capture import CAPTURED_ROUTES, ProductionCapture, production_records
+from .capture import CAPTURED_ROUTES, CLIENT_LEFT_BEFORE_ANSWER, ProductionCapture, production_records
 from .http1 import ConnectError, Pool, UpstreamError, UpstreamTimeout
 from .metrics import Metrics, standard_metrics
 from .mirror import Mirror
+from .netconf import production_route
+from .paths import InvalidPath, UpstreamPaths
 from .redact import Redactor
 from .settings import Settings
 from .sse import Capture
 from .store import Store
-from .types import new_id
+from .types import key_id, new_id
 
 log = logging.getLogger("shadoweval.proxy")
 
@@ -51,7 +54,19 @@ _KNOWN_ROUTES = frozenset({*CAPTURED_ROUTES, "/v1/completions", "/v1/embeddings"
 
 
 class ProductionStreamBroken(Exception):
-    """Raised to the server so that it aborts the client's connection, as production's broke."""
+    """Raised to the server so that it aborts the client's connection, as production's broke.
+
+    An expected event, not a bug: logs.OneLineEvents logs uvicorn's report of it as one line."""
+
+    log_event = "production stream broke; client connection aborted"
+
+    def __init__(self, message: str, exchange_id: str) -> None:
+        super().__init__(message)
+        self.log_extra = {"exchange_id": exchange_id}
+
+
+class ClientGone(Exception):
+    """The client left before its request body ended: nothing is forwarded, nothing answered."""
 
 
 class ProxyApp:
@@ -71,12 +86,21 @@ class ProxyApp:
         self.metrics = metrics
         self.fallback = fallback
         self.max_body = settings.server.max_body_bytes
-        self.proxy_keys = frozenset(k.encode() for k in settings.proxy_keys())
+        # key -> its key_id(), stored as the exchange's owner (never the key itself)
+        self.proxy_keys = {k.encode(): key_id(k) for k in settings.proxy_keys()}
         key = settings.secret(settings.production.api_key_env)
         self.production_auth = b"Bearer " + key.encode() if key else None
         self.base_path = pool.base_path
+        self.paths = UpstreamPaths(self.base_path, _KNOWN_ROUTES)
         self.context = settings.context
         self.context_header = settings.context.header.encode() or None
+        # raw bytes of one streamed answer kept for the store (the stored text is cut at the limit itself)
+        self.capture_cap = 4 * settings.store.max_capture_bytes or 1 << 62
+        self.strict = settings.store.durability == "strict"
+        self.strict_timeout = settings.store.strict_timeout_ms / 1000
+        if self.strict:
+            metrics.counter("shadoweval_store_strict_timeouts_total",
+                            "Strict-durability answers sent before their commit, as it took too long.")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/v1/"):
@@ -92,6 +116,11 @@ class ProxyApp:
         exchange_id = new_id()
         id_header = (ID_HEADER, exchange_id.encode())
         route_label = path if path in _KNOWN_ROUTES else "other"
+        try:  # decided on the bytes as sent, never on the decoded path (docs/limits.md)
+            target = self.paths.target(scope.get("raw_path") or path.encode(), scope["query_string"])
+        except InvalidPath as exc:
+            await self._error(send, 400, str(exc), "invalid_request_error", "invalid_path", id_header, route_label)
+            return
 
         forward: list[tuple[bytes, bytes]] = []
         length = auth = presented = tags_header = context_header = None
@@ -126,7 +155,10 @@ class ProxyApp:
         if length is not None and length.isdigit() and int(length) > self.max_body:
             await self._too_large(send, id_header, route_label)
             return
-        body = await _read_body(receive, self.max_body)
+        try:
+            body = await _read_body(receive, self.max_body)
+        except ClientGone:  # before its body ended (or the server's body timeout answered 408)
+            return
         if body is None:
             await self._too_large(send, id_header, route_label)
             return
@@ -135,11 +167,9 @@ class ProxyApp:
         if captured and self.mirror is not None:
             asyncio.get_running_loop().call_soon(self.mirror.submit, exchange_id, path, body, scope["headers"], created)
         cap = (ProductionCapture(exchange_id, path, created, t0, body, tags_header, Capture(),
-                                 context_header=context_header) if captured and self.store else None)
+                                 context_header=context_header, owner=self.proxy_keys.get(presented))
+               if captured and self.store else None)
 
-        target = self.base_path + path[3:]
-        if scope.get("query_string"):
-            target += "?" + scope["query_string"].decode("latin-1")
         try:
             resp = await self.pool.request(method, target, forward, body)
         except UpstreamError as exc:
@@ -169,21 +199,29 @@ class ProxyApp:
                 await self._upstream_failed(send, exc, cap, id_header, route_label)
                 return
             await resp.aclose()
-            await send({"type": "http.response.start", "status": resp.status, "headers": headers})
-            await send({"type": "http.response.body", "body": data})
-            if answer is not None:
+            if cap is not None and answer is not None:
+                # the whole body is one piece already read: kept by reference, cut in the writer
                 answer.pieces.append(data)
                 answer.times.append(time.perf_counter())
+                answer.size = len(data)
+                if _client_left(receive):  # before the first byte: it never got this answer
+                    cap.outcome, cap.error = "cancelled", CLIENT_LEFT_BEFORE_ANSWER
+                if self.strict and cap.outcome == "ok":
+                    cap.t_end = time.perf_counter()
+                    await self._capture_durably(cap)
+            if cap is None or cap.outcome == "ok":
+                await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+                await send({"type": "http.response.body", "body": data})
             broken = None
         else:
             broken = await self._stream(resp, headers, receive, send, cap)
         self.metrics.inc("shadoweval_requests_total", route=route_label, code=f"{resp.status // 100}xx")
-        if cap is not None:
+        if cap is not None and not cap.stored:
             cap.t_end = cap.t_end or time.perf_counter()
             self._capture(cap)
         if broken is not None:
             self.metrics.inc("shadoweval_production_errors_total", kind="stream_broken")
-            raise ProductionStreamBroken(str(broken)) from None
+            raise ProductionStreamBroken(str(broken), exchange_id) from None
 
     async def _stream(self, resp: Any, headers: list[tuple[bytes, bytes]], receive: Receive, send: Send,
                       cap: ProductionCapture | None) -> UpstreamError | None:
@@ -214,9 +252,16 @@ class ProxyApp:
             async for piece in resp:
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
                 if answer is not None:
-                    answer.pieces.append(piece)
-                    answer.times.append(time.perf_counter())
+                    answer.size += len(piece)
+                    if answer.size <= self.capture_cap:
+                        answer.pieces.append(piece)
+                        answer.times.append(time.perf_counter())
+                    else:  # the copy stops growing; the client still gets every byte
+                        answer.truncated = True
             finished = True
+            if self.strict and cap is not None:  # the response ends once its exchange is committed
+                cap.t_end = time.perf_counter()
+                await self._capture_durably(cap)
             await send({"type": "http.response.body", "body": b""})
         except asyncio.CancelledError:
             if not client_gone:
@@ -243,6 +288,25 @@ class ProxyApp:
     def _capture(self, cap: ProductionCapture) -> None:
         if self.store is not None:
             self.store.submit(lambda: production_records(cap, self.context))
+
+    async def _capture_durably(self, cap: ProductionCapture) -> None:
+        """`[store] durability = "strict"`: hand the exchange over and wait (at most strict_timeout)
+        until it is committed. A full queue or a slow disk never holds the answer back longer."""
+        if self.store is None:
+            return
+        loop = asyncio.get_running_loop()
+        committed: asyncio.Future[bool] = loop.create_future()
+
+        def done(ok: bool) -> None:  # in the writer thread
+            loop.call_soon_threadsafe(lambda: committed.done() or committed.set_result(ok))
+
+        cap.stored = True
+        if not self.store.submit_durable(lambda: production_records(cap, self.context), done):
+            return  # counted as queue_full by the store
+        try:
+            await asyncio.wait_for(committed, self.strict_timeout)
+        except TimeoutError:
+            self.metrics.inc("shadoweval_store_strict_timeouts_total")
 
     async def _upstream_failed(self, send: Send, exc: UpstreamError, cap: ProductionCapture | None,
                                id_header: tuple[bytes, bytes], route_label: str) -> None:
@@ -276,9 +340,28 @@ class ProxyApp:
         self.metrics.inc("shadoweval_requests_total", route=route_label, code=f"{status // 100}xx")
 
 
+def _client_left(receive: Receive) -> bool:
+    """Whether the client has disconnected, without waiting: once the request body has been read,
+    `receive()` only returns `http.disconnect`, and returns it at once when the client is gone
+    (uvicorn), else it waits. Step the coroutine once instead of running it in a task (a task costs
+    ~8-13 us a request, this ~2-3 us); a server whose receive() never answers at once is never seen
+    as disconnected here, which is how it was before."""
+    step = receive()
+    try:
+        step.send(None)  # type: ignore[attr-defined]
+    except StopIteration as done:
+        return isinstance(done.value, dict) and done.value.get("type") == "http.disconnect"
+    except Exception:
+        return False
+    step.close()  # type: ignore[attr-defined]  # it waits: the client is still there
+    return False
+
+
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole request body, or None once it exceeds `limit` bytes."""
+    """The whole request body, or None once it exceeds `limit` bytes; ClientGone if the client left."""
     message = await receive()
+    if message["type"] != "http.request":
+        raise ClientGone
     body = message.get("body", b"")
     if not message.get("more_body"):
         return body if len(body) <= limit else None
@@ -286,6 +369,8 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
     size = len(body)
     while message.get("more_body"):
         message = await receive()
+        if message["type"] != "http.request":
+            raise ClientGone
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
@@ -313,6 +398,7 @@ def create_app(
         store = Store(
             settings.store.path, queue_size=settings.store.queue_size, batch_size=settings.store.batch_size,
             flush_interval_ms=settings.store.flush_interval_ms, retention_days=settings.store.retention_days,
+            recover=True, max_capture_bytes=settings.store.max_capture_bytes,
             redactor=Redactor(emails=r.emails, card_numbers=r.card_numbers, phone_numbers=r.phone_numbers,
                               patterns=r.patterns),
             metrics=metrics,
@@ -320,10 +406,12 @@ def create_app(
     pool = pool or Pool(
         settings.production.base_url, max_connections=settings.production.max_connections,
         connect_timeout=settings.production.connect_timeout_s, read_timeout=settings.production.timeout_s,
+        **production_route(settings).pool_kwargs(),
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
+        _check_keys(settings)
         if store is not None:
             store.start()
         mirror = Mirror.from_settings(settings, store=store, metrics=metrics, callers=callers)
@@ -342,8 +430,29 @@ def create_app(
                 await asyncio.to_thread(store.stop, settings.mirror.drain_timeout_s)
             log.info("proxy stopped", extra={"store_lost": store.status().lost if store else 0})
 
-    proxy_keys = frozenset(k.encode() for k in settings.proxy_keys())
-    api = ops_api(store=store, metrics=metrics, mirror=lambda: proxy.mirror, proxy_keys=proxy_keys, lifespan=lifespan,
+    access = Access(proxy_keys=settings.proxy_keys(), admin_keys=settings.admin_keys(), ops_keys=settings.ops_keys())
+    # the mirror is set once startup has finished and unset when shutdown begins: that is readiness
+    api = ops_api(store=store, metrics=metrics, mirror=lambda: proxy.mirror, access=access, lifespan=lifespan,
+                  ready=lambda: proxy.mirror is not None,
                   context=settings.context, ui=ui(store) if ui is not None else None)
     proxy = ProxyApp(settings, pool=pool, store=store, mirror=None, metrics=metrics, fallback=api)
     return proxy
+
+
+def _check_keys(settings: Settings) -> None:
+    """Refuse to start without proxy keys when `[server] require_keys` says so; warn loudly when
+    anyone who can reach the port may send traffic through production's key and read what the
+    store holds about it. See docs/access.md."""
+    if settings.proxy_keys():
+        return
+    if settings.server.require_keys:
+        message = (f"[server] require_keys is set but no proxy keys are configured: set [server] proxy_keys_env "
+                   f"to an environment variable holding comma-separated keys "
+                   f"(now {settings.server.proxy_keys_env or 'unset'!r}).")
+        log.error("refusing to start", extra={"reason": message})
+        raise RuntimeError(message)
+    if listens_beyond_loopback(settings.server.host):
+        log.warning("the proxy listens beyond this host without proxy keys: anyone who can reach the port can send "
+                    "traffic through it. Configure [server] proxy_keys_env (and require_keys = true); stored "
+                    "exchanges, feedback and metrics stay loopback-only until then (docs/access.md).",
+                    extra={"host": settings.server.host, "port": settings.server.port})

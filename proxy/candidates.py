@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -19,8 +20,9 @@ from typing import Any, Protocol
 import orjson
 
 from .http1 import Pool
+from .netconf import DIRECT, Route, route
 from .pricing import cost_usd
-from .settings import CandidateSettings
+from .settings import CandidateSettings, Settings
 from .sse import (
     ChatStreamAccumulator,
     Parsed,
@@ -31,6 +33,8 @@ from .sse import (
     parse_stream,
 )
 from .types import Output, Role, Usage, new_id
+
+log = logging.getLogger("shadoweval.candidates")
 
 # Request fields a candidate must not receive as they were sent to production: the model is the
 # candidate's own, and `stream`/`stream_options` are set by the caller.
@@ -125,10 +129,12 @@ class DirectCaller:
         params: dict[str, Any] | None = None,
         read_timeout: float = 600.0,
         max_connections: int = 64,
+        via: Route | None = None,
     ) -> None:
         self.model = model or ""
         self._keep_model = model is None  # the twin sends production's own model name
-        self._pool = Pool(base_url, max_connections=max_connections, read_timeout=read_timeout)
+        self._pool = Pool(base_url, max_connections=max_connections, read_timeout=read_timeout,
+                          **(via.pool_kwargs() if via else {}))
         self._auth = [(b"authorization", b"Bearer " + api_key.encode())] if api_key else []
         self._params = params or {}
 
@@ -266,10 +272,20 @@ def _litellm() -> Any:
     return litellm
 
 
-def build_caller(cand: CandidateSettings, api_key: str | None) -> Caller:
+def build_caller(cand: CandidateSettings, api_key: str | None, settings: Settings | None = None) -> Caller:
+    """The caller of one candidate. `settings` supplies `[network]` and the proxy environment for
+    `base_url` candidates (without it they connect directly); litellm candidates follow the
+    environment through litellm itself."""
     if cand.base_url:
+        via = route(settings or Settings(), cand.base_url, ca_file=cand.ca_file, client_cert=cand.client_cert,
+                    client_key=cand.client_key)
         return DirectCaller(
             cand.base_url, cand.model, api_key=api_key, params=dict(cand.params),
-            read_timeout=cand.timeout_s, max_connections=max(cand.concurrency, 1),
+            read_timeout=cand.timeout_s, max_connections=max(cand.concurrency, 1), via=via,
         )
+    net = settings.network if settings else None
+    if net is not None and ((net.proxy and net.proxy.lower() not in DIRECT) or net.ca_file):
+        # litellm takes neither a proxy nor a CA per call for every provider; say so rather than pretend
+        log.warning("litellm candidate ignores [network] proxy and ca_file; it follows the environment "
+                    "(HTTPS_PROXY, NO_PROXY, SSL_CERT_FILE)", extra={"candidate": cand.name})
     return LiteLLMCaller(cand, api_key=api_key)

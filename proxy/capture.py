@@ -25,6 +25,10 @@ log = logging.getLogger("shadoweval.capture")
 # Routes whose exchanges are stored and mirrored; anything else under /v1 is forwarded only.
 CAPTURED_ROUTES = frozenset({"/v1/chat/completions", "/v1/responses"})
 
+# The error of an exchange whose client left before production's answer could be sent: unlike a
+# client leaving after the last event, it never had the answer, so it stays `cancelled`.
+CLIENT_LEFT_BEFORE_ANSWER = "client disconnected before the answer was sent"
+
 TAGS_HEADER = b"x-shadoweval-tags"
 MAX_TAGS = 32
 MAX_TAG_CHARS = 200
@@ -73,9 +77,11 @@ class ProductionCapture:
     tags_header: str | None
     answer: Capture
     t_end: float = 0.0
-    outcome: str = "ok"  # ok | error | cancelled
+    outcome: str = "ok"  # ok | error | cancelled (partial is decided when the answer is read)
     error: str | None = None
     context_header: str | None = None  # the raw `x-shadoweval-context` value, parsed in the writer
+    owner: str | None = None  # key_id() of the proxy key presented, None without proxy keys
+    stored: bool = False  # handed to the store already (strict durability does it before the answer ends)
 
 
 def production_records(c: ProductionCapture, context: ContextSettings | None = None) -> tuple[Exchange, Output]:
@@ -89,6 +95,7 @@ def production_records(c: ProductionCapture, context: ContextSettings | None = N
     text = tool_calls = finish = model = None
     ttft_ms = None
     error = c.error
+    unreadable: str | None = None
     usage_parsed = None
     if answer.pieces:
         is_sse = answer.content_type.startswith("text/event-stream")
@@ -109,15 +116,19 @@ def production_records(c: ProductionCapture, context: ContextSettings | None = N
             text, tool_calls, finish, model = parsed.text, parsed.tool_calls, parsed.finish_reason, parsed.model
             usage_parsed = parsed.usage
             error = error or parsed.error
+            if parsed.malformed and not answer.truncated:  # a cut copy ends mid-event: that is not production's fault
+                unreadable = f"{parsed.malformed} stream event(s) could not be parsed (first: {parsed.malformed_sample!r})"
         except (ValueError, OSError) as exc:  # undecodable body: keep the exchange, say why
             error = error or f"could not read production's answer: {exc}"
     http_ok = 200 <= answer.status < 300
     outcome = c.outcome
-    if outcome == "cancelled" and finish is not None:
+    if outcome == "cancelled" and finish is not None and c.error != CLIENT_LEFT_BEFORE_ANSWER:
         # The client left after the model had finished (e.g. right after the last event): its
         # answer is complete, so this is not a cancellation.
         outcome, error = "ok", None
     status = outcome if outcome != "ok" else ("ok" if http_ok and not error else "error")
+    if status == "ok" and unreadable:  # the client got it all; what we stored misses the unreadable events
+        status, error = "partial", unreadable
     requested = request.get("model") if request else None
     model = model or (requested if isinstance(requested, str) else None)
     usage = usage_parsed or Usage()
@@ -131,6 +142,8 @@ def production_records(c: ProductionCapture, context: ContextSettings | None = N
         status=status if status != "timeout" else "error",
         http_status=answer.status or None,
         contexts=_contexts(request, context, c.context_header),
+        owner=c.owner,
+        request_bytes=len(c.body),
     )
     output = Output(
         id=new_id(),
@@ -150,6 +163,8 @@ def production_records(c: ProductionCapture, context: ContextSettings | None = N
         error=error if status != "ok" else None,
         cost_usd=cost_usd(model, usage) if http_ok else None,
         stream=stream,
+        truncated=answer.truncated,
+        original_bytes=answer.size or None,
     )
     return exchange, output
 

@@ -37,6 +37,7 @@ def serve(config: str | None, host: str | None, port: int | None, db: str | None
 
     from .app import create_app
     from .logs import configure
+    from .server import limited_protocol
 
     settings = _settings(config, host, port, db)
     configure(settings.server.log_level, settings.server.log_format)
@@ -53,8 +54,10 @@ def serve(config: str | None, host: str | None, port: int | None, db: str | None
                 getattr(self, "_captured_signals", []).clear()
 
     server = Server(uvicorn.Config(
-        app, host=settings.server.host, port=settings.server.port, loop="auto", http="auto",
+        app, host=settings.server.host, port=settings.server.port, loop="auto",
+        http=limited_protocol(settings.server),  # httptools with header/URL limits and timeouts (docs/limits.md)
         access_log=False, log_level="warning", server_header=False, date_header=False,
+        log_config=None,  # uvicorn's loggers use ours (logs.configure): JSON lines when log_format = "json"
         timeout_graceful_shutdown=int(settings.mirror.drain_timeout_s) + 5, lifespan="on",
     ))
     judging = _start_judging(settings, config) if settings.judges.background else None
@@ -79,10 +82,28 @@ def _start_judging(settings: Any, config: str | None) -> Any:
     models and judge calls never compete with the proxy's event loop (or its GIL)."""
     import subprocess
 
-    cmd = [sys.executable, "-m", "shadoweval.proxy", "judge", "run", "--follow", "--db", settings.store.path]
+    cmd = [sys.executable, "-m", "shadoweval.proxy", "judge", "run", "--follow", "--db", settings.store.path,
+           "--parent-pid", str(os.getpid())]
     if config:
         cmd += ["--config", config]
-    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent())
+
+
+def _die_with_parent() -> Any:
+    """On Linux, a function for the child (run between fork and exec) that asks the kernel to send
+    it SIGTERM when this process dies, even by SIGKILL. The child also watches `--parent-pid`, which
+    covers other systems and a parent that died before the request took effect."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import signal
+
+    try:  # loaded here, in the parent: the child only makes the one call
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+    return lambda: prctl(pr_set_pdeathsig, int(signal.SIGTERM))
 
 
 def _stop_judging(child: Any) -> None:
@@ -124,16 +145,18 @@ def stats(config: str | None, db: str | None, as_json: bool) -> None:
         return
     click.echo(f"{n} exchanges in {path}")
     click.echo(f"{'model':24} {'role':10} {'answers':>7} {'ok':>5} {'errors':>6} {'timeouts':>8} {'cancelled':>9} "
-               f"{'mean ms':>8} {'p95 ms':>8} {'cost $':>9}")
+               f"{'partial':>7} {'mean ms':>8} {'p95 ms':>8} {'cost $':>9}")
     for r in rows:
         mean = f"{r.mean_latency_ms:8.0f}" if r.mean_latency_ms is not None else f"{'-':>8}"
         p95 = f"{r.p95_latency_ms:8.0f}" if r.p95_latency_ms is not None else f"{'-':>8}"
         click.echo(f"{r.name:24} {r.role:10} {r.outputs:7} {r.ok:5} {r.errors:6} {r.timeouts:8} {r.cancelled:9} "
-                   f"{mean} {p95} {r.cost_usd:9.4f}")
+                   f"{r.partial:7} {mean} {p95} {r.cost_usd:9.4f}")
     click.echo("mirror drops (not sent to a candidate): " + (", ".join(
         f"{cand} {int(v)} ({reason})" for cand, reasons in sorted(dropped.items()) for reason, v in sorted(reasons.items())
     ) or "none"))
-    click.echo("store losses (records not kept): " + (", ".join(f"{int(v)} ({k})" for k, v in sorted(lost.items())) or "none"))
+    click.echo("store losses (records not kept): " + (
+        f"{int(sum(lost.values()))} (" + ", ".join(f"{k} {int(v)}" for k, v in sorted(lost.items())) + ")"
+        if lost else "none"))
 
 
 @main.group()
@@ -163,10 +186,11 @@ def judge_list() -> None:
 @click.option("--concurrency", type=int, help="Outputs judged at once (default: [judges] concurrency).")
 @click.option("--follow", is_flag=True, help="Keep running: judge new outputs every --interval seconds.")
 @click.option("--interval", type=float, help="Seconds between passes with --follow (default: [judges] interval_s).")
+@click.option("--parent-pid", type=int, hidden=True, help="With --follow: exit once this process is gone (serve).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def judge_run(config: str | None, db: str | None, names: tuple[str, ...], since: str | None,
               candidates: tuple[str, ...], limit: int | None, concurrency: int | None, follow: bool,
-              interval: float | None, as_json: bool) -> None:
+              interval: float | None, parent_pid: int | None, as_json: bool) -> None:
     """Judge the outputs no judge of this name, version and arguments has judged yet (resumable).
 
     Offline judges see every output; the LLM tier (when [judges] llm_model is set) sees the share
@@ -183,6 +207,11 @@ def judge_run(config: str | None, db: str | None, names: tuple[str, ...], since:
     path = Path(settings.store.path)
     if not path.exists() and not follow:
         raise click.ClickException(f"no store at {path}")
+    if follow:
+        from .logs import configure
+
+        configure(settings.server.log_level, settings.server.log_format)
+        _one_follower(path, parent_pid)
     unknown = [n for n in names if n not in judges.registered()]
     if unknown:
         raise click.ClickException(f"no judge named {unknown[0]!r}; known: {', '.join(judges.registered())}")
@@ -212,12 +241,9 @@ def judge_run(config: str | None, db: str | None, names: tuple[str, ...], since:
 
     try:
         if follow:
-            from .logs import configure
-
-            configure(settings.server.log_level, settings.server.log_format)
             os.nice(10)  # judging in the background must never take CPU from a proxy on the same machine
             limit = limit or 500  # per judge and pass, so that a stop signal is heeded soon
-            asyncio.run(_follow(one_pass, interval or settings.judges.interval_s))
+            asyncio.run(_follow(one_pass, interval or settings.judges.interval_s, parent_pid))
             return
         with click.progressbar(length=0, label="judging", file=sys.stderr,
                                hidden=as_json or not sys.stderr.isatty()) as bar:
@@ -240,8 +266,39 @@ def judge_run(config: str | None, db: str | None, names: tuple[str, ...], since:
         click.echo(f"{k:40} {m:20} {n:8} {e:6} {'-' if s is None else f'{s:.3f}':>10}")
 
 
-async def _follow(one_pass: Any, interval: float) -> None:
-    """Judge passes every `interval` seconds until SIGTERM or SIGINT; the pass under way finishes first."""
+def _one_follower(db: Path, parent_pid: int | None) -> None:
+    """Hold the database's judge lock for the rest of this process, waiting while another follower
+    holds it (a restarted proxy's new follower takes over once the old one has finished its pass).
+    Exits while waiting if `parent_pid` is gone."""
+    import fcntl
+    import logging
+
+    log = logging.getLogger("shadoweval.judges")
+    db.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(db.with_name(db.name + ".judge-lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    waiting = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return  # held until this process exits: the descriptor is never closed
+        except OSError:
+            pass
+        if not waiting:
+            log.info("another judge follower runs on this database; waiting for it to stop", extra={"db": str(db)})
+            waiting = True
+        if _orphaned(parent_pid):
+            log.info("the proxy that started this judge follower is gone; exiting")
+            sys.exit(0)
+        time.sleep(0.5)
+
+
+def _orphaned(parent_pid: int | None) -> bool:
+    return parent_pid is not None and os.getppid() != parent_pid
+
+
+async def _follow(one_pass: Any, interval: float, parent_pid: int | None = None) -> None:
+    """Judge passes every `interval` seconds until SIGTERM or SIGINT, or until `parent_pid` is gone;
+    the pass under way finishes first."""
     import asyncio
     import logging
     import signal
@@ -262,10 +319,15 @@ async def _follow(one_pass: Any, interval: float) -> None:
             if judged:
                 log.info("judged", extra={"judged": judged, "errors": sum(r.errors for r in results),
                                           "seconds": round(time.monotonic() - started, 2)})
-        try:
-            await asyncio.wait_for(stop.wait(), interval)
-        except TimeoutError:
-            pass
+        deadline = time.monotonic() + interval
+        while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            if _orphaned(parent_pid):
+                log.info("the proxy that started this judge follower is gone; exiting")
+                return
+            try:
+                await asyncio.wait_for(stop.wait(), min(left, 1.0))
+            except TimeoutError:
+                pass
 
 
 class _BadInput(click.ClickException):

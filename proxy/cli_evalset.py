@@ -276,7 +276,7 @@ def replay(source: str | None, candidate: str, config: str | None, db: str | Non
             jobs, restored = jobs_from_evalset(store, _evalset(store, source))
         else:
             jobs, restored = jobs_from_traffic(store, since=_since(since), until=_since(until), routes=routes), 0
-        caller = build_caller(cand, settings.secret(cand.api_key_env))
+        caller = build_caller(cand, settings.secret(cand.api_key_env), settings)
 
         async def go(bar: Any) -> Any:
             try:

@@ -4,19 +4,26 @@ httpx and aiohttp cost 1-3 ms of CPU per request on a small machine, and the pro
 every exchange. This client does only what forwarding needs: one asyncio Protocol per connection,
 llhttp (through httptools, uvicorn's parser) to read responses, a LIFO keep-alive pool, and body
 pieces handed on as they arrive (de-chunked, never decompressed), with read back-pressure so a
-slow consumer cannot make it buffer without bound. No redirects, cookies, proxies or HTTP/2.
+slow consumer cannot make it buffer without bound. No redirects, cookies or HTTP/2.
+
+Corporate networks: given an http:// forward proxy, an http:// origin is asked in absolute form
+(`GET http://host/path`) over connections to the proxy, and an https:// origin through a CONNECT
+tunnel with TLS started inside it; the proxy's credentials go in Proxy-Authorization and appear in
+no error message. Without a proxy none of this code runs per request. Which proxy (if any) and
+which TLS context to use is decided by netconf; this module only carries it out.
 It imports nothing from the project, so any module may use it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import cast
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httptools
 
@@ -280,11 +287,45 @@ class _Connection(asyncio.Protocol):
         response._detach(reuse=response._keep_alive)
 
 
+class _TunnelReply(asyncio.Protocol):
+    """Reads the proxy's answer to CONNECT: the status line and headers, nothing after them."""
+
+    def __init__(self) -> None:
+        self.reply: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
+        self._buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        if self.reply.done():
+            return
+        self._buffer += data
+        end = self._buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._buffer) > 1 << 16:
+                self.reply.set_exception(ConnectError("the proxy's answer to CONNECT has no end"))
+            return
+        parts = self._buffer[:self._buffer.find(b"\r\n")].split(b" ", 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+            self.reply.set_exception(ConnectError("the proxy answered CONNECT with something other than HTTP"))
+            return
+        status = int(parts[1])
+        if status == 200 and len(self._buffer) > end + 4:  # TLS is ours to start: nothing may precede it
+            self.reply.set_exception(ConnectError("the proxy sent data before the tunnel was ready"))
+            return
+        reason = parts[2].decode("latin-1") if len(parts) > 2 else ""
+        self.reply.set_result((status, reason))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.reply.done():
+            self.reply.set_exception(ConnectError(f"the proxy closed the connection before answering CONNECT"
+                                                  f"{f': {exc!r}' if exc else ''}"))
+
+
 class Pool:
     """Keep-alive connections to one origin; at most max_connections in use, more requests wait."""
 
     def __init__(self, base_url: str, *, max_connections: int = 1024, connect_timeout: float = 10.0,
-                 read_timeout: float = 600.0, ssl_context: ssl.SSLContext | None = None) -> None:
+                 read_timeout: float = 600.0, ssl_context: ssl.SSLContext | None = None,
+                 proxy: str | None = None) -> None:
         url = urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
@@ -295,6 +336,10 @@ class Pool:
             self._ssl = ssl_context or ssl.create_default_context()
         self.base_path = url.path.rstrip("/")
         self.host_header = url.netloc.rpartition("@")[2].encode("ascii")
+        self._proxy: tuple[str, int] | None = None
+        self._proxy_auth = b""  # a whole `proxy-authorization: ...` line, or nothing
+        if proxy:
+            self._use_proxy(proxy)
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._slots = asyncio.Semaphore(max_connections)
@@ -345,6 +390,33 @@ class Pool:
             conn.close()
         await asyncio.sleep(0)  # let the transports report connection_lost
 
+    def _use_proxy(self, proxy: str) -> None:
+        p = urlsplit(proxy if "://" in proxy else "http://" + proxy)  # `host:port` means http, as in curl
+        if p.scheme != "http" or not p.hostname:
+            # Never echo the URL itself: it may hold the proxy's password.
+            raise ValueError(f"unsupported proxy (scheme {p.scheme!r}): only http://host:port proxies are supported")
+        self._proxy = (p.hostname, p.port or 80)
+        if p.username is not None:
+            cred = f"{unquote(p.username)}:{unquote(p.password or '')}".encode()
+            self._proxy_auth = b"proxy-authorization: Basic " + base64.b64encode(cred) + b"\r\n"
+        if self._ssl is None:
+            # http:// origin: requests go to the proxy with the full URL as their target. An instance
+            # attribute, so the direct path keeps calling the class's _head with no extra test.
+            self._origin = "http://" + self.host_header.decode("ascii")
+            self._head = self._head_absolute  # type: ignore[method-assign]
+
+    @property
+    def via(self) -> str:
+        """`host:port` of the proxy in use, or "" when connecting directly (safe to log)."""
+        return f"{self._proxy[0]}:{self._proxy[1]}" if self._proxy else ""
+
+    def _head_absolute(self, method: str, path: str, headers: list[tuple[bytes, bytes]], length: int) -> bytes:
+        head = Pool._head(self, method, self._origin + path, headers, length)
+        if self._proxy_auth:
+            end = head.index(b"\r\n") + 2
+            head = head[:end] + self._proxy_auth + head[end:]
+        return head
+
     def _head(self, method: str, path: str, headers: list[tuple[bytes, bytes]], length: int) -> bytes:
         lines = [f"{method} {path} HTTP/1.1\r\n".encode("ascii")]
         has_host = False
@@ -367,15 +439,44 @@ class Pool:
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
         where = f"{self._host}:{self._port}"
+        if self._proxy is not None:
+            where += f" through the proxy {self.via}"
         try:
             async with asyncio.timeout(self._connect_timeout):
-                _, conn = await loop.create_connection(lambda: _Connection(self), self._host, self._port,
-                                                       ssl=self._ssl)
+                if self._proxy is None:
+                    _, conn = await loop.create_connection(lambda: _Connection(self), self._host, self._port,
+                                                           ssl=self._ssl)
+                elif self._ssl is None:  # absolute-form requests over a plain connection to the proxy
+                    _, conn = await loop.create_connection(lambda: _Connection(self), *self._proxy)
+                else:
+                    conn = await self._tunnel(loop, self._ssl)
         except TimeoutError as exc:  # before OSError, of which it is a subclass
             raise UpstreamTimeout(f"no connection to {where} within {self._connect_timeout} s") from exc
         except OSError as exc:  # refused, unreachable, DNS (gaierror), TLS (SSLError)
             raise ConnectError(f"cannot connect to {where}: {exc!r}") from exc
         self._all.add(conn)
+        return conn
+
+    async def _tunnel(self, loop: asyncio.AbstractEventLoop, context: ssl.SSLContext) -> _Connection:
+        """CONNECT through the proxy, then TLS with the origin inside the tunnel."""
+        assert self._proxy is not None
+        raw, answer = await loop.create_connection(_TunnelReply, *self._proxy)
+        try:
+            target = (f"[{self._host}]" if ":" in self._host else self._host) + f":{self._port}"
+            raw.write(f"CONNECT {target} HTTP/1.1\r\nhost: {target}\r\n".encode("ascii") + self._proxy_auth
+                      + b"\r\n")
+            status, reason = await answer.reply
+            if status != 200:
+                raise ConnectError(f"the proxy {self.via} refused a tunnel to {target}: {status} {reason}")
+            conn = _Connection(self)
+            tls = await loop.start_tls(raw, conn, context, server_hostname=self._host)
+        except BaseException:
+            answer.reply.cancel()  # a late answer then has nobody to tell, and must not be reported as lost
+            raw.close()
+            raise
+        if tls is None:  # the tunnel closed during the handshake
+            raise ConnectError(f"the proxy {self.via} closed the tunnel to {target}")
+        conn.connection_made(tls)
         return conn
 
     def _put(self, conn: _Connection, reuse: bool) -> None:

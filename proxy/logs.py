@@ -2,6 +2,9 @@
 
 Call sites log events with context in `extra` (never headers or keys: they carry secrets), so the
 lines can be filtered by field in any log pipeline; `text` format is for people at a terminal.
+uvicorn's own loggers get the same handler (serve passes `log_config=None` so uvicorn leaves them
+alone), and an exception that is an expected event rather than a bug (production's stream broke)
+is logged as one line, not as uvicorn's multi-line "Exception in ASGI application" traceback.
 """
 
 from __future__ import annotations
@@ -39,10 +42,33 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class OneLineEvents(logging.Filter):
+    """Turns a record whose exception says it is an event (a `log_event` attribute) into that one
+    event: its message, the exception's `log_extra` fields and the error text, no traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        event = getattr(exc, "log_event", None)
+        if exc is not None and event:
+            record.msg, record.args = event, ()
+            record.exc_info = record.exc_text = None
+            record.__dict__.update(getattr(exc, "log_extra", None) or {})
+            record.__dict__.setdefault("error", str(exc))
+        return True
+
+
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+
+
 def configure(level: str = "info", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(OneLineEvents())
     root = logging.getLogger("shadoweval")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    for name in UVICORN_LOGGERS:  # their levels are uvicorn's to set (serve asks for warnings)
+        lg = logging.getLogger(name)
+        lg.handlers[:] = [handler]
+        lg.propagate = False

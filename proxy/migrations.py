@@ -207,6 +207,21 @@ def m008_create_report_runs(db: sqlite_utils.Database) -> None:
     db["report_runs"].create_index(["created_at"])
 
 
+def m009_add_exchange_owner(db: sqlite_utils.Database) -> None:
+    # Which proxy key sent the exchange, as a non-reversible key id (types.key_id), so that
+    # /shadoweval/exchanges and /shadoweval/feedback answer only that key (and admin keys). NULL
+    # without proxy keys and for rows stored before this: with keys configured, admins only.
+    db["exchanges"].add_column("owner", str)
+
+
+def m010_add_capture_truncation(db: sqlite_utils.Database) -> None:
+    # [store] max_capture_bytes: a stored text cut at the limit is flagged, with the full size kept
+    db["exchanges"].add_column("truncated", int)
+    db["exchanges"].add_column("request_bytes", int)
+    db["outputs"].add_column("truncated", int)
+    db["outputs"].add_column("original_bytes", int)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m001_create_exchanges,
     m002_create_counters,
@@ -216,6 +231,8 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m006_grade_labels_per_answer_and_leases,
     m007_create_evalsets,
     m008_create_report_runs,
+    m009_add_exchange_owner,
+    m010_add_capture_truncation,
 ]
 
 

@@ -23,6 +23,7 @@ import orjson
 from .candidates import Attempt, Caller, DirectCaller, attempt, build_caller, output_of
 from .capture import CAPTURED_ROUTES, parse_request, parse_tags
 from .metrics import Metrics
+from .netconf import production_route
 from .settings import CandidateSettings, Settings
 from .store import Store
 from .types import Role
@@ -114,12 +115,13 @@ class Mirror:
                       callers: Mapping[str, Caller] | None = None) -> Mirror:
         """Targets from the configuration; `callers` replaces the real callers by name (tests)."""
         callers = callers or {}
-        targets = [_target(c, callers.get(c.name) or build_caller(c, settings.secret(c.api_key_env)))
+        targets = [_target(c, callers.get(c.name) or build_caller(c, settings.secret(c.api_key_env), settings))
                    for c in settings.candidates] if settings.mirror.enabled else []
         if settings.twin.sample_rate > 0:
             caller = callers.get(TWIN) or DirectCaller(
                 settings.production.base_url, None, api_key=settings.secret(settings.production.api_key_env),
                 read_timeout=settings.twin.timeout_s, max_connections=settings.twin.concurrency,
+                via=production_route(settings),
             )
             targets.append(Target(TWIN, "twin", caller, settings.twin.sample_rate, settings.twin.concurrency,
                                   settings.twin.timeout_s))

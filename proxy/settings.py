@@ -18,6 +18,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "SHADOWEVAL_"
+# The standard proxy variables, both cases; netconf decides what they mean.
+PROXY_ENV = tuple(n for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy") for n in (name, name.upper()))
 
 
 class _Section(BaseModel):
@@ -30,11 +32,44 @@ class ServerSettings(_Section):
     max_body_bytes: int = Field(
         16 * 1024 * 1024, description="Largest request body accepted; larger ones get 413."
     )
+    max_url_bytes: int = Field(
+        8 * 1024, ge=256, description="Longest request target (path and query) accepted; longer ones get 414."
+    )
+    max_headers: int = Field(100, ge=8, description="Most request headers accepted; more get 431.")
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="Most bytes of request header names and values, all headers together; "
+        "more get 431 before they are buffered."
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="Longest a request's line and headers may take to arrive (from the connection's "
+        "start or the request's first byte); slower ones get 408 and the connection is closed."
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="Longest a request's whole body may take to arrive after its headers; slower "
+        "ones get 408 and the connection is closed."
+    )
     proxy_keys_env: str = Field(
         "",
         description="Environment variable holding comma-separated proxy keys. When set, clients "
         "must present one (as `x-shadoweval-key`, or as their bearer token when production's key "
         "comes from `production.api_key_env`).",
+    )
+    admin_keys_env: str = Field(
+        "",
+        description="Environment variable holding comma-separated admin keys: they read and post "
+        "feedback on every stored exchange (proxy keys only on their own) and see health details and "
+        "metrics. They do not send `/v1` traffic unless also listed as proxy keys. See docs/access.md.",
+    )
+    ops_keys_env: str = Field(
+        "",
+        description="Environment variable holding comma-separated ops keys, for `/metrics` and the "
+        "details of `/healthz` (as `x-shadoweval-key` or a bearer token; admin keys count too). "
+        "Without ops or admin keys those are served to loopback clients only.",
+    )
+    require_keys: bool = Field(
+        False,
+        description="Refuse to start unless proxy keys are configured (`proxy_keys_env` names a set "
+        "variable holding at least one key): for deployments reachable beyond this host.",
     )
     log_level: str = Field("info", description="debug, info, warning or error.")
     log_format: str = Field("json", description="json (one object per line) or text.")
@@ -55,6 +90,10 @@ class ProductionSettings(_Section):
     )
     connect_timeout_s: float = Field(10.0, description="Longest wait to connect to production (502).")
     max_connections: int = Field(1024, description="Keep-alive connections to production at most.")
+    ca_file: str = Field("", description="PEM file (or directory) of extra CAs trusted for production, added to "
+                         "the default trust store; empty: `[network] ca_file`.")
+    client_cert: str = Field("", description="PEM client certificate presented to production (mutual TLS).")
+    client_key: str = Field("", description="Private key of `client_cert` when it is not in the same file.")
 
 
 class StoreSettings(_Section):
@@ -67,6 +106,21 @@ class StoreSettings(_Section):
     flush_interval_ms: int = Field(100, description="Longest a record waits before the writer commits.")
     retention_days: float = Field(
         0, description="Delete exchanges older than this many days (0 keeps everything)."
+    )
+    durability: str = Field(
+        "batched", pattern="^(batched|strict)$",
+        description="batched: answer at once, commit within flush_interval_ms (a crash loses what is queued, "
+        "counted as `crash` on restart); strict: a non-streamed answer is sent, and a streamed one ended, only "
+        "once its exchange is committed (waits up to strict_timeout_ms). See docs/durability.md.",
+    )
+    strict_timeout_ms: int = Field(
+        1000, ge=0, description="With durability = strict, the longest a response waits for its commit; "
+        "past it the answer is sent anyway and the wait is counted.",
+    )
+    max_capture_bytes: int = Field(
+        1_048_576, ge=0, description="Longest stored text (the answer, each string in the request) in bytes; "
+        "longer ones are cut and flagged `truncated` with their original size. The client still gets everything. "
+        "0: no limit.",
     )
 
 
@@ -184,6 +238,19 @@ class CandidateSettings(_Section):
         default_factory=dict, description="Parameters that override the request's (e.g. `{temperature = 0}`)."
     )
     responses: bool = Field(True, description="Also mirror `/v1/responses` requests to this candidate.")
+    ca_file: str = Field("", description="For `base_url` candidates: PEM file (or directory) of extra CAs, added to "
+                         "the default trust store; empty: `[network] ca_file`.")
+    client_cert: str = Field("", description="For `base_url` candidates: PEM client certificate (mutual TLS).")
+    client_key: str = Field("", description="For `base_url` candidates: private key of `client_cert` when it is "
+                            "not in the same file.")
+
+    @model_validator(mode="after")
+    def _tls_needs_base_url(self) -> CandidateSettings:
+        # litellm builds its own HTTP clients and follows the environment only: a silent no-op would be worse.
+        if not self.base_url and (self.ca_file or self.client_cert or self.client_key):
+            raise ValueError(f"candidate {self.name!r}: ca_file, client_cert and client_key apply to base_url "
+                             "candidates only (litellm candidates follow SSL_CERT_FILE; see docs/networks.md)")
+        return self
 
     @field_validator("name")
     @classmethod
@@ -261,6 +328,14 @@ class GradingSettings(_Section):
     session_hours: float = Field(12.0, gt=0, description="How long a sign-in lasts.")
     secure_cookies: bool = Field(False, description="Mark the session cookie Secure (set it when the page is "
                                  "served over HTTPS, e.g. behind a TLS proxy).")
+    signin_max_failures: int = Field(5, ge=1, description="Failed sign-ins from one client address within "
+                                     "`signin_lockout_minutes` that lock the address out (HTTP 429) for "
+                                     "`signin_lockout_minutes`, the right token included. Kept in memory.")
+    signin_lockout_minutes: float = Field(15.0, gt=0, description="The window in which failed sign-ins are "
+                                          "counted per address, and how long a locked-out address waits.")
+    signin_global_per_s: float = Field(5.0, gt=0, description="Sign-in attempts checked per second across all "
+                                       "addresses (burst of as many); more wait their turn up to 2 s, then get "
+                                       "429. Successful sign-ins give their turn back.")
 
 
 class ReportSettings(_Section):
@@ -335,11 +410,47 @@ class GateSettings(_Section):
         return v
 
 
+# Words people pick and runs along the alphabet, the digits or the keyboard: a token made of them is guessed first.
+_COMMON_WORDS = ("password", "passwd", "passphrase", "changeme", "secret", "letmein", "welcome", "admin", "token",
+                 "test", "qwerty", "azerty", "example", "default", "demo", "grading", "grade", "shadoweval", "login",
+                 "hello", "iloveyou", "monkey", "dragon", "master", "sunshine", "football", "trustno")
+_RUNS = ("abcdefghijklmnopqrstuvwxyz", "0123456789", "qwertyuiop", "asdfghjkl", "zxcvbnm")
+
+
+def token_weakness(token: str) -> str | None:
+    """Why a sign-in token is too easy to guess, or None: it needs 16+ characters, 8+ different ones, and
+    12+ left once common words, runs (`abcd`, `4321`, `qwer`) and repeats (`abab`) are taken out."""
+    if len(token) < 16:
+        return "shorter than 16 characters"
+    if len(set(token)) < 8:
+        return "fewer than 8 different characters"
+    rest = token.lower()
+    for word in _COMMON_WORDS:
+        rest = rest.replace(word, "")
+    runs = (*_RUNS, *(r[::-1] for r in _RUNS))
+    kept, i = [], 0
+    while i < len(rest):
+        j = i + 3
+        while j <= len(rest) and any(rest[i:j] in r for r in runs):
+            j += 1
+        if j - 1 - i >= 3:
+            i = j - 1
+        else:
+            kept.append(rest[i])
+            i += 1
+    rest = re.sub(r"(.{1,8}?)\1+", r"\1", "".join(kept))
+    if len(rest) < 12 or len(set(rest)) < 6:
+        return "made mostly of common words, runs or repeats"
+    return None
+
+
 class EvaluatorSettings(_Section):
     name: str = Field(description="The evaluator's name, recorded with each of their grades; unique.")
-    token_env: str = Field("", description="Environment variable holding the evaluator's sign-in token.")
+    token_env: str = Field("", description="Environment variable holding the evaluator's sign-in token; a weak "
+                           "one (under 16 characters, little variety, common words) is a configuration error.")
     token_sha256: str = Field("", description="Or: the SHA-256 (hex) of their token, safe to keep in the file "
-                              "(`shadoweval grade token NAME` makes a token and prints both).")
+                              "(`shadoweval grade token NAME` makes a strong token and prints both; a hash cannot "
+                              "be checked for strength).")
     admin: bool = Field(False, description="May see the agreement page (judges against people, people against "
                         "each other).")
 
@@ -350,6 +461,19 @@ class EvaluatorSettings(_Section):
         if self.token_sha256 and not re.fullmatch(r"[0-9a-f]{64}", self.token_sha256):
             raise ValueError(f"evaluator {self.name!r}: token_sha256 must be 64 lowercase hex digits")
         return self
+
+
+class NetworkSettings(_Section):
+    proxy: str = Field(
+        "", repr=False,
+        description="HTTP proxy for production and `base_url` candidates (`http://user:pass@host:port`); empty: "
+        "from `https_proxy`/`http_proxy`/`all_proxy`; `none` or `direct`: never. litellm calls follow the "
+        "environment only.",
+    )
+    no_proxy: str = Field("", description="Hosts reached directly (`NO_PROXY` syntax: `*`, `.corp.example`, "
+                          "`host:port`, `10.0.0.0/8`); empty: from `no_proxy`/`NO_PROXY`.")
+    ca_file: str = Field("", description="PEM file (or directory) of extra CAs trusted for every upstream that has "
+                         "no `ca_file` of its own, added to the default trust store (not replacing it).")
 
 
 class Settings(_Section):
@@ -364,6 +488,7 @@ class Settings(_Section):
     grading: GradingSettings = GradingSettings()
     report: ReportSettings = ReportSettings()
     gate: GateSettings = GateSettings()
+    network: NetworkSettings = NetworkSettings()
     candidates: tuple[CandidateSettings, ...] = ()
     intents: tuple[IntentSettings, ...] = ()
     evaluators: tuple[EvaluatorSettings, ...] = ()
@@ -381,12 +506,31 @@ class Settings(_Section):
             raise ValueError("evaluator names must be unique")
         return self
 
+    @model_validator(mode="after")
+    def _strong_tokens(self) -> Settings:
+        for e in self.evaluators:
+            why = token_weakness((self.secret(e.token_env) or "").strip()) if self.secret(e.token_env) else None
+            if why:  # name the evaluator and the variable, never the token
+                raise ValueError(f"evaluator {e.name!r}: the token in ${e.token_env} is too easy to guess ({why}); "
+                                 f"make a strong one with `shadoweval grade token {e.name}`")
+        return self
+
     def secret(self, env_name: str) -> str | None:
         """The value of a secret named by an `*_env` setting, or None when unset."""
         return self.secrets.get(env_name) if env_name else None
 
     def proxy_keys(self) -> frozenset[str]:
-        raw = self.secret(self.server.proxy_keys_env) or ""
+        return self._keys(self.server.proxy_keys_env)
+
+    def admin_keys(self) -> frozenset[str]:
+        return self._keys(self.server.admin_keys_env)
+
+    def ops_keys(self) -> frozenset[str]:
+        """Keys that may see `/metrics` and health details: the ops keys and the admin keys."""
+        return self._keys(self.server.ops_keys_env) | self.admin_keys()
+
+    def _keys(self, env_name: str) -> frozenset[str]:
+        raw = self.secret(env_name) or ""
         return frozenset(k.strip() for k in raw.split(",") if k.strip())
 
 
@@ -402,6 +546,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "grading": GradingSettings,
     "report": ReportSettings,
     "gate": GateSettings,
+    "network": NetworkSettings,
 }
 
 
@@ -462,7 +607,9 @@ def load_settings(
     wanted = {s.get("api_key_env", "") for s in data.get("candidates", []) if isinstance(s, dict)}
     wanted |= {s.get("token_env", "") for s in data.get("evaluators", []) if isinstance(s, dict)}
     wanted |= {data.get("production", {}).get("api_key_env", ""), data.get("server", {}).get("proxy_keys_env", ""),
+               data.get("server", {}).get("admin_keys_env", ""), data.get("server", {}).get("ops_keys_env", ""),
                data.get("judges", {}).get("llm_api_key_env", "")}
+    wanted |= set(PROXY_ENV)  # proxy URLs may carry credentials, so they are kept with the secrets
     data["secrets"] = {name: env[name] for name in wanted if name and name in env}
     try:
         return Settings.model_validate(data)

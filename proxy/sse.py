@@ -29,6 +29,8 @@ class Parsed:
     model: str | None = None
     error: str | None = None  # an error the API reported (in the body or in an error event)
     first_token_index: int | None = None  # which raw piece carried the first content
+    malformed: int = 0  # stream events that were not JSON objects (their content is missing)
+    malformed_sample: bytes = b""  # the first of them, cut short, for the error message
 
 
 def decode_body(body: bytes, content_encoding: str | None) -> bytes:
@@ -273,10 +275,18 @@ def parse_stream(pieces: Sequence[bytes], *, responses_api: bool) -> Parsed:
         events = [_json_or_none(p) for p in payloads]
     first_offset: int | None = None
     feed = acc.feed
+    malformed = 0
     for k, event in enumerate(events):
-        if type(event) is dict and feed(event) and first_offset is None:
-            first_offset = offsets[k]
+        if type(event) is dict:
+            if feed(event) and first_offset is None:
+                first_offset = offsets[k]
+        elif payloads[k] != b"[DONE]":  # not a JSON object: whatever it carried is missing
+            malformed += 1
     result = acc.finish()
+    if malformed:
+        result.malformed = malformed
+        result.malformed_sample = next(p for p, e in zip(payloads, events, strict=True)
+                                       if type(e) is not dict and p != b"[DONE]")[:80]
     if first_offset is not None:
         # which piece had arrived once the first content event was complete
         ends = list(itertools.accumulate(map(len, pieces)))
@@ -301,3 +311,5 @@ class Capture:
     content_encoding: str | None = None
     pieces: list[bytes] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
+    size: int = 0  # bytes the answer had, kept or not
+    truncated: bool = False  # pieces past the proxy's capture limit were not kept

@@ -10,6 +10,9 @@ is full, the disk is full or the file is locked or read-only, records are droppe
 transaction per batch) so that thousands of exchanges a second cost little. Redaction happens
 here, in the writer thread, so nothing reaches the file unredacted (the passages found in a
 request included). WAL lets the CLI, the UI and the judges read while the proxy writes.
+
+Reads that list by time break ties by rowid, the order records were written: ids sort by
+millisecond only (random within one, so that nobody can guess another's).
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
+from .journal import ACCEPTED, SETTLED, Journal
 from .metrics import Metrics, standard_metrics
 from .migrations import migrate
 from .redact import Redactor
@@ -69,6 +73,7 @@ Record = Exchange | Output | Feedback | Verdict | ContextsFound | GradingItem | 
 Item = Record | Callable[[], Iterable[Record]]
 
 _STOP = object()
+_LOSING_S = 10.0  # the store reports itself not ok for this long after it lost a record
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +81,27 @@ class _Flush:
     """Set once everything queued before it has been committed (or lost)."""
 
     done: threading.Event
+
+
+@dataclass(frozen=True, slots=True)
+class _Durable:
+    """A record whose submitter waits for its commit (`[store] durability = "strict"`): `done` is
+    called in the writer thread with True once committed, False once lost."""
+
+    item: Any
+    done: Callable[[bool], None]
+
+
+class _CountingQueue(queue.Queue):  # type: ignore[type-arg]
+    """A queue that counts the records put into it in the crash journal. `_put` runs under the
+    queue's own lock, so the count is exact without another lock or a system call."""
+
+    counts: memoryview
+
+    def _put(self, item: tuple[float, Any]) -> None:
+        self.queue.append(item)
+        if type(item[1]) is not _Flush and item[1] is not _STOP:
+            self.counts[ACCEPTED] += 1
 
 
 def connect(path: str | Path, *, readonly: bool = False) -> sqlite_utils.Database:
@@ -96,9 +122,10 @@ class StoreStatus:
     ok: bool
     queue_depth: int
     written: int
-    lost: int
+    lost: int  # records not kept since this process started, crashes of earlier runs found at start included
     last_error: str | None
     lag_s: float  # age of the oldest record still waiting, 0 when the queue is empty
+    lost_by_reason: dict[str, int] = field(default_factory=dict)  # crash, queue_full, locked, ...
 
 
 class Store(GradingReads, EvalSetReads):
@@ -112,23 +139,34 @@ class Store(GradingReads, EvalSetReads):
         retention_days: float = 0,
         redactor: Redactor | None = None,
         metrics: Metrics | None = None,
+        recover: bool = False,
+        max_capture_bytes: int = 0,
     ) -> None:
+        """`recover`: on start, count what crashed runs on this database lost (the proxy's store
+        does; a CLI's or the judges' would only race it). `max_capture_bytes`: longest stored text
+        (request strings, answer text) in UTF-8 bytes, 0 for no limit."""
         self.path = Path(path)
         self.batch_size = batch_size
         self.flush_interval = flush_interval_ms / 1000
         self.retention_days = retention_days
         self.redactor = redactor or Redactor(emails=False, card_numbers=False, phone_numbers=False)
         self.metrics = metrics or standard_metrics()
-        self._queue: queue.Queue[tuple[float, Any]] = queue.Queue(maxsize=queue_size)
+        self.recover = recover
+        self.max_capture_bytes = max_capture_bytes
+        self._run_id = new_id()  # this process's row set in `counters`, and its crash journal
+        self._journal = Journal(self.path, self._run_id)
+        self._queue = _CountingQueue(maxsize=queue_size)
+        self._queue.counts = self._journal.counts
         self._thread: threading.Thread | None = None
         self._db: sqlite_utils.Database | None = None
         self._written = 0
         self._lost = 0
+        self._lost_by_reason: dict[str, int] = {}
+        self._last_loss = float("-inf")  # monotonic time of the latest loss (crashes of earlier runs aside)
         self._last_error: str | None = None
         self._oldest_pending = 0.0
         self._next_retention = 0.0
         self._next_counters = 0.0
-        self._run_id = new_id()  # this process's row set in `counters`
         self._next_open_attempt = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -136,6 +174,15 @@ class Store(GradingReads, EvalSetReads):
     def start(self) -> None:
         if self._thread is None:
             self._open()
+            if self._journal.open():
+                self._queue.counts = self._journal.counts
+            if self.recover:
+                crashed = self._journal.claim_dead()
+                if crashed:
+                    self._lose(crashed, "crash")
+                    log.error("an earlier run died before storing records it had answered",
+                              extra={"lost": crashed, "reason": "crash"})
+                    self._save_counters()
             self._thread = threading.Thread(target=self._run, name="shadoweval-store-writer", daemon=True)
             self._thread.start()
 
@@ -148,7 +195,16 @@ class Store(GradingReads, EvalSetReads):
         except queue.Full:
             pass
         self._thread.join(timeout)
+        ended = not self._thread.is_alive()
         self._thread = None
+        counts = self._journal.counts
+        if ended and counts[ACCEPTED] > counts[SETTLED]:
+            # submitted after the stop or past the timeout: lost on the way out, and said so
+            self._lose(counts[ACCEPTED] - counts[SETTLED], "shutdown")
+            counts[SETTLED] = counts[ACCEPTED]
+            self._save_counters()
+        # a writer still running past the timeout leaves its file: the next start counts the rest
+        self._journal.close(clean=ended)
         if self._db is not None:
             self._db.conn.close()
             self._db = None
@@ -170,22 +226,34 @@ class Store(GradingReads, EvalSetReads):
             self._lose(1, "queue_full")
             return False
 
+    def submit_durable(self, item: Item, done: Callable[[bool], None]) -> bool:
+        """Like `submit`, and `done(committed)` is called from the writer thread once the record
+        is committed (True) or lost (False). The writer commits at once rather than waiting out
+        the flush interval. False, without calling `done`, when the queue is full."""
+        return self.submit(_Durable(item, done))
+
     def status(self) -> StoreStatus:
+        now = time.monotonic()
         pending = self._queue.qsize()
-        lag = time.monotonic() - self._oldest_pending if pending and self._oldest_pending else 0.0
+        lag = now - self._oldest_pending if pending and self._oldest_pending else 0.0
         return StoreStatus(
-            ok=self._db is not None and self._last_error is None,
+            # not ok while records are being lost (a loss in the last 10 s), not only while broken
+            ok=self._db is not None and self._last_error is None and now - self._last_loss > _LOSING_S,
             queue_depth=pending,
             written=self._written,
             lost=self._lost,
             last_error=self._last_error,
             lag_s=lag,
+            lost_by_reason=dict(self._lost_by_reason),
         )
 
     # -- writer thread ---------------------------------------------------------------------------
 
     def _lose(self, n: int, reason: str) -> None:
         self._lost += n
+        self._lost_by_reason[reason] = self._lost_by_reason.get(reason, 0) + n
+        if reason != "crash":  # an earlier run's crash is history, not this store losing records now
+            self._last_loss = time.monotonic()
         self.metrics.inc("shadoweval_store_lost_total", n, reason=reason)
 
     def _open(self) -> None:
@@ -217,8 +285,9 @@ class Store(GradingReads, EvalSetReads):
                 continue
             batch = [first]
             deadline = time.monotonic() + self.flush_interval
-            # someone waits on a flush (a grader's lease, a CLI): commit now rather than at the deadline
-            while len(batch) < self.batch_size and not isinstance(batch[-1][1], _Flush):
+            # someone waits on a flush (a grader's lease, a CLI, a strict response): commit now rather
+            # than at the deadline, with whatever else is queued already
+            while len(batch) < self.batch_size and not isinstance(batch[-1][1], _Flush | _Durable):
                 timeout = deadline - time.monotonic()
                 try:
                     batch.append(self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait())
@@ -232,6 +301,8 @@ class Store(GradingReads, EvalSetReads):
                 else:
                     items.append(item)
             self._write(items)
+            # settled: committed or counted as lost; what a crash takes is accepted minus this
+            self._journal.counts[SETTLED] += sum(type(item) is not _Flush for item in items)
             self._maintenance()
         self._save_counters()
 
@@ -242,7 +313,11 @@ class Store(GradingReads, EvalSetReads):
     def _write(self, items: list[Any]) -> None:
         records: list[Record] = []
         flushes: list[threading.Event] = []
+        waiters: list[Callable[[bool], None]] = []
         for item in items:
+            if type(item) is _Durable:
+                waiters.append(item.done)
+                item = item.item
             if isinstance(item, (Exchange, Output, Feedback, Verdict, ContextsFound, GradingItem, Grade, Lease, EvalSet,
                                  ReportRun)):
                 records.append(item)
@@ -254,19 +329,25 @@ class Store(GradingReads, EvalSetReads):
                 except Exception:  # a capture that cannot be shaped is a lost record, not a crash
                     log.exception("could not build a record")
                     self._lose(1, "build_error")
+        committed = False
         try:
             if records:
-                self._commit(records)
+                committed = self._commit(records)
         finally:
             for done in flushes:
                 done.set()
+            for waiter in waiters:
+                try:
+                    waiter(committed)
+                except Exception:  # a waiter whose loop has closed: nothing left to tell
+                    log.debug("durable waiter failed", exc_info=True)
 
-    def _commit(self, records: list[Record]) -> None:
+    def _commit(self, records: list[Record]) -> bool:
         if self._db is None and time.monotonic() >= self._next_open_attempt:
             self._open()
         if self._db is None:
             self._lose(len(records), "unavailable")
-            return
+            return False
         rows: dict[str, list[dict[str, Any]]] = {"exchanges": [], "outputs": [], "feedback": [], "verdicts": [],
                                                  "grading_items": [], "grades": [], "report_runs": []}
         found: list[tuple[str, str]] = []
@@ -332,12 +413,13 @@ class Store(GradingReads, EvalSetReads):
             if self._last_error != str(exc):
                 log.error("store write failed", extra={"reason": reason, "error": str(exc), "lost": len(records)})
             self._last_error = str(exc)
-            return
+            return False
         self._last_error = None
         self._written += len(records)
         for table, table_rows in rows.items():
             if table_rows:
                 self.metrics.inc("shadoweval_store_written_total", len(table_rows), kind=table)
+        return True
 
     def _save_evalset(self, es: EvalSet) -> None:
         """A version is immutable: one whose id (name and content) is stored already is left as it
@@ -371,6 +453,10 @@ class Store(GradingReads, EvalSetReads):
     def _exchange_row(self, e: Exchange) -> dict[str, Any]:
         request = self.redactor.json(e.request) if e.request is not None else None
         model = e.request.get("model") if isinstance(e.request, dict) else None
+        truncated = e.truncated
+        if self.max_capture_bytes and request is not None and e.request_bytes and e.request_bytes > self.max_capture_bytes:
+            request, cut = _clip_strings(request, self.max_capture_bytes)
+            truncated = truncated or cut
         return {
             "id": e.id,
             "created_at": iso(e.created_at),
@@ -382,6 +468,9 @@ class Store(GradingReads, EvalSetReads):
             "status": e.status,
             "http_status": e.http_status,
             "contexts_json": _dumps(self._redact_contexts(e.contexts, request)) if e.contexts else None,
+            "owner": e.owner,
+            "truncated": int(truncated),
+            "request_bytes": e.request_bytes if truncated else None,
         }
 
     def _redact_contexts(self, contexts: list[dict[str, Any]], request: Any) -> list[dict[str, Any]]:
@@ -393,6 +482,11 @@ class Store(GradingReads, EvalSetReads):
                 for p in contexts]
 
     def _output_row(self, o: Output) -> dict[str, Any]:
+        text, truncated, size = o.text, o.truncated, o.original_bytes
+        if text and self.max_capture_bytes and len(text) * 4 > self.max_capture_bytes:
+            clipped = _clip(text, self.max_capture_bytes)
+            if clipped is not text:
+                text, truncated, size = clipped, True, size or len(text.encode())
         return {
             "id": o.id,
             "exchange_id": o.exchange_id,
@@ -402,7 +496,7 @@ class Store(GradingReads, EvalSetReads):
             "status": o.status,
             "created_at": iso(o.started_at),
             "stream": int(o.stream),
-            "text": self.redactor.text(o.text) if o.text else o.text,
+            "text": self.redactor.text(text) if text else text,
             "tool_calls_json": _dumps(self.redactor.json(o.tool_calls)) if o.tool_calls else None,
             "finish_reason": o.finish_reason,
             "prompt_tokens": o.usage.prompt_tokens,
@@ -413,6 +507,8 @@ class Store(GradingReads, EvalSetReads):
             "http_status": o.http_status,
             "error": o.error,
             "cost_usd": o.cost_usd,
+            "truncated": int(truncated),
+            "original_bytes": size if truncated else None,
         }
 
     def _verdict_row(self, v: Verdict) -> dict[str, Any]:
@@ -536,17 +632,21 @@ class Store(GradingReads, EvalSetReads):
                 db.conn.close()
         return n
 
-    def exchange_exists(self, exchange_id: str) -> bool:
+    def exchange_exists(self, exchange_id: str, *, owner: str | None = None) -> bool:
+        """`owner`, when given, must match the stored one: another key's exchange does not exist."""
         db = self._reader()
         try:
-            return db.execute("select 1 from exchanges where id = ?", [exchange_id]).fetchone() is not None
+            where, params = _owned(exchange_id, owner)
+            return db.execute(f"select 1 from exchanges where {where}", params).fetchone() is not None
         finally:
             db.conn.close()
 
-    def get_exchange(self, exchange_id: str) -> tuple[Exchange, list[Output], list[Feedback]] | None:
+    def get_exchange(self, exchange_id: str, *, owner: str | None = None,
+                     ) -> tuple[Exchange, list[Output], list[Feedback]] | None:
+        """The exchange with its outputs and feedback; with `owner`, only if that key sent it."""
         db = self._reader()
         try:
-            rows = list(db["exchanges"].rows_where("id = ?", [exchange_id]))
+            rows = list(db["exchanges"].rows_where(*_owned(exchange_id, owner)))
             if not rows:
                 return None
             ex = _exchange_from(rows[0])
@@ -571,7 +671,7 @@ class Store(GradingReads, EvalSetReads):
             if names:
                 where.append(f"o.name in ({', '.join('?' * len(names))})")
                 params.extend(names)
-            sql = (f"select o.* from outputs o where {' and '.join(where)} order by o.created_at, o.id"
+            sql = (f"select o.* from outputs o where {' and '.join(where)} order by o.created_at, o.rowid"
                    + (f" limit {int(limit)}" if limit else ""))
             outputs = [_output_from(r) for r in db.query(sql, params)]
             ex_ids = sorted({o.exchange_id for o in outputs})
@@ -622,7 +722,7 @@ class Store(GradingReads, EvalSetReads):
     def exchange_ids(self, *, limit: int | None = None) -> list[str]:
         db = self._reader()
         try:
-            sql = "select id from exchanges order by id" + (f" limit {int(limit)}" if limit else "")
+            sql = "select id from exchanges order by created_at, rowid" + (f" limit {int(limit)}" if limit else "")
             return [r[0] for r in db.execute(sql).fetchall()]
         finally:
             db.conn.close()
@@ -672,20 +772,51 @@ class Store(GradingReads, EvalSetReads):
                 """select name, role, count(*),
                           sum(status = 'ok'), sum(status = 'error'), sum(status = 'timeout'),
                           sum(status = 'cancelled'), avg(case when status = 'ok' then latency_ms end),
-                          coalesce(sum(cost_usd), 0)
+                          coalesce(sum(cost_usd), 0), sum(status = 'partial')
                    from outputs group by name, role order by role != 'production', name"""
             ).fetchall()
             out = []
-            for name, role, total, ok, err, to, canc, mean, cost in rows:
+            for name, role, total, ok, err, to, canc, mean, cost, partial in rows:
                 lat = [r[0] for r in db.execute(
                     "select latency_ms from outputs where name = ? and status = 'ok' and latency_ms is not null order by latency_ms",
                     [name],
                 ).fetchall()]
                 p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))] if lat else None
-                out.append(CandidateStats(name, role, total, ok or 0, err or 0, to or 0, canc or 0, mean, p95, cost))
+                out.append(CandidateStats(name, role, total, ok or 0, err or 0, to or 0, canc or 0, mean, p95, cost,
+                                          partial or 0))
             return n, out
         finally:
             db.conn.close()
+
+
+def _owned(exchange_id: str, owner: str | None) -> tuple[str, list[str]]:
+    """The where clause for one exchange, restricted to `owner` when given (NULL owners never match)."""
+    return ("id = ?", [exchange_id]) if owner is None else ("id = ? and owner = ?", [exchange_id, owner])
+
+
+def _clip(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` UTF-8 bytes (never mid-character); `text` itself when it fits."""
+    if len(text) * 4 <= limit:
+        return text
+    data = text.encode()
+    return text if len(data) <= limit else data[:limit].decode("utf-8", "ignore")
+
+
+def _clip_strings(value: Any, limit: int) -> tuple[Any, bool]:
+    """A JSON-like value with every string longer than `limit` bytes cut, and whether any was."""
+    if isinstance(value, str):
+        clipped = _clip(value, limit)
+        return clipped, clipped is not value
+    if isinstance(value, dict):
+        out, cut = {}, False
+        for k, v in value.items():
+            out[k], c = _clip_strings(v, limit)
+            cut = cut or c
+        return out, cut
+    if isinstance(value, list):
+        items = [_clip_strings(v, limit) for v in value]
+        return [v for v, _ in items], any(c for _, c in items)
+    return value, False
 
 
 def _strings(value: Any) -> Iterable[str]:

@@ -52,7 +52,7 @@ class EvalSetReads:
         db = self._reader()
         try:
             ids = [r[0] for r in db.execute(
-                f"select id from exchanges where {' and '.join(where)} order by created_at, id", params)]
+                f"select id from exchanges where {' and '.join(where)} order by created_at, rowid", params)]
         finally:
             db.conn.close()
         for start in range(0, len(ids), chunk):
@@ -63,9 +63,9 @@ class EvalSetReads:
         try:
             marks = ", ".join("?" * len(ids))
             exchanges = [_exchange_from(r) for r in db["exchanges"].rows_where(
-                f"id in ({marks})", ids, order_by="created_at, id")]
+                f"id in ({marks})", ids, order_by="created_at, rowid")]
             per: dict[str, dict[str, list[Any]]] = {i: {"o": [], "v": [], "f": [], "g": []} for i in ids}
-            for r in db["outputs"].rows_where(f"exchange_id in ({marks})", ids, order_by="created_at, id"):
+            for r in db["outputs"].rows_where(f"exchange_id in ({marks})", ids, order_by="created_at, rowid"):
                 per[r["exchange_id"]]["o"].append(_output_from(r))
             for r in db["verdicts"].rows_where(f"exchange_id in ({marks})", ids, order_by="created_at"):
                 per[r["exchange_id"]]["v"].append(_verdict_from(r))

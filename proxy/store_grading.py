@@ -47,7 +47,7 @@ class GradingReads:
             rows = db.execute(
                 f"""select c.exchange_id, c.id, c.name, p.id from outputs c
                     join outputs p on p.exchange_id = c.exchange_id
-                    where {' and '.join(where)} order by c.created_at, c.id, p.id""", params).fetchall()
+                    where {' and '.join(where)} order by c.created_at, c.rowid, p.rowid""", params).fetchall()
             ex_ids = sorted({r[0] for r in rows})
             out_ids = sorted({r[1] for r in rows} | {r[3] for r in rows})
             exchanges: dict[str, tuple[str, dict[str, str]]] = {}
@@ -72,7 +72,7 @@ class GradingReads:
         db = self._reader()
         try:
             where, params = ("batch = ?", [batch]) if batch is not None else (None, [])
-            return [_grading_item_from(r) for r in db["grading_items"].rows_where(where, params, order_by="id")]
+            return [_grading_item_from(r) for r in db["grading_items"].rows_where(where, params, order_by="rowid")]
         finally:
             db.conn.close()
 
@@ -112,7 +112,7 @@ class GradingReads:
                                                                  and l.expires_at > ?2) < i.evaluators
                      and not exists (select 1 from grades g where g.item_id = i.id and g.evaluator = ?1)
                      {f"and i.id not in ({', '.join('?' * len(exclude))})" if exclude else ""}
-                   order by held desc, i.created_at, i.id limit 3""", [evaluator, now, *exclude]))
+                   order by held desc, i.created_at, i.rowid limit 3""", [evaluator, now, *exclude]))
             return [_grading_item_from({k: v for k, v in r.items() if k != "held"}) for r in rows]
         finally:
             db.conn.close()
@@ -137,7 +137,7 @@ class GradingReads:
         db = self._reader()
         try:
             where, params = ("item_id = ?", [item_id]) if item_id is not None else (None, [])
-            return [_grade_from(r) for r in db["grades"].rows_where(where, params, order_by="created_at, id")]
+            return [_grade_from(r) for r in db["grades"].rows_where(where, params, order_by="created_at, rowid")]
         finally:
             db.conn.close()
 

@@ -47,6 +47,9 @@ def _exchange_from(row: dict[str, Any]) -> Exchange:
         status=row["status"],
         http_status=row["http_status"],
         contexts=_loads(row.get("contexts_json")),  # .get: a reader may open a store not yet migrated
+        owner=row.get("owner"),
+        truncated=bool(row.get("truncated")),
+        request_bytes=row.get("request_bytes"),
     )
 
 
@@ -69,6 +72,8 @@ def _output_from(row: dict[str, Any]) -> Output:
         error=row["error"],
         cost_usd=row["cost_usd"],
         stream=bool(row["stream"]),
+        truncated=bool(row.get("truncated")),  # .get: a reader may open a store not yet migrated
+        original_bytes=row.get("original_bytes"),
     )
 
 

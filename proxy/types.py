@@ -6,9 +6,9 @@ judges, reports) can share them without import cycles.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -17,29 +17,28 @@ Role = Literal["production", "candidate", "twin", "reference"]  # reference: a h
 
 # Output statuses. "ok" means the model answered; everything else explains why there is no
 # (complete) answer. Aggregates later skip anything that is not "ok".
-OutputStatus = Literal["ok", "error", "timeout", "cancelled", "dropped"]
+# "partial": answered, but part of the answer could not be read (malformed stream events).
+OutputStatus = Literal["ok", "error", "timeout", "cancelled", "dropped", "partial"]
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_ulid_lock = threading.Lock()
-_ulid_last = [0, 0]  # [millis, random part] of the last id, to keep ids monotonic within a ms
+_PAIRS = [_CROCKFORD[i >> 5] + _CROCKFORD[i & 31] for i in range(1024)]  # 10 bits -> 2 characters
 
 
 def new_id() -> str:
-    """A ULID: 26 characters that sort by creation time, made in-process without coordination."""
-    millis = time.time_ns() // 1_000_000
-    with _ulid_lock:
-        if millis <= _ulid_last[0]:
-            millis = _ulid_last[0]
-            rand = _ulid_last[1] + 1
-        else:
-            rand = int.from_bytes(os.urandom(10), "big")
-        _ulid_last[0], _ulid_last[1] = millis, rand
-    value = (millis << 80) | (rand & ((1 << 80) - 1))
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    """A ULID: 26 characters, the first 10 the creation time in milliseconds (so ids sort by
+    millisecond), the last 16 are 80 fresh random bits every time.
+
+    No monotonic increment within a millisecond (the ULID spec's option): exchange ids are handed
+    to clients (`x-shadoweval-exchange-id`) and name the exchange in `/shadoweval/...`, so one id
+    must not tell anyone its neighbours'. Ids made in the same millisecond sort in random order."""
+    value = ((time.time_ns() // 1_000_000) << 80) | int.from_bytes(os.urandom(10), "big")
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in range(120, -1, -10)])  # 26 chars, 130 bits
+
+
+def key_id(key: str | bytes) -> str:
+    """A key's non-reversible id (16 hex digits of its SHA-256): what the store keeps as an
+    exchange's `owner` and what logs may show, never the key itself."""
+    return hashlib.sha256(key.encode() if isinstance(key, str) else key).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +69,9 @@ class Output:
     error: str | None = None
     cost_usd: float | None = None
     stream: bool = False
+    # the stored text was cut at [store] max_capture_bytes; original_bytes is the answer's full size
+    truncated: bool = False
+    original_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +84,17 @@ class Exchange:
     request: dict[str, Any] | None  # the parsed JSON body (secrets never included, redacted)
     tags: dict[str, str] = field(default_factory=dict)
     stream: bool = False
-    status: str = "ok"  # ok | error | cancelled
+    status: str = "ok"  # ok | error | cancelled | partial
     http_status: int | None = None
     # The retrieved passages the model was given, as [{"id", "title", "text"}], found in the request
     # (or a field or header the app sends) by proxy/context.py; None when none were found.
     contexts: list[dict[str, Any]] | None = None
+    # key_id() of the proxy key that sent it; None without proxy keys (or stored before owners were
+    # kept). Only that key (and admin keys) may read it or post feedback on it over HTTP.
+    owner: str | None = None
+    # some request string was cut at [store] max_capture_bytes; request_bytes is the body's full size
+    truncated: bool = False
+    request_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +180,7 @@ class CandidateStats:
     mean_latency_ms: float | None
     p95_latency_ms: float | None
     cost_usd: float
+    partial: int = 0  # answered, but some stream events could not be read
 
 
 @dataclass(frozen=True, slots=True)

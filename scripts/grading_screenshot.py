@@ -9,6 +9,7 @@ Without --db it runs the demo into a temporary store first. Needs Chromium (scri
 from __future__ import annotations
 
 import argparse
+import secrets
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,8 @@ from pathlib import Path
 from shadoweval.proxy.cli_grade import grading_server
 from shadoweval.proxy.mockllm import ThreadedServer
 from shadoweval.proxy.settings import load_settings
+
+TOKEN = secrets.token_urlsafe(24)  # the configuration refuses weak tokens
 
 BIN = Path(sys.executable).parent / "shadoweval"
 
@@ -36,7 +39,7 @@ def main() -> None:
                        stdout=subprocess.DEVNULL)
         cfg = Path(tmp) / "grading.toml"
         cfg.write_text('[[evaluators]]\nname = "ann"\ntoken_env = "SCREENSHOT_TOKEN"\nadmin = true\n')
-        settings = load_settings(cfg, overrides={"store": {"path": db}}, env={"SCREENSHOT_TOKEN": "demo-token"})
+        settings = load_settings(cfg, overrides={"store": {"path": db}}, env={"SCREENSHOT_TOKEN": TOKEN})
         from playwright.sync_api import sync_playwright
 
         with ThreadedServer(grading_server(settings)) as server, sync_playwright() as p:
@@ -44,7 +47,7 @@ def main() -> None:
                                         args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
             page = browser.new_page(viewport={"width": 1280, "height": 1040})
             page.goto(f"{server.url}/grade/")
-            page.keyboard.type("demo-token")
+            page.keyboard.type(TOKEN)
             page.keyboard.press("Enter")
             page.wait_for_selector("#pair:not([hidden])")
             for key in ("2", "3", "1"):

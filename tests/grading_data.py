@@ -9,6 +9,10 @@ from pathlib import Path
 from shadoweval.proxy.store import Store
 from shadoweval.proxy.types import Exchange, GradingItem, Output, Verdict, new_id
 
+# sign-in tokens strong enough for the configuration's check (16+ characters, varied, no common words)
+ANN_TOKEN = "ann-Vq3xT9pLw2Rz7KmB"
+BOB_TOKEN = "bob-H4nWc8YsJ1fQe6Ud"
+
 # a hostile answer: shown as text, never run
 NASTY = ('Sure! <script>window.pwned = 1</script> <img src=x onerror="window.pwned=2"> '
          '[click](javascript:window.pwned=3) **bold**')
@@ -31,7 +35,7 @@ admin = true
 
 [[evaluators]]
 name = "bob"
-token_sha256 = "{hashlib.sha256(b'bob-token').hexdigest()}"
+token_sha256 = "{hashlib.sha256(BOB_TOKEN.encode()).hexdigest()}"
 """)
     return cfg
 

@@ -21,7 +21,7 @@ from shadoweval.proxy.mockllm import ThreadedServer
 from shadoweval.proxy.settings import load_settings
 from shadoweval.proxy.store import Store
 
-from .grading_data import config, seed
+from .grading_data import ANN_TOKEN, config, seed
 
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
@@ -49,7 +49,7 @@ def browser():
 def test_sign_in_and_grade_with_the_keyboard_only(tmp_path, monkeypatch, browser):
     from playwright.sync_api import expect
 
-    monkeypatch.setenv("TEST_TOKEN_ANN", "ann-token")
+    monkeypatch.setenv("TEST_TOKEN_ANN", ANN_TOKEN)
     settings = load_settings(config(tmp_path))
     store = Store(settings.store.path, flush_interval_ms=5)
     app = create_app(settings, store=store, ui=lambda s: grading_app(settings, s))
@@ -60,7 +60,7 @@ def test_sign_in_and_grade_with_the_keyboard_only(tmp_path, monkeypatch, browser
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.goto(f"{server.url}/grade/")
         page.wait_for_selector("#token")  # redirected to sign-in
-        page.keyboard.type("ann-token")
+        page.keyboard.type(ANN_TOKEN)
         page.keyboard.press("Enter")
         page.wait_for_selector("#pair:not([hidden])")
         progress = page.locator("#progress")

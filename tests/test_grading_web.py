@@ -23,6 +23,7 @@ from shadoweval.proxy.settings import load_settings
 from shadoweval.proxy.store import Store
 from shadoweval.proxy.types import AnswerLabels, Grade, new_id
 
+from .grading_data import ANN_TOKEN, BOB_TOKEN
 from .grading_data import config as _config
 from .grading_data import seed as _seed
 
@@ -31,7 +32,7 @@ BIN = Path(sys.executable).parent / "shadoweval"
 
 @pytest.fixture
 def served(tmp_path, monkeypatch):
-    monkeypatch.setenv("TEST_TOKEN_ANN", "ann-token")
+    monkeypatch.setenv("TEST_TOKEN_ANN", ANN_TOKEN)
     settings = load_settings(_config(tmp_path))
     store = Store(settings.store.path, flush_interval_ms=5)
     app = create_app(settings, store=store, ui=lambda s: grading_app(settings, s))
@@ -82,9 +83,10 @@ def test_sign_in_sets_a_strict_http_only_cookie_and_rejects_bad_or_forged_ones(s
     with _client(url) as c:
         r = c.post("api/signin", json={"token": "wrong"})
         assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_token"
-        r = c.post("api/signin", content=b'{"token": "ann-token"}', headers={"content-type": "text/plain"})
+        r = c.post("api/signin", content=json.dumps({"token": ANN_TOKEN}).encode(),
+                   headers={"content-type": "text/plain"})
         assert r.status_code in (400, 403) and "set-cookie" not in r.headers  # only JSON: forms cannot sign in
-        r = c.post("api/signin", json={"token": "bob-token"})  # a token known by its hash only
+        r = c.post("api/signin", json={"token": BOB_TOKEN})  # a token known by its hash only
         assert r.status_code == 200 and r.json() == {"evaluator": "bob", "admin": False}
         cookie = r.headers["set-cookie"].lower()
         assert "httponly" in cookie and "samesite=strict" in cookie and "path=/grade" in cookie
@@ -108,7 +110,7 @@ def test_sign_in_sets_a_strict_http_only_cookie_and_rejects_bad_or_forged_ones(s
 def test_a_pair_is_shown_blind_and_the_grade_lands_on_the_right_outputs(served):
     url, store, items = served
     by_id = {i.id: i for i in items}
-    with _client(url, "ann-token") as c:
+    with _client(url, ANN_TOKEN) as c:
         r = c.get("api/next")
         assert r.status_code == 200
         assert r.headers["content-security-policy"].startswith("default-src 'none'; script-src 'self'")
@@ -153,7 +155,7 @@ def test_a_pair_is_shown_blind_and_the_grade_lands_on_the_right_outputs(served):
 
 def test_graders_get_different_pairs_skips_are_not_shown_again_and_the_queue_ends(served):
     url, store, items = served
-    with _client(url, "ann-token") as ann, _client(url, "bob-token") as bob:
+    with _client(url, ANN_TOKEN) as ann, _client(url, BOB_TOKEN) as bob:
         first_ann = ann.get("api/next").json()["item"]["id"]
         first_bob = bob.get("api/next").json()["item"]["id"]
         assert first_ann != first_bob  # one evaluator per item: a held item is not handed out twice
@@ -175,7 +177,7 @@ def test_graders_get_different_pairs_skips_are_not_shown_again_and_the_queue_end
 
 def test_bad_grades_get_openai_style_errors(served):
     url, _, items = served
-    with _client(url, "ann-token") as c:
+    with _client(url, ANN_TOKEN) as c:
         r = c.post("api/grades", json={"item_id": items[0].id})
         assert r.status_code == 400 and r.json()["error"]["param"] == "preference"
         r = c.post("api/grades", json={"item_id": items[0].id, "preference": "A"})
@@ -189,7 +191,7 @@ def test_bad_grades_get_openai_style_errors(served):
 
 def test_agreement_is_for_admins_and_compares_judges_with_grades(served):
     url, _, items = served
-    with _client(url, "ann-token") as ann, _client(url, "bob-token") as bob:
+    with _client(url, ANN_TOKEN) as ann, _client(url, BOB_TOKEN) as bob:
         assert bob.get("api/agreement").status_code == 403
         for _ in items:
             item = ann.get("api/next").json()["item"]
@@ -208,7 +210,7 @@ def test_agreement_is_for_admins_and_compares_judges_with_grades(served):
 
 
 def test_agreement_command_and_grade_token(tmp_path, monkeypatch):
-    monkeypatch.setenv("TEST_TOKEN_ANN", "ann-token")
+    monkeypatch.setenv("TEST_TOKEN_ANN", ANN_TOKEN)
     cfg = _config(tmp_path)
     store = Store(tmp_path / "grading.db", flush_interval_ms=5)
     store.start()
@@ -237,7 +239,7 @@ def test_agreement_command_and_grade_token(tmp_path, monkeypatch):
 def test_grade_serves_the_page_on_its_own(tmp_path, monkeypatch):
     from shadoweval.proxy.cli_grade import grading_server
 
-    monkeypatch.setenv("TEST_TOKEN_ANN", "ann-token")
+    monkeypatch.setenv("TEST_TOKEN_ANN", ANN_TOKEN)
     settings = load_settings(_config(tmp_path))
     store = Store(settings.store.path, flush_interval_ms=5)
     store.start()
@@ -245,7 +247,7 @@ def test_grade_serves_the_page_on_its_own(tmp_path, monkeypatch):
     store.stop()
     with ThreadedServer(grading_server(settings)) as server:
         assert httpx.get(server.url, follow_redirects=False).headers["location"] == "/grade/"
-        with _client(server.url, "ann-token") as c:
+        with _client(server.url, ANN_TOKEN) as c:
             item = c.get("api/next").json()["item"]
             assert item["id"] == items[0].id
             assert c.post("api/grades", json={"item_id": item["id"], "preference": "tie"}).status_code == 201

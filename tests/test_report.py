@@ -22,6 +22,8 @@ from shadoweval.proxy.settings import ReportSettings, load_settings
 from shadoweval.proxy.store import Store
 from shadoweval.proxy.types import AnswerLabels, Exchange, Grade, GradingItem, Output, Verdict, new_id
 
+from .grading_data import ANN_TOKEN
+
 BIN = Path(sys.executable).parent / "shadoweval"
 SETTINGS = ReportSettings(bootstrap=300)
 
@@ -157,7 +159,7 @@ def test_report_html_alerts_to_a_webhook_and_the_page_for_admins(tmp_path, monke
                        '[[evaluators]]\nname = "ann"\ntoken_env = "TOK"\nadmin = true\n')
         page = tmp_path / "out" / "report.html"
         out = subprocess.run([BIN, "report", "--config", str(cfg), "--html", str(page)], capture_output=True,
-                             text=True, env={**os.environ, "TOK": "t"})
+                             text=True, env={**os.environ, "TOK": ANN_TOKEN})
         assert out.returncode == 0, out.stderr
     assert "WORSE" in out.stdout and "drift alert: cand" in out.stdout
     assert "report alert: cand" in out.stderr  # and in the log
@@ -168,11 +170,11 @@ def test_report_html_alerts_to_a_webhook_and_the_page_for_admins(tmp_path, monke
     # the same report, served to a signed-in admin by the grading UI
 
 
-    monkeypatch.setenv("TOK", "t")
+    monkeypatch.setenv("TOK", ANN_TOKEN)
     settings = load_settings(cfg)
     with ThreadedServer(grading_server(settings)) as server, httpx.Client(base_url=server.url + "/grade/") as c:
         assert c.get("report", follow_redirects=False).status_code == 303
-        c.post("api/signin", json={"token": "t"}).raise_for_status()
+        c.post("api/signin", json={"token": ANN_TOKEN}).raise_for_status()
         r = c.get("report")
         assert r.status_code == 200 and "cand vs production" in r.text
         assert "script-src" not in r.headers["content-security-policy"]  # no script allowed at all
