@@ -195,14 +195,16 @@ def _judge(name: str, graded: list[tuple[GradingItem, Grade]], outputs: set[str]
     ok = [v for v in found if v.error is None]
     counts = Counter(v.judge_key for v in ok)
     key = min(counts, key=lambda k: (-counts[k], k)) if counts else None
-    chosen = {v.output_id: v for v in sorted(ok, key=lambda v: v.created_at) if v.judge_key == key}  # latest wins
+    # latest wins; looked up by optional ids (a lone answer has no candidate output)
+    chosen: dict[str | None, Verdict] = {
+        v.output_id: v for v in sorted(ok, key=lambda v: v.created_at) if v.judge_key == key}
     by_slice: dict[str, list[Any]] = defaultdict(list)
     for item, g in graded:
         if name == "pairwise":
             v = chosen.get(item.candidate_output_id)
-            human, judged = _winner(item, g), v.label if v else None
-            if human is not None and judged in WINNERS:
-                by_slice[item.slice].append((human, judged, v.score if v else None))
+            winner, picked = _winner(item, g), v.label if v else None
+            if winner is not None and picked in WINNERS:
+                by_slice[item.slice].append((winner, picked, v.score if v else None))
             continue
         for output_id, labels in item.labels_by_output(g).items():
             v = chosen.get(output_id)
@@ -213,7 +215,7 @@ def _judge(name: str, graded: list[tuple[GradingItem, Grade]], outputs: set[str]
     return JudgeReport(judge=name, judge_key=key, human_field="winner" if name == "pairwise" else HUMAN_FIELD[name],
                        overall=figures([o for obs in by_slice.values() for o in obs]),
                        slices={s: figures(obs) for s, obs in sorted(by_slice.items())},
-                       errors=len(found) - len(ok), other_keys=len(ok) - counts.get(key, 0))
+                       errors=len(found) - len(ok), other_keys=len(ok) - (counts[key] if key is not None else 0))
 
 
 def _pairwise(observations: Sequence[tuple[str, str, float | None]]) -> PairwiseAgreement:
@@ -284,7 +286,7 @@ def krippendorff_alpha(units: Iterable[Iterable[Hashable | None]]) -> float | No
     """Krippendorff's alpha for nominal data, from the coincidence matrix: 1 - D_o / D_e. Each unit lists
     the values its raters gave (None = missing, dropped); units with fewer than two values are not
     pairable. None when nothing is pairable or a single value occurs (no disagreement is expected)."""
-    coincidence: Counter[tuple[Hashable, Hashable]] = Counter()
+    coincidence: defaultdict[tuple[Hashable, Hashable], float] = defaultdict(float)
     for unit in units:
         counts = Counter(v for v in unit if v is not None)
         m = sum(counts.values())
@@ -293,7 +295,7 @@ def krippendorff_alpha(units: Iterable[Iterable[Hashable | None]]) -> float | No
         for c, nc in counts.items():
             for k, nk in counts.items():
                 coincidence[(c, k)] += nc * (nk - (c == k)) / (m - 1)
-    totals: Counter[Hashable] = Counter()
+    totals: defaultdict[Hashable, float] = defaultdict(float)
     for (c, _), o in coincidence.items():
         totals[c] += o
     n = sum(totals.values())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from .agreement import OVERALL, AgreementReport, PairwiseAgreement
 
 
@@ -9,7 +11,7 @@ def _f(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
-def _table(rows: list[tuple[str, ...]], left: int = 1) -> list[str]:
+def _table(rows: Sequence[tuple[str, ...]], left: int = 1) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ["  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
             for r in rows]
@@ -19,7 +21,7 @@ def format_report(report: AgreementReport) -> str:
     """The report as plain-text tables for a terminal; "-" marks a figure with nothing behind it."""
     out = [f"{report.items} items, {report.grades} grades ({report.skipped} skipped, ignored)", "",
            "Judges vs humans (one observation per grade and verdict)"]
-    rows = [("judge", "slice", "n", "pos", "acc", "prec", "recall", "spec", "f1", "auc", "kappa")]
+    rows: list[tuple[str, ...]] = [("judge", "slice", "n", "pos", "acc", "prec", "recall", "spec", "f1", "auc", "kappa")]
     notes = []
     for j in report.judges:
         for where, fig in ((OVERALL, j.overall), *j.slices.items()):

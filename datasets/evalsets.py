@@ -101,7 +101,7 @@ def build(store: Store, name: str, filters: Filters, *, limit: int | None = None
         clusters = _clusters(vectors[keep], cluster_threshold)
         items = [replace(items[i], meta={**items[i].meta, "cluster": c}) for i, c in zip(keep, clusters, strict=True)]
     else:
-        exact = {}
+        exact: dict[str, EvalItem] = {}
         for it in items:
             exact.setdefault(it.key, it)
         counts["near_duplicates"] = len(items) - len(exact)  # exact repeats only without embeddings

@@ -73,15 +73,15 @@ def _voted_pairs(item: EvalItem) -> list[tuple[str, str, dict[str, int]]]:
         named = named if named in item.outputs else None
         if named or len(candidates) == 1:
             by_candidate = {named or candidates[0]: human["winner_votes"]}
-    found = [(production, cand, {"a": votes.get("production"), "b": votes.get("candidate"), "tie": votes.get("tie")})
+    found: list[tuple[Any, Any, dict[str, Any]]] = [(production, cand, {"a": votes.get("production"), "b": votes.get("candidate"), "tie": votes.get("tie")})
              for cand, votes in sorted(by_candidate.items())]
     found += [(other.get("a"), other.get("b"), _dict(other.get("votes")))
               for other in human.get("other_pairs") or () if isinstance(other, dict)]
     out = []
     for a, b, votes in found:
         counts = {k: int(votes.get(k) or 0) for k in ("a", "b", "tie")}
-        if isinstance(a, str) and isinstance(b, str) and a != b and {a, b} <= item.outputs.keys() and sum(
-                counts.values()):
+        total = sum(counts.values())
+        if isinstance(a, str) and isinstance(b, str) and a != b and {a, b} <= item.outputs.keys() and total:
             out.append((a, b, counts))
     return out
 

@@ -53,7 +53,7 @@ def decide(entry: dict[str, Any], policy: GateSettings, *, min_graded: int = 30)
     evidence cannot decide (no pairs, no win rate, nothing graded while the rule needs people);
     `reasons` say why it failed, each starting with its kind ("quality:", "score <judge>:",
     "slice <name>:", "judges:", "alarm:", "latency:", "cost:", "errors:")."""
-    source = entry.get("decided_by")
+    source = entry.get("decided_by") or ""  # "": no source, and so no win rate below
     win = (entry.get("win_rate") or {}).get(source) if source else None
     out: dict[str, Any] = {"mode": policy.mode, "rule": rule_in_words(policy), "pass": None, "cannot_decide": None,
                            "reasons": [], "estimate": None, "plan": None}

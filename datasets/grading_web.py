@@ -34,7 +34,7 @@ from shadoweval.proxy.api import error_json
 from shadoweval.proxy.context import contexts_of
 from shadoweval.proxy.settings import Settings
 from shadoweval.proxy.store import Store, StoreUnavailable
-from shadoweval.proxy.types import AnswerLabels, Grade, GradingItem, new_id
+from shadoweval.proxy.types import AnswerLabels, Grade, GradingItem, Output, new_id
 
 from .grading_signin import Refusal, Sessions, SignInGuard
 from .render import answer_html, markdown_html, turns
@@ -309,7 +309,7 @@ def _item_view(store: Store, item: GradingItem, settings: Settings) -> dict[str,
     if found is None:
         raise StarletteHTTPException(410, "This pair's exchange is gone (retention).")
     exchange, outputs, _ = found
-    by_id = {o.id: o for o in outputs}
+    by_id: dict[str | None, Output] = {o.id: o for o in outputs}  # a side with no answer has no id
     left_id, right_id = item.output_ids()
     passages = exchange.contexts if exchange.contexts is not None else contexts_of(exchange, settings=settings.context)
     answers = {}

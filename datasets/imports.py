@@ -140,7 +140,7 @@ def _kind(record: Any) -> Kind | None:
 
 def _problem(record: dict[str, Any], kind: Kind) -> str | None:
     """Why a record cannot be imported, or None."""
-    labels = record.get("labels") if isinstance(record.get("labels"), dict) else {}
+    labels = given if isinstance(given := record.get("labels"), dict) else {}
     contexts, votes = record.get("contexts"), labels.get("votes") if kind == "pairs" else None
     texts = {"responses": ("response",), "pairs": ("response_a", "response_b"), "requests": ()}[kind]
     checks = [
@@ -194,7 +194,9 @@ def _responses(group: list[_Line], exchange: Exchange, source: str, production: 
         role: Role = "production" if chosen and i == chosen[0] else "reference" if reference else "candidate"
         yield (output := _output(exchange, role, _unique(name, taken), r["response"]))
         labels = r.get("labels") or {}
-        grounded, cited = labels.get("grounded"), labels.get("citation_supported")
+        # checked by _problem: a boolean, "yes", "partly" or "no"
+        grounded: Any = labels.get("grounded")
+        cited = labels.get("citation_supported")
         grounded = {True: "yes", False: "no"}.get(grounded, grounded)  # "yes", "partly", "no" pass as they are
         if grounded is None and cited is None:
             continue

@@ -45,7 +45,8 @@ class ReplayResult:
 
 def jobs_from_evalset(store: Store, es: EvalSet) -> tuple[list[Job], int]:
     """One job per item with a replayable request; re-creates exchanges retention removed."""
-    jobs, restored = [], []
+    jobs: list[Job] = []
+    restored: list[Exchange | Output] = []
     for it in es.items:
         route = api_route(it.request)
         ex_id = it.exchange_id

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -107,9 +107,9 @@ def compare(table: Table, candidate: str, settings: ReportSettings, *, floors: d
     out["win_rate"], out["decided_by"] = win_rates(rows, settings, floors, reliability, seed=seed)
     decided = out["win_rate"].get(out["decided_by"]) if out["decided_by"] else None
     source = _judge_source(rows)
-    pick = [r for r in rows if _outcome(r, source) is not None]
+    pick, picked = _outcomes(rows, source)
     out["length_controlled"] = stats.length_controlled_win_rate(
-        [_outcome(r, source) for r in pick], [len(r.other.text or "") - len(r.production.text or "") for r in pick],
+        picked, [len(r.other.text or "") - len(r.production.text or "") for r in pick],
         n_boot=settings.bootstrap, seed=seed).to_dict() if len(pick) >= 10 else None
     out["scores"] = score_table(rows, settings, floors, reliability, seed=seed)
     out["ops"] = ops(table, candidate)
@@ -123,11 +123,11 @@ def win_rates(rows: Sequence[Row], settings: ReportSettings, floors: dict[str, f
     """Win rate by each source there is, and which one a decision should rest on."""
     out: dict[str, Any] = {}
     for source in ("pairwise", "offline"):
-        xs = [r for r in rows if _outcome(r, source) is not None]
+        _, xs = _outcomes(rows, source)
         if xs:
-            est = stats.win_rate([_outcome(r, source) for r in xs], n_boot=settings.bootstrap, seed=seed)
+            est = stats.win_rate(xs, n_boot=settings.bootstrap, seed=seed)
             judge = "pairwise" if source == "pairwise" else "offline"
-            out[source] = _called(est, floors.get(source, 0.0), [_outcome(r, source) for r in xs],
+            out[source] = _called(est, floors.get(source, 0.0), xs,
                                   reliable=reliability.get(judge, {}).get("reliable"))
     human = [(o, w) for r in rows for o, w in r.human]
     if human:
@@ -135,11 +135,10 @@ def win_rates(rows: Sequence[Row], settings: ReportSettings, floors: dict[str, f
         out["human"] = _called(est, floors.get("pairwise", 0.0), [o for o, _ in human], reliable=True)
     judge_source = "pairwise" if "pairwise" in out else "offline" if "offline" in out else None
     if human and judge_source:
-        labeled = [r for r in rows if r.human and _outcome(r, judge_source) is not None]
+        labeled, f_l = _outcomes([r for r in rows if r.human], judge_source)
         if labeled:
-            y = [np.mean([o for o, _ in r.human]) for r in labeled]
-            f_l = [_outcome(r, judge_source) for r in labeled]
-            f_u = [_outcome(r, judge_source) for r in rows if _outcome(r, judge_source) is not None]
+            y = [float(np.mean([o for o, _ in r.human])) for r in labeled]
+            _, f_u = _outcomes(rows, judge_source)
             w = [float(np.mean([wt for _, wt in r.human])) for r in labeled]  # the sample's skew undone
             out["ppi"] = _called(stats.ppi_mean(y, f_l, f_u, w), floors.get(judge_source, 0.0), f_u, reliable=True)
             out["ppi"]["judge"] = judge_source
@@ -167,7 +166,7 @@ def score_table(rows: Sequence[Row], settings: ReportSettings, floors: dict[str,
                 reliability: dict[str, Any], *, seed: int = 0) -> dict[str, Any]:
     out = {}
     for judge in settings.judges:
-        both = [r.scores[judge] for r in rows if judge in r.scores and None not in r.scores[judge]]
+        both = _both_scored(rows, judge)
         if not both:
             continue
         prod, cand = [p for p, _ in both], [c for _, c in both]
@@ -212,11 +211,11 @@ def noise_floors(twin: Sequence[Row], settings: ReportSettings) -> dict[str, flo
     """How far production disagrees with itself: the smallest difference worth reporting, per source."""
     floors: dict[str, float] = {}
     for source in ("pairwise", "offline"):
-        xs = [_outcome(r, source) for r in twin if _outcome(r, source) is not None]
+        _, xs = _outcomes(twin, source)
         if len(xs) >= 5:
             floors[source] = stats.noise_floor(xs)
     for judge in settings.judges:
-        both = [r.scores[judge] for r in twin if judge in r.scores and None not in r.scores[judge]]
+        both = _both_scored(twin, judge)
         if len(both) >= 5:
             d = stats.paired_difference([c for _, c in both], [p for p, _ in both], n_boot=300)
             floors[f"score:{judge}"] = max(abs(d.value or 0.0), ((d.high or 0) - (d.low or 0)) / 2)
@@ -273,7 +272,7 @@ def models_table(table: Table, settings: ReportSettings, *, seed: int = 0) -> di
                                                            n_boot=max(200, settings.bootstrap // 2), seed=seed).items()}
 
 
-def _judge_source(rows: Sequence[Row]) -> str:
+def _judge_source(rows: Sequence[Row]) -> Literal["pairwise", "offline"]:
     """The judge that says which answer won: the pairwise LLM judge where it ran, else the offline
     preference."""
     return "pairwise" if any(r.pairwise is not None for r in rows) else "offline"
@@ -281,6 +280,22 @@ def _judge_source(rows: Sequence[Row]) -> str:
 
 def _outcome(r: Row, source: str) -> float | None:
     return r.pairwise if source == "pairwise" else r.offline
+
+
+def _outcomes(rows: Iterable[Row], source: str) -> tuple[list[Row], list[float]]:
+    """The rows with an outcome by `source`, and those outcomes, in order."""
+    found = [(r, o) for r in rows if (o := _outcome(r, source)) is not None]
+    return [r for r, _ in found], [o for _, o in found]
+
+
+def _both_scored(rows: Iterable[Row], judge: str) -> list[tuple[float, float]]:
+    """(production's, the other's) scores by `judge`, on the rows where it scored both."""
+    both = []
+    for r in rows:
+        p, c = r.scores.get(judge, (None, None))
+        if p is not None and c is not None:
+            both.append((p, c))
+    return both
 
 
 def _score(v: Verdict | None) -> float | None:
@@ -330,7 +345,7 @@ def build_report(bundles: Iterable[ExchangeBundle], settings: ReportSettings, *,
     given an embedder, the clusters of its losses), models rated together, noise floors, judge
     reliability, and every alert in one list."""
     from .gate import decide
-    from .trends import DriftRules, drift, drift_alerts, failure_clusters, loss_reasons, reward_gaming
+    from .trends import DriftRules, Period, drift, drift_alerts, failure_clusters, loss_reasons, reward_gaming
 
     table = collect(bundles, settings)
     names = list(candidates) or sorted(n for n in table.rows if n != "production-twin")
@@ -346,7 +361,8 @@ def build_report(bundles: Iterable[ExchangeBundle], settings: ReportSettings, *,
         judge_source = _judge_source(rows)
         source = entry["decided_by"] if entry["decided_by"] in ("pairwise", "offline", "human") else judge_source
         judged = [j for j in settings.judges if any(j in r.scores for r in rows)]
-        entry["drift"] = drift(rows, period=settings.drift_period, source=source, judges=judged,
+        # [report] drift_period is validated to be day or week
+        entry["drift"] = drift(rows, period=cast(Period, settings.drift_period), source=source, judges=judged,
                                n_boot=300, seed=seed) if rows else []
         entry["alerts"] = drift_alerts(name, entry["drift"], rules)
         entry["reward_gaming"] = [f"{name}: {m}" for split in ("time", "model")

@@ -111,7 +111,7 @@ def _slices(c: dict[str, Any]) -> str:
     bars = []
     for name, s in slices.items():
         wins = s.get("win_rate") or {}
-        w = wins.get(c.get("decided_by")) or next(iter(wins.values()), {})
+        w: dict[str, Any] = wins.get(c.get("decided_by")) or next(iter(wins.values()), {})
         bars.append(Bar(f"{name} ({s.get('pairs', 0)})", w.get("value"), w.get("low"), w.get("high"),
                         mark=any(f.startswith(f"{name}: ") for f in flags), dim=s.get("checked") is False))
     return ("<h3>Win rate by slice</h3><p class=\"note\">Red: flagged as worse. Faint: too few pairs to check.</p>"

@@ -149,7 +149,7 @@ def _strongly_connected(edges: np.ndarray) -> np.ndarray:
     reach = edges | np.eye(k, dtype=bool)
     for _ in range(max(1, math.ceil(math.log2(k)))):  # squaring doubles the path length covered
         reach = (reach.astype(float) @ reach.astype(float)) > 0
-    return reach.all(axis=(1, 2))
+    return np.asarray(reach.all(axis=(1, 2)))
 
 
 # ---- length-controlled win rate ------------------------------------------------------------------

@@ -127,7 +127,7 @@ def subject_of(record: dict[str, Any], *, now: float | None = None) -> Subject:
         else "/v1/chat/completions"
     ex = Exchange(id=str(record.get("id") or new_id()), created_at=now, route=route,
                   request=request if isinstance(request, dict) else None, contexts=record.get("contexts"))
-    meta = record.get("meta") if isinstance(record.get("meta"), dict) else {}
+    meta = m if isinstance(m := record.get("meta"), dict) else {}
 
     def output(text: Any, role: Literal["production", "candidate"], model: Any) -> Output:
         return Output(id=new_id(), exchange_id=ex.id, role=role, name=role, model=model if isinstance(model, str)

@@ -28,8 +28,8 @@ def wants_json(request: dict[str, Any] | None) -> bool:
     return isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")
 
 
-def _tool_signature(o: Output | None) -> list[tuple[str, Any]]:
-    sig = []
+def _tool_signature(o: Output | None) -> list[tuple[str | None, Any]]:
+    sig: list[tuple[str | None, Any]] = []
     for call in (o.tool_calls if o else None) or []:
         fn = call.get("function") or {}
         try:

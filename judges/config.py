@@ -10,12 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from shadoweval.proxy.settings import JudgesSettings, Settings
 from shadoweval.proxy.store import Store
 
 from .base import Judge, create
-from .cascade import CascadePolicy
+from .cascade import CascadePolicy, Share
 from .llm import Budget, JudgeModel
 
 _EMBEDDING_JUDGES = ("grounded", "citations")
@@ -74,5 +75,6 @@ def build(settings: Settings, *, store: Store | None = None, only: Sequence[str]
             skipped.append(f"{n}: not in [judges] llm, or no judge model configured")
         else:
             offline.append(j)
-    policy = CascadePolicy(share=s.llm_share, sample_rate=s.llm_sample_rate, risk_margin=s.risk_margin, gap=s.gap)
+    # [judges] llm_share is validated to be one of Share's values
+    policy = CascadePolicy(share=cast(Share, s.llm_share), sample_rate=s.llm_sample_rate, risk_margin=s.risk_margin, gap=s.gap)
     return Configured(offline, llm, policy, skipped)

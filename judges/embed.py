@@ -18,7 +18,8 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Protocol
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -100,13 +101,14 @@ class MiniLMEmbedder(_Cached):
         self.token_cache_size = 256
         self.model_dir = model_dir
         self.batch_size = batch_size
-        self._model = None
+        # a SentenceTransformer, typed as Any: read() reaches into its modules (model[0].auto_model), which are dynamic
+        self._model: Any = None
 
-    def _load(self):
+    def _load(self) -> Any:
         with _SHARED_LOCK:
             return self._load_locked()
 
-    def _load_locked(self):
+    def _load_locked(self) -> Any:
         if self._model is None:
             os.environ["HF_HUB_OFFLINE"] = "1"  # never reach for a model hub
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -142,8 +144,9 @@ class MiniLMEmbedder(_Cached):
             missing = list(dict.fromkeys(t for t in texts if t not in self._tokens))
         fresh = dict(zip(missing, self._token_vectors(missing), strict=True)) if missing else {}
         with self._lock:
-            found = {t: self._tokens.get(t) for t in texts if t not in fresh}
-        late = [t for t, m in found.items() if m is None]  # evicted by another thread in between
+            found = {t: m for t in texts if t not in fresh and (m := self._tokens.get(t)) is not None}
+        # evicted by another thread in between
+        late = [t for t in dict.fromkeys(texts) if t not in fresh and t not in found]
         if late:
             fresh.update(zip(late, self._token_vectors(late), strict=True))
         out = [fresh[t] if t in fresh else found[t] for t in texts]
@@ -255,7 +258,7 @@ def _cpu_has_bf16() -> bool:
         return False
 
 
-def _precision():
+def _precision() -> AbstractContextManager[Any]:
     import contextlib
 
     import torch

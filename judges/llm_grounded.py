@@ -148,7 +148,7 @@ def _flag(value: Any, what: str) -> bool:
 def _parse_citations(cites: list[Citations]) -> Any:
     def parse(data: dict[str, Any]) -> list[tuple[bool, bool, dict[int, str], str]]:
         by_id = _entries(data, len(cites))
-        out = []
+        out: list[tuple[bool, bool, dict[int, str], str]] = []
         for i, c in enumerate(cites, 1):
             e = by_id[i]
             if not _flag(e.get("claim"), "claim"):

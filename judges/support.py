@@ -167,10 +167,10 @@ class Reader:
         with self._lock:
             out = []
             for t in texts:
-                e = self._cache.get(t)
-                if e is None:  # evicted by a concurrent reader in between: build it again
-                    e = self._build([t])[0]
-                out.append(e)
+                got = self._cache.get(t)
+                if got is None:  # evicted by a concurrent reader in between: build it again
+                    got = self._build([t])[0]
+                out.append(got)
             return out
 
     def _build(self, texts: list[str]) -> list[Evidence]:

@@ -91,10 +91,10 @@ def find_citations(sentence: str, passages: list[dict[str, Any]]) -> Citations:
     for m in sorted([*_BRACKET.finditer(sentence), *_CARET.finditer(sentence), *URL.finditer(sentence)],
                     key=lambda m: m.start()):  # in the order they are written
         if m.re is URL:
-            i = urls.get(_norm_url(m.group()))
-            if i:
+            n = urls.get(_norm_url(m.group()))
+            if n:
                 markers.append(m.group().rstrip(".,;:"))
-                nums.append(i)
+                nums.append(n)
             continue
         items = [x.strip() for x in re.split(r"[,;]", m.group(1).lstrip("^"))]
         resolved = [_resolve(x, ids, len(passages)) for x in items]

@@ -23,6 +23,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -146,9 +147,9 @@ def synthetic_negatives(examples: Iterable[Example], *, per_example: int = 1, se
             continue
         text = " ".join(ex.passages)
         edits: list[tuple[str, Callable[[], str | None]]] = [
-            ("number", lambda ex=ex, text=text: _swap_number(ex.claim, text, rng)),
-            ("name", lambda ex=ex, text=text: _swap_name(ex.claim, text, rng)),
-            ("negation", lambda ex=ex: _flip_negation(ex.claim, rng)),
+            ("number", partial(_swap_number, ex.claim, text, rng)),
+            ("name", partial(_swap_name, ex.claim, text, rng)),
+            ("negation", partial(_flip_negation, ex.claim, rng)),
         ]
         rng.shuffle(edits)
         made = 0

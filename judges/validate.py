@@ -169,9 +169,12 @@ def _shared_row(fname: str, records: list[dict[str, Any]], label: str, judge: st
     from . import create
     from .base import judge_safely
     from .calibrate import prepare
+    from .citations import CitationContext
+    from .grounded import Groundedness
 
     _, items, _ = prepare(records, label=label)
     j = create(judge, **({"model": model_path} if model_path else {}))
+    assert isinstance(j, Groundedness | CitationContext)  # JUDGES: both carry their threshold
 
     async def run() -> list[Any]:
         return [await judge_safely(j, item.subject) for item in items]

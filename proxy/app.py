@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 from .access import Access, listens_beyond_loopback
@@ -34,9 +34,10 @@ from .types import key_id, new_id
 
 log = logging.getLogger("shadoweval.proxy")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+# the shapes of starlette.types, so that the ops app and this one type-check as each other's fallback
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # Hop-by-hop headers (RFC 9110 7.6.1) and the ones the HTTP client recomputes.
@@ -167,7 +168,7 @@ class ProxyApp:
         if captured and self.mirror is not None:
             asyncio.get_running_loop().call_soon(self.mirror.submit, exchange_id, path, body, scope["headers"], created)
         cap = (ProductionCapture(exchange_id, path, created, t0, body, tags_header, Capture(),
-                                 context_header=context_header, owner=self.proxy_keys.get(presented))
+                                 context_header=context_header, owner=self.proxy_keys.get(presented) if presented is not None else None)
                if captured and self.store else None)
 
         try:
@@ -298,7 +299,11 @@ class ProxyApp:
         committed: asyncio.Future[bool] = loop.create_future()
 
         def done(ok: bool) -> None:  # in the writer thread
-            loop.call_soon_threadsafe(lambda: committed.done() or committed.set_result(ok))
+            def settle() -> None:
+                if not committed.done():
+                    committed.set_result(ok)
+
+            loop.call_soon_threadsafe(settle)
 
         cap.stored = True
         if not self.store.submit_durable(lambda: production_records(cap, self.context), done):
@@ -348,12 +353,12 @@ def _client_left(receive: Receive) -> bool:
     as disconnected here, which is how it was before."""
     step = receive()
     try:
-        step.send(None)  # type: ignore[attr-defined]
+        step.send(None)  # type: ignore[attr-defined]  # Receive says Awaitable; servers give a coroutine
     except StopIteration as done:
         return isinstance(done.value, dict) and done.value.get("type") == "http.disconnect"
     except Exception:
         return False
-    step.close()  # type: ignore[attr-defined]  # it waits: the client is still there
+    step.close()  # type: ignore[attr-defined]  # a coroutine, as above; it waits: the client is still there
     return False
 
 

@@ -32,7 +32,7 @@ from .sse import (
     parse_responses_json,
     parse_stream,
 )
-from .types import Output, Role, Usage, new_id
+from .types import Output, OutputStatus, Role, Usage, new_id
 
 log = logging.getLogger("shadoweval.candidates")
 
@@ -56,7 +56,7 @@ class Attempt:
     """One call to a candidate and how it went: its result, or why there is none."""
 
     result: CallResult | None
-    status: str  # ok | error | timeout
+    status: OutputStatus  # ok | error | timeout (cancelled: the mirror stopped it)
     error: str | None
     http_status: int | None
     started: float  # unix seconds
@@ -69,7 +69,9 @@ async def attempt(caller: Caller, request: dict[str, Any], *, route: str, stream
     exception (cancellation excepted). The mirror and `shadoweval replay` both call through here."""
     started, t0 = time.time(), time.perf_counter()
     result: CallResult | None = None
-    status, error, http_status = "ok", None, None
+    status: OutputStatus = "ok"
+    error: str | None = None
+    http_status: int | None = None
     try:
         async with asyncio.timeout(timeout_s):
             result = await caller(request, route=route, stream=stream, headers=headers)
@@ -90,7 +92,7 @@ def output_of(a: Attempt, *, exchange_id: str, role: Role, name: str, model: str
     p = r.parsed if r else None
     return Output(
         id=new_id(), exchange_id=exchange_id, role=role, name=name, model=r.model if r else model or None,
-        status=a.status, started_at=a.started,  # type: ignore[arg-type]
+        status=a.status, started_at=a.started,
         text=p.text if p else None, tool_calls=p.tool_calls if p else None,
         finish_reason=p.finish_reason if p else None, usage=p.usage if p else Usage(),
         latency_ms=r.latency_ms if r else a.elapsed_ms, ttft_ms=r.ttft_ms if r else None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -18,7 +18,7 @@ from .context import extract_contexts
 from .pricing import cost_usd
 from .settings import ContextSettings
 from .sse import Capture, decode_body, parse_body, parse_stream
-from .types import Exchange, Output, Usage, new_id
+from .types import Exchange, Output, OutputStatus, Usage, new_id
 
 log = logging.getLogger("shadoweval.capture")
 
@@ -77,7 +77,7 @@ class ProductionCapture:
     tags_header: str | None
     answer: Capture
     t_end: float = 0.0
-    outcome: str = "ok"  # ok | error | cancelled (partial is decided when the answer is read)
+    outcome: Literal["ok", "error", "cancelled", "timeout"] = "ok"  # partial is decided when the answer is read
     error: str | None = None
     context_header: str | None = None  # the raw `x-shadoweval-context` value, parsed in the writer
     owner: str | None = None  # key_id() of the proxy key presented, None without proxy keys
@@ -126,7 +126,7 @@ def production_records(c: ProductionCapture, context: ContextSettings | None = N
         # The client left after the model had finished (e.g. right after the last event): its
         # answer is complete, so this is not a cancellation.
         outcome, error = "ok", None
-    status = outcome if outcome != "ok" else ("ok" if http_ok and not error else "error")
+    status: OutputStatus = outcome if outcome != "ok" else ("ok" if http_ok and not error else "error")
     if status == "ok" and unreadable:  # the client got it all; what we stored misses the unreadable events
         status, error = "partial", unreadable
     requested = request.get("model") if request else None
@@ -151,7 +151,7 @@ def production_records(c: ProductionCapture, context: ContextSettings | None = N
         role="production",
         name="production",
         model=model,
-        status=status,  # type: ignore[arg-type]
+        status=status,
         started_at=c.created_at,
         text=text,
         tool_calls=tool_calls,

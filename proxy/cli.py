@@ -398,6 +398,8 @@ def calibrate(labels_file: str, judge_name: str, label: str, by: str | None, thr
 
 
 def _print_calibration(report: CalibrationReport) -> None:
+    from shadoweval.judges.metrics import BinaryMetrics, MulticlassMetrics
+
     click.echo(f"{report.judge} against {report.label}"
                + (f" >= {report.positive_min:g}" if report.positive_min is not None else "")
                + f": {report.records} records, {report.unlabeled} without the label, {report.errors} not judged"
@@ -408,9 +410,11 @@ def _print_calibration(report: CalibrationReport) -> None:
         click.echo(f"{report.by_field or '':{width}} {'n':>6} {'base':>6} {'acc':>6} {'prec':>6} {'recall':>6} "
                    f"{'spec':>6} {'F1':>6} {'mF1':>6} {'balacc':>6} {'AUC':>6} {'kappa':>6}")
         for name, m in rows:
+            assert isinstance(m, BinaryMetrics)  # a binary report's metrics all are
             click.echo(f"{name:{width}} {m.n:6} " + " ".join(_fmt(x) for x in (
                 m.base_rate, m.accuracy, m.precision, m.recall, m.specificity, m.f1, m.macro_f1,
                 m.balanced_accuracy, m.roc_auc, m.kappa)))
+        assert report.threshold is not None and report.threshold_source is not None  # both set when binary
         source = {"flag": "--threshold", "judge": "the judge's own", "default": "default"}[report.threshold_source]
         click.echo(f"threshold {report.threshold:g} ({source}); a score at or above it counts as positive")
         best = report.best_threshold
@@ -440,13 +444,15 @@ def _print_calibration(report: CalibrationReport) -> None:
     click.echo(f"{report.by_field or '':{width}} {'n':>6} {'acc':>6} {'mF1':>6} {'kappa':>6}")
     for name, m in rows:
         click.echo(f"{name:{width}} {m.n:6} {_fmt(m.accuracy)} {_fmt(m.macro_f1)} {_fmt(m.kappa)}")
-    classes = report.overall.classes
+    overall = report.overall
+    assert isinstance(overall, MulticlassMetrics)  # every report that is not binary is multiclass
+    classes = overall.classes
     if classes:
         cw = max(6, *(len(c) for c in classes))
         click.echo("confusion (rows: human label, columns: judge's):")
         click.echo(f"{'':{cw}} " + " ".join(f"{c:>{cw}}" for c in classes))
-        for t in classes:
-            click.echo(f"{t:{cw}} " + " ".join(f"{report.overall.confusion[t][p]:>{cw}}" for p in classes))
+        for h in classes:
+            click.echo(f"{h:{cw}} " + " ".join(f"{overall.confusion[h][p]:>{cw}}" for p in classes))
 
 
 @main.command()

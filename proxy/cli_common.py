@@ -10,10 +10,10 @@ from typing import Any
 
 import click
 
-from .settings import SettingsError, load_settings
+from .settings import Settings, SettingsError, load_settings
 
 
-def _settings(config: str | None, host: str | None = None, port: int | None = None, db: str | None = None):  # type: ignore[no-untyped-def]
+def _settings(config: str | None, host: str | None = None, port: int | None = None, db: str | None = None) -> Settings:
     overrides = {"server": {k: v for k, v in {"host": host, "port": port}.items() if v is not None},
                  "store": {"path": db} if db else {}}
     try:

@@ -72,7 +72,8 @@ _TITLE = re.compile(r"\A\s*(?:\*\*)?title(?:\*\*)?[ \t]*:[ \t]*(?:\*\*)?(?P<t>[^
 # rescan the rest of the text from every opening tag that is never closed.
 _PASSAGE_TAGS = ("document", "doc", "passage", "chunk", "snippet", "search_result", "context", "source")
 _CONTENT_TAGS = ("document_content", "content", "text", "page_content")
-_OPEN = {tags: re.compile(rf"<({'|'.join(tags)})\b([^<>]*)>", re.I) for tags in (_PASSAGE_TAGS, _CONTENT_TAGS)}
+_OPEN: dict[tuple[str, ...], re.Pattern[str]] = {
+    tags: re.compile(rf"<({'|'.join(tags)})\b([^<>]*)>", re.I) for tags in (_PASSAGE_TAGS, _CONTENT_TAGS)}
 _CLOSE = {tag: re.compile(rf"</{tag}[ \t]*>", re.I) for tag in _PASSAGE_TAGS + _CONTENT_TAGS}
 _INNER = re.compile(r"<(?:document|doc|passage|chunk|snippet|search_result|context)\b[^<>]*>", re.I)
 _META = re.compile(r"<(?P<tag>title|source|url)\b[^<>]*>(?P<body>[^<]*)</(?P=tag)[ \t]*>", re.I)

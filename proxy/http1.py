@@ -242,10 +242,10 @@ class _Connection(asyncio.Protocol):
     # httptools callbacks; only called from data_received, so self.response is set
 
     def on_status(self, reason: bytes) -> None:
-        self.response.reason += reason  # type: ignore[union-attr]
+        self.response.reason += reason  # type: ignore[union-attr]  # set, see above; hot: no assert
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.response.headers.append((name.lower(), value))  # type: ignore[union-attr]
+        self.response.headers.append((name.lower(), value))  # type: ignore[union-attr]  # as on_status
 
     def on_headers_complete(self) -> None:
         response = self.response
@@ -403,7 +403,7 @@ class Pool:
             # http:// origin: requests go to the proxy with the full URL as their target. An instance
             # attribute, so the direct path keeps calling the class's _head with no extra test.
             self._origin = "http://" + self.host_header.decode("ascii")
-            self._head = self._head_absolute  # type: ignore[method-assign]
+            self._head = self._head_absolute  # type: ignore[method-assign]  # on purpose, see the comment
 
     @property
     def via(self) -> str:

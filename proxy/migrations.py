@@ -13,7 +13,7 @@ import sqlite_utils
 
 
 def m001_create_exchanges(db: sqlite_utils.Database) -> None:
-    db["exchanges"].create(
+    db.table("exchanges").create(
         {
             "id": str,
             "created_at": str,  # ISO 8601 UTC with milliseconds, sorts as text
@@ -27,8 +27,8 @@ def m001_create_exchanges(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["exchanges"].create_index(["created_at"])
-    db["outputs"].create(
+    db.table("exchanges").create_index(["created_at"])
+    db.table("outputs").create(
         {
             "id": str,
             "exchange_id": str,
@@ -52,9 +52,9 @@ def m001_create_exchanges(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["outputs"].create_index(["exchange_id"])
-    db["outputs"].create_index(["name", "created_at"])
-    db["feedback"].create(
+    db.table("outputs").create_index(["exchange_id"])
+    db.table("outputs").create_index(["name", "created_at"])
+    db.table("feedback").create(
         {
             "id": str,
             "exchange_id": str,
@@ -65,20 +65,20 @@ def m001_create_exchanges(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["feedback"].create_index(["exchange_id"])
+    db.table("feedback").create_index(["exchange_id"])
 
 
 def m002_create_counters(db: sqlite_utils.Database) -> None:
     # The running proxy's counters (drops, losses, errors), saved by the writer every few seconds,
     # one row per process run, so that `shadoweval stats` can show them after the fact.
-    db["counters"].create(
+    db.table("counters").create(
         {"run_id": str, "name": str, "labels_json": str, "value": float, "updated_at": str},
         pk=("run_id", "name", "labels_json"),
     )
 
 
 def m003_create_verdicts(db: sqlite_utils.Database) -> None:
-    db["verdicts"].create(
+    db.table("verdicts").create(
         {
             "id": str,
             "output_id": str,
@@ -97,20 +97,20 @@ def m003_create_verdicts(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["verdicts"].create_index(["output_id", "judge_key"], unique=True)
-    db["verdicts"].create_index(["exchange_id"])
+    db.table("verdicts").create_index(["output_id", "judge_key"], unique=True)
+    db.table("verdicts").create_index(["exchange_id"])
 
 
 def m004_add_exchange_contexts(db: sqlite_utils.Database) -> None:
     # The retrieved passages found in the request (proxy/context.py), as a JSON list of
     # {id, title, text, source}; NULL when none were found or for rows stored before this.
-    db["exchanges"].add_column("contexts_json", str)
+    db.table("exchanges").add_column("contexts_json", str)
 
 
 def m005_create_grading(db: sqlite_utils.Database) -> None:
     # The human grading queue (datasets/queue.py): which pair, which policy chose it and with what
     # chance (for reweighting), which side is shown left, how many graders; then their grades.
-    db["grading_items"].create(
+    db.table("grading_items").create(
         {
             "id": str,
             "exchange_id": str,
@@ -128,9 +128,9 @@ def m005_create_grading(db: sqlite_utils.Database) -> None:
         pk="id",
     )
     # a pair is queued once, whatever the batch
-    db["grading_items"].create_index(["candidate_output_id", "production_output_id"], unique=True)
-    db["grading_items"].create_index(["exchange_id"])
-    db["grades"].create(
+    db.table("grading_items").create_index(["candidate_output_id", "production_output_id"], unique=True)
+    db.table("grading_items").create_index(["exchange_id"])
+    db.table("grades").create(
         {
             "id": str,
             "item_id": str,
@@ -149,28 +149,28 @@ def m005_create_grading(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["grades"].create_index(["item_id", "evaluator"])
+    db.table("grades").create_index(["item_id", "evaluator"])
 
 
 def m006_grade_labels_per_answer_and_leases(db: sqlite_utils.Database) -> None:
     # Graders label each answer of a pair (grounded, citations, intent), not the pair: one set of
     # columns per side as shown, resolved to outputs through the item's `left`. A person grades an
     # item once (grading again replaces). Leases keep concurrent graders off the same item.
-    db["grades"].transform(
+    db.table("grades").transform(
         rename={"grounded": "grounded_left", "citations_correct": "citations_correct_left",
                 "meets_intent": "meets_intent_left"},
     )
-    db["grades"].add_column("grounded_right", str)
-    db["grades"].add_column("citations_correct_right", int)
-    db["grades"].add_column("meets_intent_right", int)
+    db.table("grades").add_column("grounded_right", str)
+    db.table("grades").add_column("citations_correct_right", int)
+    db.table("grades").add_column("meets_intent_right", int)
     # keep each person's latest grade of an item before the index makes them unique
     db.execute("""delete from grades where rowid not in (
                       select max(rowid) from grades group by item_id, evaluator)""")
-    for index in db["grades"].indexes:
+    for index in db.table("grades").indexes:
         if index.columns == ["item_id", "evaluator"]:
             db.execute(f"drop index [{index.name}]")
-    db["grades"].create_index(["item_id", "evaluator"], unique=True)
-    db["grading_leases"].create({"item_id": str, "evaluator": str, "expires_at": float},
+    db.table("grades").create_index(["item_id", "evaluator"], unique=True)
+    db.table("grading_leases").create({"item_id": str, "evaluator": str, "expires_at": float},
                                 pk=("item_id", "evaluator"))
 
 
@@ -178,10 +178,10 @@ def m007_create_evalsets(db: sqlite_utils.Database) -> None:
     # Eval sets (datasets/evalsets.py): immutable versions, each identified by the hash of its name
     # and content, with a manifest; their items copy what they need, so a version outlives the
     # traffic it came from (retention never touches it).
-    db["evalsets"].create(
+    db.table("evalsets").create(
         {"id": str, "name": str, "version": int, "created_at": str, "manifest_json": str, "items": int}, pk="id")
-    db["evalsets"].create_index(["name", "version"], unique=True)
-    db["evalset_items"].create(
+    db.table("evalsets").create_index(["name", "version"], unique=True)
+    db.table("evalset_items").create(
         {
             "evalset_id": str,
             "position": int,
@@ -197,29 +197,29 @@ def m007_create_evalsets(db: sqlite_utils.Database) -> None:
         },
         pk=("evalset_id", "position"),
     )
-    db["evalset_items"].create_index(["key"])
+    db.table("evalset_items").create_index(["key"])
 
 
 def m008_create_report_runs(db: sqlite_utils.Database) -> None:
     # The alerts each `shadoweval report` raised (drift, reward gaming), so the proxy's /metrics can
     # show the latest run's.
-    db["report_runs"].create({"id": str, "created_at": str, "alerts_json": str}, pk="id")
-    db["report_runs"].create_index(["created_at"])
+    db.table("report_runs").create({"id": str, "created_at": str, "alerts_json": str}, pk="id")
+    db.table("report_runs").create_index(["created_at"])
 
 
 def m009_add_exchange_owner(db: sqlite_utils.Database) -> None:
     # Which proxy key sent the exchange, as a non-reversible key id (types.key_id), so that
     # /shadoweval/exchanges and /shadoweval/feedback answer only that key (and admin keys). NULL
     # without proxy keys and for rows stored before this: with keys configured, admins only.
-    db["exchanges"].add_column("owner", str)
+    db.table("exchanges").add_column("owner", str)
 
 
 def m010_add_capture_truncation(db: sqlite_utils.Database) -> None:
     # [store] max_capture_bytes: a stored text cut at the limit is flagged, with the full size kept
-    db["exchanges"].add_column("truncated", int)
-    db["exchanges"].add_column("request_bytes", int)
-    db["outputs"].add_column("truncated", int)
-    db["outputs"].add_column("original_bytes", int)
+    db.table("exchanges").add_column("truncated", int)
+    db.table("exchanges").add_column("request_bytes", int)
+    db.table("outputs").add_column("truncated", int)
+    db.table("outputs").add_column("original_bytes", int)
 
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
@@ -239,15 +239,15 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
 def migrate(db: sqlite_utils.Database) -> list[str]:
     """Apply the migrations this database has not seen yet; return their names."""
     if "_migrations" not in db.table_names():
-        db["_migrations"].create({"name": str, "applied_at": str}, pk="name")
-    done = {row["name"] for row in db["_migrations"].rows}
+        db.table("_migrations").create({"name": str, "applied_at": str}, pk="name")
+    done = {row["name"] for row in db.table("_migrations").rows}
     applied = []
     for fn in MIGRATIONS:
         if fn.__name__ in done:
             continue
         with db.conn:
             fn(db)
-            db["_migrations"].insert(
+            db.table("_migrations").insert(
                 {"name": fn.__name__, "applied_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             )
         applied.append(fn.__name__)

@@ -248,7 +248,7 @@ class Mirror:
         self.metrics.inc("shadoweval_candidate_outputs_total", candidate=t.name, status=a.status)
         if self.store is None:
             return
-        self.store.submit(output_of(a, exchange_id=job.exchange_id, role=t.role, name=t.name,  # type: ignore[arg-type]
+        self.store.submit(output_of(a, exchange_id=job.exchange_id, role=t.role, name=t.name,
                                     model=t.caller.model, stream=job.stream))
 
 

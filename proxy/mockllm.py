@@ -145,7 +145,7 @@ class MockLLM:
         if not data.get("stream"):
             await send_json(send, 200, final)
             return
-        events = [{"type": "response.created", "response": {**final, "status": "in_progress", "output": []}}]
+        events: list[dict[str, Any]] = [{"type": "response.created", "response": {**final, "status": "in_progress", "output": []}}]
         for i, w in enumerate(text.split(" ")):
             events.append({"type": "response.output_text.delta", "item_id": "msg_mock", "output_index": 0,
                            "content_index": 0, "delta": w if i == 0 else " " + w})

@@ -94,6 +94,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     # connection
 
+    # ignore[override]: asyncio passes stream protocols a Transport; uvicorn's base narrows it the same way
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timeout)

@@ -556,8 +556,9 @@ class SettingsError(ValueError):
 
 def settings_table() -> Iterator[tuple[str, str, Any, str]]:
     """(section, key, default, help) for every setting, candidates' included, in declaration order."""
-    for section, model in [*_SECTIONS.items(), ("candidates", CandidateSettings), ("intents", IntentSettings),
-                           ("evaluators", EvaluatorSettings)]:
+    models: list[tuple[str, type[_Section]]] = [*_SECTIONS.items(), ("candidates", CandidateSettings),
+                                                ("intents", IntentSettings), ("evaluators", EvaluatorSettings)]
+    for section, model in models:
         for key, f in model.model_fields.items():
             default = None if f.is_required() else f.get_default(call_default_factory=True)
             yield section, key, default, f.description or ""

@@ -46,9 +46,9 @@ def decode_body(body: bytes, content_encoding: str | None) -> bytes:
         except zlib.error:
             return zlib.decompress(body, -zlib.MAX_WBITS)
     if enc == "br":
-        import brotli  # type: ignore[import-not-found]  # only present when the app asked for br
+        import brotli  # only present when the app asked for br
 
-        return brotli.decompress(body)  # type: ignore[no-any-return]
+        return brotli.decompress(body)
     raise ValueError(f"unsupported content-encoding {enc!r}")
 
 

@@ -92,7 +92,7 @@ class _Durable:
     done: Callable[[bool], None]
 
 
-class _CountingQueue(queue.Queue):  # type: ignore[type-arg]
+class _CountingQueue(queue.Queue[tuple[float, Any]]):
     """A queue that counts the records put into it in the crash journal. `_put` runs under the
     queue's own lock, so the count is exact without another lock or a system call."""
 
@@ -218,7 +218,7 @@ class Store(GradingReads, EvalSetReads):
 
     # -- the non-blocking entry point ------------------------------------------------------------
 
-    def submit(self, item: Item) -> bool:
+    def submit(self, item: Item | _Flush | _Durable) -> bool:
         try:
             self._queue.put_nowait((time.monotonic(), item))
             return True
@@ -404,9 +404,9 @@ class Store(GradingReads, EvalSetReads):
                     self._db.conn.executemany("delete from grading_leases where item_id = ? and evaluator = ?",
                                               [(r["item_id"], r["evaluator"]) for r in rows["grades"]])
                 for lease in leases:
-                    self._grant(lease)
+                    self._grant(self._db.conn, lease)
                 for es in evalsets:
-                    self._save_evalset(es)
+                    self._save_evalset(self._db.conn, es)
         except sqlite3.Error as exc:
             reason = _reason(exc)
             self._lose(len(records), reason)
@@ -421,10 +421,9 @@ class Store(GradingReads, EvalSetReads):
                 self.metrics.inc("shadoweval_store_written_total", len(table_rows), kind=table)
         return True
 
-    def _save_evalset(self, es: EvalSet) -> None:
+    def _save_evalset(self, conn: sqlite3.Connection, es: EvalSet) -> None:
         """A version is immutable: one whose id (name and content) is stored already is left as it
         is; a new one takes the next version number of its name."""
-        conn = self._db.conn  # type: ignore[union-attr]
         if conn.execute("select 1 from evalsets where id = ?", (es.id,)).fetchone():
             return
         head, items = evalset_rows(es)
@@ -437,18 +436,18 @@ class Store(GradingReads, EvalSetReads):
             conn.executemany(f"insert into evalset_items ({', '.join(cols)}) values ({', '.join('?' * len(cols))})",
                              [tuple(r.values()) for r in items])
 
-    def _grant(self, lease: Lease) -> None:
+    def _grant(self, conn: sqlite3.Connection, lease: Lease) -> None:
         """Grant (or renew) a lease only while the item has room: its grades plus other graders'
         live leases stay below its number of evaluators. Atomic because only this thread writes."""
         now = time.time()
-        self._db.conn.execute(  # type: ignore[union-attr]
+        conn.execute(
             """insert or replace into grading_leases (item_id, evaluator, expires_at)
                select ?1, ?2, ?3 from grading_items i where i.id = ?1
                  and (select count(*) from grades g where g.item_id = i.id and not g.skipped and g.evaluator != ?2)
                    + (select count(*) from grading_leases l where l.item_id = i.id and l.evaluator != ?2
                                                              and l.expires_at > ?4) < i.evaluators""",
             (lease.item_id, lease.evaluator, lease.expires_at, now))
-        self._db.conn.execute("delete from grading_leases where expires_at <= ?", (now,))  # type: ignore[union-attr]
+        conn.execute("delete from grading_leases where expires_at <= ?", (now,))
 
     def _exchange_row(self, e: Exchange) -> dict[str, Any]:
         request = self.redactor.json(e.request) if e.request is not None else None
@@ -599,7 +598,7 @@ class Store(GradingReads, EvalSetReads):
             return
         try:
             with self._db.conn:
-                self._db["counters"].insert_all(rows, replace=True)
+                self._db.table("counters").insert_all(rows, replace=True)
         except sqlite3.Error as exc:  # counted elsewhere already; saving them is best effort
             log.debug("could not save counters", extra={"error": str(exc)})
 
@@ -710,7 +709,7 @@ class Store(GradingReads, EvalSetReads):
         """Per judge key and output name: verdicts, errors, mean score."""
         db = self._reader()
         try:
-            return [tuple(r) for r in db.execute(  # type: ignore[misc]
+            return [tuple(r) for r in db.execute(
                 """select v.judge_key, o.name, count(*), sum(v.error is not null),
                           avg(case when v.error is null then v.score end)
                    from verdicts v join outputs o on o.id = v.output_id

@@ -219,11 +219,13 @@ class GradingItem:
 
     def winner(self, preference: str | None) -> Literal["production", "candidate", "tie"] | None:
         """The model a grader's left/right/tie preference picks on this item."""
-        if preference is None or preference == "tie":
-            return preference  # type: ignore[return-value]
+        if preference is None:
+            return None
+        if preference == "tie":
+            return "tie"
         if preference not in ("left", "right"):
             raise ValueError(f"preference must be left, right or tie, not {preference!r}")
-        other = "candidate" if self.left == "production" else "production"
+        other: Literal["production", "candidate"] = "candidate" if self.left == "production" else "production"
         return self.left if preference == "left" else other
 
     def output_ids(self) -> tuple[str | None, str | None]:

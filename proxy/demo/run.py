@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 
 from ..app import create_app
 from ..capture import last_user_text
@@ -52,7 +53,7 @@ def load_demo() -> DemoData:
     return DemoData(raw["company"], raw["system_prompt"], {d["id"]: d for d in raw["documents"]}, raw["questions"])
 
 
-def build_messages(data: DemoData, question: dict[str, Any]) -> list[dict[str, str]]:
+def build_messages(data: DemoData, question: dict[str, Any]) -> list[ChatCompletionMessageParam]:
     """What the app sends: the retrieved documents numbered [1]..[n] in the system message."""
     docs = "\n\n".join(
         f"[{i}] {data.documents[d]['title']}\n{data.documents[d]['text']}" for i, d in enumerate(question["doc_ids"], 1)
