@@ -1,7 +1,7 @@
 """One frozen Settings object: the TOML file, then SHADOWEVAL_* environment variables, then flags.
 
 This is the only module that reads the environment. Every setting is declared once, as a pydantic
-field with a default and a description; `settings_table()` lists them for the README and the
+field with a default and a description; `settings_table()` lists them for docs/configuration.md and the
 tests check that each one is documented. Secrets never live in the file: it names the environment
 variables that hold them, and they are read here, once.
 """

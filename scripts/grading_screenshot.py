@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Take the README's screenshot of the grading page, on the demo's traffic.
+"""Take the docs' screenshot of the grading page, on the demo's traffic.
 
     .venv/bin/python scripts/grading_screenshot.py [--db shadoweval-demo.db] [--out docs/grading-page.png]
 

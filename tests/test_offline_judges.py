@@ -146,7 +146,7 @@ def _sample(path, label, n, seed=7):
 @pytest.mark.skipif(not (SHARED_DATA / "mtrag_responses.jsonl").exists(), reason="shared data absent")
 def test_grounded_on_real_labels_subset(minilm):
     # 30 labeled answers (15 grounded, 15 not) drawn with a fixed seed; the full-file figures are in
-    # the README (`shadoweval calibrate`), this guards against regressions.
+    # docs/judges.md (`shadoweval calibrate`), this guards against regressions.
     records = _sample(SHARED_DATA / "mtrag_responses.jsonl", "grounded", 15)
     report = asyncio.run(calibrate(records, judges.create("grounded"), label="grounded"))
     assert report.overall.roc_auc >= 0.9

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(not RESPONSES.exists(), reason="../shared/data i
 def test_import_judge_agree_build_export_calibrate(tmp_path):
     db = tmp_path / "labeled.db"
     cfg = tmp_path / "c.toml"
-    # the hashing embedder keeps this fast; the real model's figures are in the README (calibrate)
+    # the hashing embedder keeps this fast; the real model's figures are in docs/judges.md (calibrate)
     cfg.write_text(f'[store]\npath = "{db}"\n[judges]\nembedder = "hashing"\noffline = ["grounded"]\n')
 
     def run(*args: str, config: bool = True) -> dict:

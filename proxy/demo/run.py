@@ -139,8 +139,8 @@ def run_demo(db: Path, *, limit: int | None = None, judge: bool = True, out: Any
         _compare(Path(db), out)
     out("")
     out(f"explore it: shadoweval stats --db {db}   |   sqlite3 {db} 'select name, status, text from outputs limit 5'")
-    out(f"judge it again, or with an LLM tier: shadoweval judge run --db {db}   (see README, Judges)")
-    out("grade pairs yourself in the browser: ./scripts/demo --grade   (see README, Human grading)")
+    out(f"judge it again, or with an LLM tier: shadoweval judge run --db {db}   (see docs/judges.md)")
+    out("grade pairs yourself in the browser: ./scripts/demo --grade   (see docs/grading.md)")
     return code
 
 
