@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
-_TEXT_PARTS = ("text", "input_text", "output_text")  # Chat and Responses API text parts; images etc. dropped
+from shadoweval.proxy.messages import TURN, message_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,15 +61,6 @@ def _inspect_call(c: Call) -> dict[str, Any]:
     return call
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(p if isinstance(p, str) else p["text"] for p in content if isinstance(p, str) or (
-            isinstance(p, dict) and p.get("type") in _TEXT_PARTS and isinstance(p.get("text"), str)))
-    return ""
-
-
 def _turn(m: dict[str, Any]) -> Turn | None:
     role = m.get("role")
     role = {"developer": "system", "function": "tool"}.get(role, role) if isinstance(role, str) else None
@@ -78,7 +69,7 @@ def _turn(m: dict[str, Any]) -> Turn | None:
     calls = tuple(Call(str(c.get("id") or ""), str(f.get("name") or ""), str(f.get("arguments") or "{}"))
                   for c in m.get("tool_calls") or () if isinstance(c, dict) and isinstance(f := c.get("function"), dict))
     call_id = m.get("tool_call_id") if role == "tool" else None
-    return Turn(role, _text(m.get("content")), calls, call_id if isinstance(call_id, str) else None)
+    return Turn(role, message_text(m.get("content"), TURN), calls, call_id if isinstance(call_id, str) else None)
 
 
 def conversation(request: dict[str, Any]) -> list[Turn]:
@@ -103,7 +94,7 @@ def conversation(request: dict[str, Any]) -> list[Turn]:
             else:
                 turns.append(Turn("assistant", "", (call,)))
         elif kind == "function_call_output":
-            turns.append(Turn("tool", _text(it.get("output")), call_id=str(it.get("call_id") or "")))
+            turns.append(Turn("tool", message_text(it.get("output"), TURN), call_id=str(it.get("call_id") or "")))
     return turns
 
 

@@ -67,7 +67,7 @@ class ReplayApp:
             # hashes to, even for an eval set built by an older version of request_key.
             key = request_key(item.request)
             if key not in self.recorded:  # first item wins; versions dedupe by key anyway
-                self.recorded[key] = Recorded(key, _choose(item.target, item.outputs, answer,
+                self.recorded[key] = Recorded(key, choose_answer(item.target, item.outputs, answer,
                                                                   item.meta.get("production") or "production"))
         names = [evalset.ref] + [str(i.request["model"]) for i in evalset.items if i.request.get("model")]
         self.models = list(dict.fromkeys(names))  # order kept, duplicates dropped
@@ -155,7 +155,7 @@ def replay_app(evalset: EvalSet, *, answer: str = "target") -> ReplayApp:
     return ReplayApp(evalset, answer)
 
 
-def _choose(target: str | None, outputs: dict[str, str], answer: str, production: str = "production") -> str | None:
+def choose_answer(target: str | None, outputs: dict[str, str], answer: str, production: str = "production") -> str | None:
     """The recorded text to answer with; `production` is the name production's answer has in this
     item (imported items name it by model, `meta["production"]`)."""
     if answer == "target":

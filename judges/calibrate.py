@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from shadoweval.proxy.errors import ShadowevalError
 from shadoweval.proxy.types import Exchange, Output, Verdict, new_id
 
 from .base import Judge, Subject, judge_safely, key_of
@@ -55,7 +56,7 @@ _MISSING: Any = object()
 DEFAULT_THRESHOLD = 0.5
 
 
-class CalibrationError(ValueError):
+class CalibrationError(ShadowevalError, ValueError):
     """The input cannot be calibrated on (unreadable file, label absent everywhere, odd labels)."""
 
 

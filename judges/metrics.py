@@ -1,7 +1,13 @@
-"""Agreement between a judge and human labels, in plain Python.
+"""Agreement between a judge and human labels.
 
-Calibration (`shadoweval calibrate`) and, later, the agreement report both need the same figures,
-computed the same way, so they live here with no dependency beyond the standard library.
+Calibration (`shadoweval calibrate`) and the agreement report both need the same figures, computed
+the same way, so they live here. ROC AUC and the multi-class figures come from scikit-learn
+(imported inside the functions, so importing this module stays cheap). The binary figures at a
+threshold are kept as arithmetic on the four counts of the confusion matrix: a sweep over every
+distinct score then costs O(log n) per threshold, where scikit-learn's functions take the label
+vectors and cost O(n) per threshold and figure (2,000 scores: 0.013 s here against ~6.5 s through
+`f1_score`, `cohen_kappa_score` and `balanced_accuracy_score`); tests/test_calibrate.py checks these
+figures against scikit-learn's.
 
 Binary metrics take scores (any real number, usually 0..1, higher = the positive class, e.g.
 grounded) and boolean labels; a score counts as positive when `score >= threshold`.
@@ -10,10 +16,10 @@ Conventions, chosen once so that no figure is ever NaN:
 - every ratio whose denominator is zero is 0.0 (precision with no predicted positive, recall with
   no actual positive, F1 when precision + recall is 0, and so on);
 - macro-F1 is the mean of the F1 of both classes, even when one class is absent (its F1 is then
-  0.0); scikit-learn instead averages over the classes present;
+  0.0); scikit-learn's default instead averages over the classes present;
 - Cohen's kappa is 0.0 when chance agreement is 1 (both raters always say the same single class);
-- ROC AUC is rank-based (the probability that a random positive scores above a random negative,
-  ties counted half) and None when either class is absent, because it is then undefined.
+- ROC AUC (the probability that a random positive scores above a random negative, ties counted
+  half) is None when either class is absent, because it is then undefined.
 
 Multi-class agreement (categorical labels such as a pairwise preference "a" / "b" / "tie") gives
 accuracy, macro-F1 over the classes seen (in the human labels or the judge's), Cohen's kappa and
@@ -23,7 +29,7 @@ the confusion matrix.
 from __future__ import annotations
 
 import bisect
-from collections import Counter
+import warnings
 from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -86,23 +92,14 @@ class BinaryMetrics:
 
 
 def roc_auc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
-    """Area under the ROC curve from average ranks (Mann-Whitney U); None unless both classes occur."""
+    """Area under the ROC curve (scikit-learn's `roc_auc_score`); None unless both classes occur."""
     _check(scores, labels)
     pos = sum(1 for y in labels if y)
-    neg = len(labels) - pos
-    if not pos or not neg:
+    if not pos or pos == len(labels):
         return None
-    order = sorted(range(len(scores)), key=lambda i: scores[i])
-    rank_sum = 0.0  # sum of the positives' 1-based ranks, tied scores sharing their average rank
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
-            j += 1
-        average_rank = (i + j) / 2 + 1
-        rank_sum += average_rank * sum(1 for k in order[i:j + 1] if labels[k])
-        i = j + 1
-    return (rank_sum - pos * (pos + 1) / 2) / (pos * neg)
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score([bool(y) for y in labels], list(scores)))
 
 
 def binary_metrics(scores: Sequence[float], labels: Sequence[bool], threshold: float = 0.5) -> BinaryMetrics:
@@ -198,19 +195,31 @@ def multiclass_metrics(truth: Sequence[Hashable], predicted: Sequence[Hashable],
         raise ValueError(f"{len(truth)} labels but {len(predicted)} predictions")
     seen = set(truth) | set(predicted)
     order = list(classes) + sorted(seen - set(classes), key=str) if classes is not None else sorted(seen, key=str)
-    pairs = Counter(zip(truth, predicted, strict=True))
-    rows, cols = Counter(truth), Counter(predicted)
     n = len(truth)
-    per_class = {}
-    for c in order:
-        tp = pairs[(c, c)]
-        precision, recall = _div(tp, cols[c]), _div(tp, rows[c])
-        per_class[str(c)] = ClassMetrics(precision, recall, _div(2 * precision * recall, precision + recall), rows[c])
-    accuracy = _div(sum(pairs[(c, c)] for c in order), n)
-    chance = _div(sum(rows[c] * cols[c] for c in order), n * n)
+    if not n:
+        zero = ClassMetrics(0.0, 0.0, 0.0, 0)
+        return MulticlassMetrics(n=0, classes=[str(c) for c in order], accuracy=0.0, macro_f1=0.0, kappa=0.0,
+                                 per_class={str(c): zero for c in order},
+                                 confusion={str(t): {str(p): 0 for p in order} for t in order})
+    from sklearn.exceptions import UndefinedMetricWarning
+    from sklearn.metrics import cohen_kappa_score, confusion_matrix, precision_recall_fscore_support
+
+    # Labels go to scikit-learn as their index in `order`, so any hashables work, even of mixed types.
+    index = {c: i for i, c in enumerate(order)}
+    ids = list(range(len(order)))
+    t, p = [index[c] for c in truth], [index[c] for c in predicted]
+    with warnings.catch_warnings():
+        # One class in all: scikit-learn warns that the matrix is 1x1 (it is meant to be) and that kappa
+        # is undefined (chance agreement is 1): 0.0 here, by convention.
+        warnings.filterwarnings("ignore", "A single label was found", UserWarning)
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        cm = confusion_matrix(t, p, labels=ids)
+        precision, recall, f1, support = precision_recall_fscore_support(t, p, labels=ids, zero_division=0)
+        kappa = float(cohen_kappa_score(t, p, labels=ids, replace_undefined_by=0.0))
+    per_class = {str(c): ClassMetrics(float(precision[i]), float(recall[i]), float(f1[i]), int(support[i]))
+                 for i, c in enumerate(order)}
     return MulticlassMetrics(
-        n=n, classes=[str(c) for c in order], accuracy=accuracy,
-        macro_f1=_div(sum(m.f1 for m in per_class.values()), len(per_class)),
-        kappa=_div(accuracy - chance, 1 - chance), per_class=per_class,
-        confusion={str(t): {str(p): pairs[(t, p)] for p in order} for t in order},
+        n=n, classes=[str(c) for c in order], accuracy=int(cm.trace()) / n,
+        macro_f1=_div(sum(m.f1 for m in per_class.values()), len(per_class)), kappa=kappa, per_class=per_class,
+        confusion={str(tc): {str(pc): int(cm[i, j]) for j, pc in enumerate(order)} for i, tc in enumerate(order)},
     )

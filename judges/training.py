@@ -94,7 +94,7 @@ _VERB_NEG = re.compile(r"\b(is|was|are|were|has|have|had|can|will|does|did|could
 _NOT = re.compile(r"\b(is|was|are|were|has|have|had|can|will|does|did|could|would|should) not\b")
 
 
-def _swap_number(claim: str, passages_text: str, rng: random.Random) -> str | None:
+def swap_number(claim: str, passages_text: str, rng: random.Random) -> str | None:
     nums = [m for m in re.finditer(r"\b\d+(?:\.\d+)?\b", claim)]
     if not nums:
         return None
@@ -113,7 +113,7 @@ def _swap_number(claim: str, passages_text: str, rng: random.Random) -> str | No
     return None
 
 
-def _swap_name(claim: str, passages_text: str, rng: random.Random) -> str | None:
+def swap_name(claim: str, passages_text: str, rng: random.Random) -> str | None:
     mine = [e for e in dict.fromkeys(entities(claim)) if len(e) > 2]
     theirs = [e for e in dict.fromkeys(entities(passages_text)) if len(e) > 2 and e not in mine
               and e not in claim.lower()]
@@ -126,7 +126,7 @@ def _swap_name(claim: str, passages_text: str, rng: random.Random) -> str | None
     return out if out != claim else None
 
 
-def _flip_negation(claim: str, rng: random.Random) -> str | None:
+def flip_negation(claim: str, rng: random.Random) -> str | None:
     m = _NOT.search(claim)
     if m:
         return claim[:m.start()] + m.group(1) + claim[m.end():]
@@ -147,9 +147,9 @@ def synthetic_negatives(examples: Iterable[Example], *, per_example: int = 1, se
             continue
         text = " ".join(ex.passages)
         edits: list[tuple[str, Callable[[], str | None]]] = [
-            ("number", partial(_swap_number, ex.claim, text, rng)),
-            ("name", partial(_swap_name, ex.claim, text, rng)),
-            ("negation", partial(_flip_negation, ex.claim, rng)),
+            ("number", partial(swap_number, ex.claim, text, rng)),
+            ("name", partial(swap_name, ex.claim, text, rng)),
+            ("negation", partial(flip_negation, ex.claim, rng)),
         ]
         rng.shuffle(edits)
         made = 0
@@ -312,9 +312,11 @@ def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
-    tpr = (pred & y).sum() / max(y.sum(), 1)
-    tnr = (~pred & ~y).sum() / max((~y).sum(), 1)
-    return float((tpr + tnr) / 2)
+    """The mean recall of both classes, an absent class counting 0 (`balanced_accuracy_score` would
+    instead average over the classes present, with a warning)."""
+    from sklearn.metrics import recall_score
+
+    return float(recall_score(y, pred, labels=[False, True], average="macro", zero_division=0))
 
 
 def macro_f1(y: np.ndarray, pred: np.ndarray) -> float:

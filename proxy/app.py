@@ -21,6 +21,7 @@ from .access import Access, listens_beyond_loopback
 from .api import error_body, ops_api
 from .candidates import Caller
 from .capture import CAPTURED_ROUTES, CLIENT_LEFT_BEFORE_ANSWER, ProductionCapture, production_records
+from .errors import ShadowevalError
 from .http1 import ConnectError, Pool, UpstreamError, UpstreamTimeout
 from .metrics import Metrics, standard_metrics
 from .mirror import Mirror
@@ -51,10 +52,10 @@ _HOP_RESPONSE = frozenset(
 _OWN_PREFIX = b"x-shadoweval-"
 ID_HEADER = b"x-shadoweval-exchange-id"
 _JSON = (b"content-type", b"application/json")
-_KNOWN_ROUTES = frozenset({*CAPTURED_ROUTES, "/v1/completions", "/v1/embeddings", "/v1/models"})
+KNOWN_ROUTES = frozenset({*CAPTURED_ROUTES, "/v1/completions", "/v1/embeddings", "/v1/models"})
 
 
-class ProductionStreamBroken(Exception):
+class ProductionStreamBroken(ShadowevalError):
     """Raised to the server so that it aborts the client's connection, as production's broke.
 
     An expected event, not a bug: logs.OneLineEvents logs uvicorn's report of it as one line."""
@@ -66,7 +67,7 @@ class ProductionStreamBroken(Exception):
         self.log_extra = {"exchange_id": exchange_id}
 
 
-class ClientGone(Exception):
+class ClientGone(ShadowevalError):
     """The client left before its request body ended: nothing is forwarded, nothing answered."""
 
 
@@ -92,7 +93,7 @@ class ProxyApp:
         key = settings.secret(settings.production.api_key_env)
         self.production_auth = b"Bearer " + key.encode() if key else None
         self.base_path = pool.base_path
-        self.paths = UpstreamPaths(self.base_path, _KNOWN_ROUTES)
+        self.paths = UpstreamPaths(self.base_path, KNOWN_ROUTES)
         self.context = settings.context
         self.context_header = settings.context.header.encode() or None
         # raw bytes of one streamed answer kept for the store (the stored text is cut at the limit itself)
@@ -116,7 +117,7 @@ class ProxyApp:
         method: str = scope["method"]
         exchange_id = new_id()
         id_header = (ID_HEADER, exchange_id.encode())
-        route_label = path if path in _KNOWN_ROUTES else "other"
+        route_label = path if path in KNOWN_ROUTES else "other"
         try:  # decided on the bytes as sent, never on the decoded path (docs/limits.md)
             target = self.paths.target(scope.get("raw_path") or path.encode(), scope["query_string"])
         except InvalidPath as exc:

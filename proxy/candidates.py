@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from .errors import ShadowevalError
 from .http1 import Pool
 from .netconf import DIRECT, Route, route
 from .pricing import cost_usd
@@ -101,7 +102,7 @@ def output_of(a: Attempt, *, exchange_id: str, role: Role, name: str, model: str
     )
 
 
-class CandidateError(Exception):
+class CandidateError(ShadowevalError):
     """The candidate answered with an error; `http_status` when it was an HTTP error."""
 
     def __init__(self, message: str, http_status: int | None = None) -> None:

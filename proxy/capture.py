@@ -15,6 +15,7 @@ from typing import Any, Literal
 import orjson
 
 from .context import extract_contexts
+from .messages import last_user_text as last_user_text  # here since before messages.py
 from .pricing import cost_usd
 from .settings import ContextSettings
 from .sse import Capture, decode_body, parse_body, parse_stream
@@ -180,24 +181,3 @@ def _contexts(request: dict[str, Any] | None, settings: ContextSettings | None,
         log.exception("could not extract contexts")
         return None
 
-
-def last_user_text(request: dict[str, Any]) -> str:
-    """The last user message's text (chat) or the input text (Responses API)."""
-    messages = request.get("messages")
-    if isinstance(messages, list):
-        for m in reversed(messages):
-            if isinstance(m, dict) and m.get("role") == "user":
-                content = m.get("content")
-                if isinstance(content, str):
-                    return content
-                if isinstance(content, list):
-                    return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-    inp = request.get("input")
-    if isinstance(inp, str):
-        return inp
-    if isinstance(inp, list):
-        for item in reversed(inp):
-            if isinstance(item, dict) and item.get("role") == "user":
-                c = item.get("content")
-                return c if isinstance(c, str) else " ".join(p.get("text", "") for p in c or [] if isinstance(p, dict))
-    return ""

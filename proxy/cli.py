@@ -14,7 +14,18 @@ import click
 import orjson
 
 from . import __version__
-from .cli_common import _settings, _since
+from .cli_common import (
+    config_option,
+    db_option,
+    json_option,
+    parse_time,
+    settings_from_flags,
+    since_option,
+    store_options,
+)
+from .cli_evalset import evalset, replay, replay_server
+from .cli_grade import agreement, grade
+from .cli_report import gate, report
 
 if TYPE_CHECKING:
     from shadoweval.judges.calibrate import CalibrationReport
@@ -26,11 +37,17 @@ def main() -> None:
     """Shadow-mode evaluation: mirror real LLM traffic to candidate models and compare."""
 
 
+# Commands that live beside this module, registered here with the group, so that every way of
+# running it (`shadoweval`, `python -m shadoweval.proxy`, `python -m shadoweval.proxy.cli`) has all.
+for _command in (grade, agreement, evalset, replay, replay_server, report, gate):
+    main.add_command(_command)
+
+
 @main.command()
-@click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML configuration file.")
+@config_option
 @click.option("--host", help="Interface to listen on (default 127.0.0.1).")
 @click.option("--port", type=int, help="Port to listen on (default 8080).")
-@click.option("--db", help="SQLite file for captured exchanges.")
+@db_option("SQLite file for captured exchanges.")
 def serve(config: str | None, host: str | None, port: int | None, db: str | None) -> None:
     """Run the proxy: point your app's base_url at http://HOST:PORT/v1."""
     import uvicorn
@@ -39,7 +56,7 @@ def serve(config: str | None, host: str | None, port: int | None, db: str | None
     from .logs import configure
     from .server import limited_protocol
 
-    settings = _settings(config, host, port, db)
+    settings = settings_from_flags(config, host, port, db)
     configure(settings.server.log_level, settings.server.log_format)
     app = create_app(settings, ui=_grading_ui(settings) if settings.grading.enabled else None)
 
@@ -118,14 +135,13 @@ def _stop_judging(child: Any) -> None:
 
 
 @main.command()
-@click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML configuration file.")
-@click.option("--db", help="SQLite file (default: the configuration's store.path).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@store_options
+@json_option
 def stats(config: str | None, db: str | None, as_json: bool) -> None:
     """Exchanges captured, and per model: answers, errors, timeouts, latency, cost."""
     from .store import Store
 
-    settings = _settings(config, db=db)
+    settings = settings_from_flags(config, db=db)
     path = Path(settings.store.path)
     if not path.exists():
         raise click.ClickException(f"no store at {path}")
@@ -175,11 +191,10 @@ def judge_list() -> None:
 
 
 @judge.command("run")
-@click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML configuration file.")
-@click.option("--db", help="SQLite file (default: the configuration's store.path).")
+@store_options
 @click.option("--judge", "names", multiple=True,
               help="Judge to run (repeatable; default: the configured offline judges, then the LLM tier).")
-@click.option("--since", help="Only outputs since: 7d, 24h, 30m or an ISO date.")
+@since_option("Only outputs since: 7d, 24h, 30m or an ISO date.")
 @click.option("--candidate", "candidates", multiple=True, help="Only these models' outputs (repeatable; "
               "`production` and `production-twin` are names too).")
 @click.option("--limit", type=int, help="At most this many outputs per judge.")
@@ -187,7 +202,7 @@ def judge_list() -> None:
 @click.option("--follow", is_flag=True, help="Keep running: judge new outputs every --interval seconds.")
 @click.option("--interval", type=float, help="Seconds between passes with --follow (default: [judges] interval_s).")
 @click.option("--parent-pid", type=int, hidden=True, help="With --follow: exit once this process is gone (serve).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option
 def judge_run(config: str | None, db: str | None, names: tuple[str, ...], since: str | None,
               candidates: tuple[str, ...], limit: int | None, concurrency: int | None, follow: bool,
               interval: float | None, parent_pid: int | None, as_json: bool) -> None:
@@ -203,7 +218,7 @@ def judge_run(config: str | None, db: str | None, names: tuple[str, ...], since:
 
     from .store import Store
 
-    settings = _settings(config, db=db)
+    settings = settings_from_flags(config, db=db)
     path = Path(settings.store.path)
     if not path.exists() and not follow:
         raise click.ClickException(f"no store at {path}")
@@ -235,7 +250,7 @@ def judge_run(config: str | None, db: str | None, names: tuple[str, ...], since:
                 bar.length = (bar.length or 0) + n
         return await run_cascade(store, configured.offline, configured.llm, policy=configured.policy,
                                  context=settings.context,
-                                 since=_since(since), names=candidates, limit=limit, concurrency=width,
+                                 since=parse_time(since), names=candidates, limit=limit, concurrency=width,
                                  llm_concurrency=settings.judges.llm_concurrency,
                                  progress=bar.update if bar is not None else None, planned=planned)
 
@@ -355,7 +370,7 @@ def _fmt(x: float | None, width: int = 6) -> str:
               help="Argument for the judge (repeatable; the value is read as JSON when it parses).")
 @click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True, metavar="N",
               help="Records judged at the same time.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option
 def calibrate(labels_file: str, judge_name: str, label: str, by: str | None, threshold: float | None,
               positive_min: float | None, limit: int | None, judge_args: tuple[str, ...], concurrency: int,
               as_json: bool) -> None:
@@ -456,7 +471,7 @@ def _print_calibration(report: CalibrationReport) -> None:
 
 
 @main.command()
-@click.option("--db", default="shadoweval-demo.db", show_default=True, help="SQLite file the demo writes.")
+@db_option("SQLite file the demo writes.", default="shadoweval-demo.db", show_default=True)
 @click.option("--questions", type=int, default=0, help="Send only the first N questions (0: all).")
 @click.option("--judge/--no-judge", default=True, show_default=True, help="Run the offline judges at the end.")
 @click.option("--grade", is_flag=True, help="Then queue pairs and serve the grading page (Ctrl-C stops it).")
@@ -476,15 +491,3 @@ def demo(db: str, questions: int, judge: bool, grade: bool, grade_port: int) -> 
 if __name__ == "__main__":
     main()
 
-
-from .cli_evalset import evalset, replay, replay_server  # noqa: E402  (commands that live beside this module)
-from .cli_grade import agreement, grade  # noqa: E402
-from .cli_report import gate, report  # noqa: E402
-
-main.add_command(grade)
-main.add_command(agreement)
-main.add_command(evalset)
-main.add_command(replay)
-main.add_command(replay_server)
-main.add_command(report)
-main.add_command(gate)

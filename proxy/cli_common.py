@@ -1,19 +1,27 @@
-"""What every `shadoweval` command shares: settings from the flags, the store opened and closed,
-`--since` parsing."""
+"""What every `shadoweval` command shares: the options most commands take (declared once here),
+settings from the flags, the store opened and closed, `--since`/`--until` parsing."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from .settings import Settings, SettingsError, load_settings
 
+F = TypeVar("F", bound=Callable[..., Any])
 
-def _settings(config: str | None, host: str | None = None, port: int | None = None, db: str | None = None) -> Settings:
+STORE_PATH_HELP = "SQLite file (default: the configuration's store.path)."
+WHEN_HELP = "7d, 24h, 30m or an ISO date"
+
+
+def settings_from_flags(config: str | None, host: str | None = None, port: int | None = None,
+                        db: str | None = None) -> Settings:
+    """The settings a command runs with: `--config`'s file (or the defaults), the environment, then
+    the flags given; a settings error becomes a click error (exit 1, one line)."""
     overrides = {"server": {k: v for k, v in {"host": host, "port": port}.items() if v is not None},
                  "store": {"path": db} if db else {}}
     try:
@@ -22,8 +30,10 @@ def _settings(config: str | None, host: str | None = None, port: int | None = No
         raise click.ClickException(str(exc)) from None
 
 
-def _since(value: str | None) -> float | None:
-    """`7d`, `24h`, `30m` ago, or an ISO date/time (UTC when no zone is given)."""
+def parse_time(value: str | None) -> float | None:
+    """`7d`, `24h`, `30m` ago, or an ISO date/time (UTC when no zone is given), as a Unix time; None
+    for no value. ValueError for anything else (`--since`/`--until` are checked by `TimeType` when
+    the command line is parsed, so a command's body never sees one)."""
     import re
     import time
     from datetime import UTC, datetime
@@ -33,11 +43,56 @@ def _since(value: str | None) -> float | None:
     m = re.fullmatch(r"(\d+(?:\.\d+)?)([dhm])", value.strip())
     if m:
         return time.time() - float(m.group(1)) * {"d": 86400, "h": 3600, "m": 60}[m.group(2)]
-    try:
-        dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter("use 7d, 24h, 30m or an ISO date such as 2026-11-01", param_hint="--since") from None
+    dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
     return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+
+
+class TimeType(click.ParamType):
+    """A point in time as `parse_time` reads it. The value stays the text the user typed, so that a
+    relative one (`7d`) is measured from when it is used (`judge run --follow` moves its window on
+    each pass); an invalid one is an error that names the flag given (`--since` or `--until`)."""
+
+    name = "when"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            parse_time(value)
+        except ValueError:
+            self.fail(f"{value!r}: use 7d, 24h, 30m or an ISO date such as 2026-11-01", param, ctx)
+        return value
+
+
+WHEN = TimeType()
+
+
+def config_option(f: F) -> F:
+    """`--config FILE`: the TOML configuration file."""
+    return click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML configuration file.")(f)
+
+
+def db_option(help: str = STORE_PATH_HELP, **kwargs: Any) -> Callable[[F], F]:
+    """`--db FILE`: the SQLite store (default: the configuration's)."""
+    return click.option("--db", help=help, **kwargs)
+
+
+def store_options(f: F) -> F:
+    """`--config` and `--db`, which every command that reads the store takes."""
+    return config_option(db_option()(f))
+
+
+def json_option(f: F) -> F:
+    """`--json`: print one JSON object instead of text."""
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(f)
+
+
+def since_option(help: str = f"Exchanges since: {WHEN_HELP}.") -> Callable[[F], F]:
+    """`--since WHEN`, checked when the command line is parsed (see `TimeType`)."""
+    return click.option("--since", type=WHEN, help=help)
+
+
+def until_option(help: str = f"Exchanges before: {WHEN_HELP}.") -> Callable[[F], F]:
+    """`--until WHEN`, checked when the command line is parsed (see `TimeType`)."""
+    return click.option("--until", type=WHEN, help=help)
 
 
 @contextlib.contextmanager

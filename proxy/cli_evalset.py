@@ -10,11 +10,15 @@ from typing import Any
 import click
 import orjson
 
-from .cli_common import _settings, _since, opened_store
-
-_DB = click.option("--db", help="SQLite file (default: the configuration's store.path).")
-_CONFIG = click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML configuration file.")
-_JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+from .cli_common import (
+    json_option,
+    opened_store,
+    parse_time,
+    settings_from_flags,
+    since_option,
+    store_options,
+    until_option,
+)
 
 
 def _evalset(store: Any, ref: str) -> Any:
@@ -33,10 +37,9 @@ def evalset() -> None:
 
 @evalset.command("build")
 @click.argument("name")
-@_CONFIG
-@_DB
-@click.option("--since", help="Exchanges since: 7d, 24h, 30m or an ISO date.")
-@click.option("--until", help="Exchanges before: 7d, 24h, 30m ago or an ISO date.")
+@store_options
+@since_option()
+@until_option("Exchanges before: 7d, 24h, 30m ago or an ISO date.")
 @click.option("--route", "routes", multiple=True, help="Only these routes (route tag or API path; globs; repeatable).")
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Only exchanges with this tag (repeatable).")
 @click.option("--candidate", "candidates", multiple=True, help="Only these candidates' answers (repeatable).")
@@ -51,7 +54,7 @@ def evalset() -> None:
               help="Drop a question this similar to one kept (cosine; 0 or 1: exact repeats only).")
 @click.option("--cluster-threshold", type=click.FloatRange(0, 1), default=0.8, show_default=True,
               help="Questions this similar share a cluster.")
-@_JSON
+@json_option
 def evalset_build(name: str, config: str | None, db: str | None, since: str | None, until: str | None,
                   routes: tuple[str, ...], tags: tuple[str, ...], candidates: tuple[str, ...], graded: bool,
                   kept: bool, complaints: bool, disagreement: bool, failed: tuple[str, ...],
@@ -67,11 +70,11 @@ def evalset_build(name: str, config: str | None, db: str | None, since: str | No
 
     from .redact import Redactor
 
-    settings = _settings(config, db=db)
+    settings = settings_from_flags(config, db=db)
     bad = [t for t in tags if "=" not in t]
     if bad:
         raise click.BadParameter(f"use KEY=VALUE, not {bad[0]!r}", param_hint="--tag")
-    filters = Filters(since=_since(since), until=_since(until), routes=routes,
+    filters = Filters(since=parse_time(since), until=parse_time(until), routes=routes,
                       tags=dict(t.split("=", 1) for t in tags), candidates=candidates, graded=graded, kept=kept,
                       complaints=complaints, disagreement=disagreement, failed=failed,
                       human_targets_only=human_targets_only)
@@ -113,12 +116,11 @@ def evalset_build(name: str, config: str | None, db: str | None, since: str | No
 
 
 @evalset.command("list")
-@_CONFIG
-@_DB
-@_JSON
+@store_options
+@json_option
 def evalset_list(config: str | None, db: str | None, as_json: bool) -> None:
     """Every eval set version: name@version, id, items, when built."""
-    settings = _settings(config, db=db)
+    settings = settings_from_flags(config, db=db)
     with opened_store(settings.store.path) as store:
         sets = store.evalsets()
     if as_json:
@@ -134,12 +136,11 @@ def evalset_list(config: str | None, db: str | None, as_json: bool) -> None:
 
 @evalset.command("show")
 @click.argument("ref")
-@_CONFIG
-@_DB
-@_JSON
+@store_options
+@json_option
 def evalset_show(ref: str, config: str | None, db: str | None, as_json: bool) -> None:
     """A version's manifest (REF: NAME for the latest, NAME@VERSION or its id)."""
-    settings = _settings(config, db=db)
+    settings = settings_from_flags(config, db=db)
     with opened_store(settings.store.path) as store:
         es = _evalset(store, ref)
     body = {"ref": es.ref, "id": es.id, "created_at": es.created_at, "manifest": es.manifest}
@@ -152,14 +153,13 @@ def evalset_show(ref: str, config: str | None, db: str | None, as_json: bool) ->
 @evalset.command("diff")
 @click.argument("a")
 @click.argument("b")
-@_CONFIG
-@_DB
-@_JSON
+@store_options
+@json_option
 def evalset_diff(a: str, b: str, config: str | None, db: str | None, as_json: bool) -> None:
     """What changed between two versions: items added, removed and changed (target, labels...)."""
     from shadoweval.datasets.evalsets import diff
 
-    settings = _settings(config, db=db)
+    settings = settings_from_flags(config, db=db)
     with opened_store(settings.store.path) as store:
         d = diff(_evalset(store, a), _evalset(store, b))
     if as_json:
@@ -181,9 +181,8 @@ def evalset_diff(a: str, b: str, config: str | None, db: str | None, as_json: bo
 @click.option("--format", "fmt", required=True, metavar="FORMAT",
               help="inspect, openai-evals, promptfoo, dpo, responses, pairs or replay.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="File to write.")
-@_CONFIG
-@_DB
-@_JSON
+@store_options
+@json_option
 def evalset_export(ref: str, fmt: str, out: str, config: str | None, db: str | None, as_json: bool) -> None:
     """Write eval set REF in a format other tools run: Inspect AI samples, OpenAI Evals, promptfoo tests,
     DPO preference pairs, or the labeled record formats (responses, pairs, replay)."""
@@ -193,7 +192,7 @@ def evalset_export(ref: str, fmt: str, out: str, config: str | None, db: str | N
 
     if fmt not in FORMATS:
         raise click.BadParameter(f"{fmt!r}; one of: " + ", ".join(FORMATS), param_hint="--format")
-    settings = _settings(config, db=db)
+    settings = settings_from_flags(config, db=db)
     with opened_store(settings.store.path) as store:
         es = _evalset(store, ref)
     skipped: Counter[str] = Counter()
@@ -208,12 +207,11 @@ def evalset_export(ref: str, fmt: str, out: str, config: str | None, db: str | N
 
 @evalset.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@_CONFIG
-@_DB
+@store_options
 @click.option("--source", help="Name recorded with what is imported (default: the file's name).")
 @click.option("--production", help="The model whose answers count as production's (default: the first one).")
 @click.option("--limit", type=click.IntRange(min=1), help="Only the requests of the first N records.")
-@_JSON
+@json_option
 def evalset_import(file: str, config: str | None, db: str | None, source: str | None, production: str | None,
                    limit: int | None, as_json: bool) -> None:
     """Import labeled records (labeled responses, labeled pairs or replay requests, JSONL) into the
@@ -221,7 +219,7 @@ def evalset_import(file: str, config: str | None, db: str | None, source: str | 
     them. Importing the same file again adds nothing."""
     from shadoweval.datasets.imports import import_records
 
-    settings = _settings(config, db=db)
+    settings = settings_from_flags(config, db=db)
     with opened_store(settings.store.path, must_exist=False) as store:
         try:
             r = import_records(store, Path(file), source=source, production=production, limit=limit)
@@ -244,15 +242,14 @@ def evalset_import(file: str, config: str | None, db: str | None, source: str | 
 @click.command()
 @click.argument("source", required=False)
 @click.option("--candidate", "candidate", required=True, help="A candidate from the configuration's [[candidates]].")
-@_CONFIG
-@_DB
-@click.option("--since", help="Without SOURCE: stored exchanges since 7d, 24h, 30m or an ISO date.")
-@click.option("--until", help="Without SOURCE: stored exchanges before this.")
+@store_options
+@since_option("Without SOURCE: stored exchanges since 7d, 24h, 30m or an ISO date.")
+@until_option("Without SOURCE: stored exchanges before this.")
 @click.option("--route", "routes", multiple=True, help="Without SOURCE: only these routes (repeatable).")
 @click.option("--concurrency", type=click.IntRange(min=1), help="Requests in flight (default: the candidate's).")
 @click.option("--max-usd", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Stop sending once the candidate's estimated cost reaches this (0: no cap).")
-@_JSON
+@json_option
 def replay(source: str | None, candidate: str, config: str | None, db: str | None, since: str | None,
            until: str | None, routes: tuple[str, ...], concurrency: int | None, max_usd: float, as_json: bool) -> None:
     """Send stored requests to a candidate: SOURCE is an eval set (NAME, NAME@VERSION or id); without
@@ -266,7 +263,7 @@ def replay(source: str | None, candidate: str, config: str | None, db: str | Non
 
     from .candidates import build_caller
 
-    settings = _settings(config, db=db)
+    settings = settings_from_flags(config, db=db)
     cand = next((c for c in settings.candidates if c.name == candidate), None)
     if cand is None:
         names = ", ".join(c.name for c in settings.candidates) or "none configured"
@@ -275,7 +272,7 @@ def replay(source: str | None, candidate: str, config: str | None, db: str | Non
         if source:
             jobs, restored = jobs_from_evalset(store, _evalset(store, source))
         else:
-            jobs, restored = jobs_from_traffic(store, since=_since(since), until=_since(until), routes=routes), 0
+            jobs, restored = jobs_from_traffic(store, since=parse_time(since), until=parse_time(until), routes=routes), 0
         caller = build_caller(cand, settings.secret(cand.api_key_env), settings)
 
         async def go(bar: Any) -> Any:
@@ -305,8 +302,7 @@ def replay(source: str | None, candidate: str, config: str | None, db: str | Non
 
 @click.command("replay-server")
 @click.argument("ref")
-@_CONFIG
-@_DB
+@store_options
 @click.option("--answer", default="target", show_default=True,
               help="What to answer with: target (falls back to production's), production, or a model name.")
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -318,7 +314,7 @@ def replay_server(ref: str, config: str | None, db: str | None, answer: str, hos
 
     from shadoweval.datasets.replay_server import replay_app
 
-    settings = _settings(config, db=db)
+    settings = settings_from_flags(config, db=db)
     with opened_store(settings.store.path) as store:
         es = _evalset(store, ref)
     try:

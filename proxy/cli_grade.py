@@ -14,14 +14,23 @@ from typing import Any
 import click
 import orjson
 
-from .cli_common import _settings, _since, opened_store
+from .cli_common import (
+    config_option,
+    db_option,
+    json_option,
+    opened_store,
+    parse_time,
+    settings_from_flags,
+    since_option,
+    store_options,
+)
 
 
 @click.group(invoke_without_command=True)
-@click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML configuration file.")
+@config_option
 @click.option("--host", help="Interface to listen on (default: the configuration's server.host).")
 @click.option("--port", type=int, default=8090, show_default=True, help="Port to listen on.")
-@click.option("--db", help="SQLite file (default: the configuration's store.path).")
+@db_option()
 @click.pass_context
 def grade(ctx: click.Context, config: str | None, host: str | None, port: int, db: str | None) -> None:
     """Human grading. On its own: serve the grading page (http://HOST:PORT/grade/) without the proxy.
@@ -32,7 +41,7 @@ def grade(ctx: click.Context, config: str | None, host: str | None, port: int, d
         return
     import uvicorn
 
-    settings = _settings(config, host, port, db)
+    settings = settings_from_flags(config, host, port, db)
     if not settings.evaluators:
         raise click.ClickException("no [[evaluators]] in the configuration: nobody could sign in "
                                    "(`shadoweval grade token NAME` makes a token)")
@@ -107,8 +116,7 @@ def grade_token(name: str) -> None:
 
 
 @grade.command("queue")
-@click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML configuration file.")
-@click.option("--db", help="SQLite file (default: the configuration's store.path).")
+@store_options
 @click.option("-n", "n", type=click.IntRange(min=0), default=50, show_default=True,
               help="Pairs to queue, in expectation.")
 @click.option("--seed", type=int, help="Random seed (default: from the clock; printed, so a run can be repeated).")
@@ -122,11 +130,11 @@ def grade_token(name: str) -> None:
               help="Share of queued pairs graded by several evaluators (inter-rater agreement).")
 @click.option("--double-evaluators", type=click.IntRange(min=2), default=2, show_default=True,
               help="How many evaluators grade those pairs.")
-@click.option("--since", help="Only outputs since: 7d, 24h, 30m or an ISO date.")
+@since_option("Only outputs since: 7d, 24h, 30m or an ISO date.")
 @click.option("--candidate", "candidates", multiple=True, help="Only these candidates' outputs (repeatable).")
 @click.option("--slice-by", "slice_by", multiple=True, metavar="route|TAGKEY",
               help="Slices for the stratified share (repeatable; default: route).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option
 def grade_queue(config: str | None, db: str | None, n: int, seed: int | None, uniform: float, stratified: float,
                 informative: float, double_rate: float, double_evaluators: int, since: str | None,
                 candidates: tuple[str, ...],
@@ -138,7 +146,7 @@ def grade_queue(config: str | None, db: str | None, n: int, seed: int | None, un
     from shadoweval.datasets.queue import build_queue
     from shadoweval.datasets.sampling import POLICIES, SamplingPlan
 
-    settings = _settings(config, db=db)
+    settings = settings_from_flags(config, db=db)
     if seed is None:
         seed = time.time_ns() % 2**32
     total = uniform + stratified + informative
@@ -148,7 +156,7 @@ def grade_queue(config: str | None, db: str | None, n: int, seed: int | None, un
     plan = SamplingPlan(n, seed=seed, shares=shares, double_rate=double_rate, double_evaluators=double_evaluators)
     with opened_store(settings.store.path) as store:
         try:
-            result = build_queue(store, plan, since=_since(since), names=candidates,
+            result = build_queue(store, plan, since=parse_time(since), names=candidates,
                                  slice_by=slice_by or ("route",))
         except RuntimeError as exc:
             raise click.ClickException(str(exc)) from None
@@ -178,26 +186,25 @@ def grade_queue(config: str | None, db: str | None, n: int, seed: int | None, un
 
 def _plans(settings: Any, since: str | None, candidates: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     """Per candidate, how many more graded pairs its decision needs (the report's evidence plan)."""
-    from .cli_report import _report
+    from .cli_report import report_body
 
-    body = _report(settings, since, None, candidates, clusters=False)
+    body = report_body(settings, since, None, candidates, clusters=False)
     return {c["candidate"]: {"mode": c["decision"]["mode"], **(c["decision"]["plan"] or {}),
                              "text": (c["decision"]["plan"] or {}).get("text") or c["decision"]["cannot_decide"]}
             for c in body["candidates"] if c.get("decision")}
 
 
 @click.command()
-@click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML configuration file.")
-@click.option("--db", help="SQLite file (default: the configuration's store.path).")
+@store_options
 @click.option("--batch", help="Only the items of this `grade queue` batch.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option
 def agreement(config: str | None, db: str | None, batch: str | None, as_json: bool) -> None:
     """How far each judge agrees with human grades (overall and per slice), how far evaluators agree
     with each other (Cohen's kappa, Krippendorff's alpha), and evaluators' position bias."""
     from shadoweval.datasets.agreement import from_store
     from shadoweval.datasets.agreement_text import format_report
 
-    settings = _settings(config, db=db)
+    settings = settings_from_flags(config, db=db)
     with opened_store(settings.store.path) as store:
         report = from_store(store, batch)
     if as_json:

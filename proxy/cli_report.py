@@ -12,12 +12,20 @@ from typing import Any
 import click
 import orjson
 
-from .cli_common import _settings, _since, opened_store
+from .cli_common import (
+    json_option,
+    opened_store,
+    parse_time,
+    settings_from_flags,
+    since_option,
+    store_options,
+    until_option,
+)
 
 log = logging.getLogger("shadoweval.report")
 
 
-def _report(settings: Any, since: str | None, until: str | None, candidates: tuple[str, ...], *,
+def report_body(settings: Any, since: str | None, until: str | None, candidates: tuple[str, ...], *,
             clusters: bool = False, record: bool = False, policy: Any = None) -> dict[str, Any]:
     """The report over the store; with `record`, its alerts are kept in the store as well (the
     proxy's /metrics shows the latest run's)."""
@@ -31,7 +39,7 @@ def _report(settings: Any, since: str | None, until: str | None, candidates: tup
             from shadoweval.judges.embed import get_embedder
 
             embed = get_embedder(settings.judges.embedder).encode
-        body = build_report(store.exchange_bundles(since=_since(since), until=_since(until)), settings.report,
+        body = build_report(store.exchange_bundles(since=parse_time(since), until=parse_time(until)), settings.report,
                             candidates=candidates, embed=embed, policy=policy or settings.gate)
         if record:
             alerts = tuple((c["candidate"], kind, m) for c in body["candidates"]
@@ -43,16 +51,15 @@ def _report(settings: Any, since: str | None, until: str | None, candidates: tup
 
 
 @click.command()
-@click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML configuration file.")
-@click.option("--db", help="SQLite file (default: the configuration's store.path).")
+@store_options
 @click.option("--candidate", "candidates", multiple=True, help="Only these candidates (repeatable; default: all).")
-@click.option("--since", help="Exchanges since 7d, 24h, 30m or an ISO date.")
-@click.option("--until", help="Exchanges before this.")
+@since_option("Exchanges since 7d, 24h, 30m or an ISO date.")
+@until_option("Exchanges before this.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Also write the report as one "
               "self-contained HTML file (plots included).")
 @click.option("--clusters/--no-clusters", default=True, show_default=True,
               help="Group each candidate's losses by similar questions (loads the embedding model).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@json_option
 def report(config: str | None, db: str | None, candidates: tuple[str, ...], since: str | None, until: str | None,
            html_path: str | None, clusters: bool, as_json: bool) -> None:
     """Compare candidates with production on real queries: win rates with 95% intervals (judges,
@@ -60,8 +67,8 @@ def report(config: str | None, db: str | None, candidates: tuple[str, ...], sinc
     against the noise floor of production's twin."""
     from shadoweval.datasets.report_text import format_report
 
-    settings = _settings(config, db=db)
-    body = _report(settings, since, until, candidates, clusters=clusters, record=True)
+    settings = settings_from_flags(config, db=db)
+    body = report_body(settings, since, until, candidates, clusters=clusters, record=True)
     alerts = [*body["alerts"], *body["reward_gaming"]]
     for a in alerts:
         log.warning("report alert: %s", a, extra={"alert": a})
@@ -97,10 +104,9 @@ def _post_alerts(url: str, alerts: list[str]) -> None:
 @click.option("--candidate", required=True, help="The candidate to decide on.")
 @click.option("--policy", type=click.Path(exists=True, dir_okay=False),
               help="TOML file with [gate] limits (default: the configuration's [gate]).")
-@click.option("--config", "config", type=click.Path(dir_okay=False), help="TOML configuration file.")
-@click.option("--db", help="SQLite file (default: the configuration's store.path).")
-@click.option("--since", help="Exchanges since 7d, 24h, 30m or an ISO date.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@store_options
+@since_option("Exchanges since 7d, 24h, 30m or an ISO date.")
+@json_option
 def gate(candidate: str, policy: str | None, config: str | None, db: str | None, since: str | None,
          as_json: bool) -> None:
     """Decide whether CANDIDATE is safe to switch to, by the rule of `[gate] mode` ("not-worse", the
@@ -109,7 +115,7 @@ def gate(candidate: str, policy: str | None, config: str | None, db: str | None,
     graded while the rule needs people), with how many more pairs to grade."""
     from .settings import GateSettings
 
-    settings = _settings(config, db=db)
+    settings = settings_from_flags(config, db=db)
     rules = settings.gate
     if policy:
         try:
@@ -119,7 +125,7 @@ def gate(candidate: str, policy: str | None, config: str | None, db: str | None,
             raise click.ClickException(f"{policy}: {exc}") from None
     if not Path(settings.store.path).exists():
         _undecided(candidate, f"no store at {settings.store.path}: nothing has been captured yet", as_json)
-    body = _report(settings, since, None, (candidate,), clusters=False, policy=rules)
+    body = report_body(settings, since, None, (candidate,), clusters=False, policy=rules)
     (entry,) = body["candidates"]
     d = entry["decision"]
     if d["pass"] is None:

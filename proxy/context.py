@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from .messages import BLOCKS, message_text
 from .settings import ContextSettings
 from .types import Exchange
 
@@ -204,12 +205,12 @@ def _from_request(request: Mapping[str, Any], patterns: tuple[str, ...]) -> Iter
             names[str(m.get("call_id"))] = str(m.get("name"))
         elif role == "tool" or kind == "function_call_output":
             cid = str(m.get("tool_call_id") or m.get("call_id") or "")
-            items.append(("tool", (cid or None, names.get(cid), _text(m.get("content", m.get("output"))))))
+            items.append(("tool", (cid or None, names.get(cid), message_text(m.get("content", m.get("output")), BLOCKS))))
         elif role == "function":
             name = m.get("name") if isinstance(m.get("name"), str) else None
-            items.append(("tool", (name, name, _text(m.get("content")))))
+            items.append(("tool", (name, name, message_text(m.get("content"), BLOCKS))))
         elif role in _SEARCHED and kind in (None, "message"):
-            items.append((_SEARCHED[role], _text(m.get("content"))))
+            items.append((_SEARCHED[role], message_text(m.get("content"), BLOCKS)))
     system = [text for src, text in items if src == "system"]
 
     def hinted() -> bool:  # asked only for a bare `[1]` at the very top of a message
@@ -224,15 +225,6 @@ def _from_request(request: Mapping[str, Any], patterns: tuple[str, ...]) -> Iter
         cleaned = [(pid, *_clean(text, title)) for pid, title, text in found]
         for n, (pid, text, title) in enumerate([c for c in cleaned if c[1]], 1):
             yield _passage(pid or str(n), title, text, source)
-
-
-def _text(content: Any) -> str:
-    """A message's text: a string, or the text parts of a list (`text`, `input_text`, `output_text`)."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n\n".join(p["text"] for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str))
-    return ""
 
 
 def _from_text(text: str, hinted: Callable[[], bool], patterns: tuple[str, ...]) -> list[Found]:

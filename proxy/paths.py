@@ -20,6 +20,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from .errors import ShadowevalError
+
 PREFIX = b"/v1/"
 
 # pchar = unreserved / pct-encoded / sub-delims / ":" / "@"  (RFC 3986 3.3), plus "/" between segments;
@@ -34,7 +36,7 @@ _BAD_ESCAPE = re.compile(rb"%(?:[01][0-9A-Fa-f]|7[Ff]|2[Ff5]|5[Cc])")
 _QUERY_OK = re.compile(rb"[\x21\x22\x24-\x7e]*")  # visible ASCII without '#'
 
 
-class InvalidPath(ValueError):
+class InvalidPath(ShadowevalError, ValueError):
     """The request path (or query) cannot be forwarded; the message says why, for the client."""
 
 

@@ -34,6 +34,7 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .api import error_body
+from .errors import ShadowevalError
 from .settings import ServerSettings
 
 log = logging.getLogger("shadoweval.proxy")
@@ -60,7 +61,7 @@ class Limits:
         return self.max_url_bytes + self.max_header_bytes + 8 * self.max_headers + 256
 
 
-class _Reject(Exception):
+class _Reject(ShadowevalError):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message

@@ -17,6 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .errors import ShadowevalError
+
 ENV_PREFIX = "SHADOWEVAL_"
 # The standard proxy variables, both cases; netconf decides what they mean.
 PROXY_ENV = tuple(n for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy") for n in (name, name.upper()))
@@ -534,7 +536,7 @@ class Settings(_Section):
         return frozenset(k.strip() for k in raw.split(",") if k.strip())
 
 
-_SECTIONS: dict[str, type[_Section]] = {
+SECTIONS: dict[str, type[_Section]] = {
     "server": ServerSettings,
     "production": ProductionSettings,
     "store": StoreSettings,
@@ -550,13 +552,13 @@ _SECTIONS: dict[str, type[_Section]] = {
 }
 
 
-class SettingsError(ValueError):
+class SettingsError(ShadowevalError, ValueError):
     """The configuration cannot be used; the message says which setting and why."""
 
 
 def settings_table() -> Iterator[tuple[str, str, Any, str]]:
     """(section, key, default, help) for every setting, candidates' included, in declaration order."""
-    models: list[tuple[str, type[_Section]]] = [*_SECTIONS.items(), ("candidates", CandidateSettings),
+    models: list[tuple[str, type[_Section]]] = [*SECTIONS.items(), ("candidates", CandidateSettings),
                                                 ("intents", IntentSettings), ("evaluators", EvaluatorSettings)]
     for section, model in models:
         for key, f in model.model_fields.items():
@@ -567,7 +569,7 @@ def settings_table() -> Iterator[tuple[str, str, Any, str]]:
 def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
     """SHADOWEVAL_<SECTION>_<KEY>=value for scalar settings, e.g. SHADOWEVAL_STORE_PATH."""
     out: dict[str, dict[str, str]] = {}
-    for section, model in _SECTIONS.items():
+    for section, model in SECTIONS.items():
         for key, f in model.model_fields.items():
             if f.annotation not in (str, int, float, bool):
                 continue

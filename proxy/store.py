@@ -37,16 +37,16 @@ from .redact import Redactor
 from .store_evalsets import EvalSetReads, evalset_rows
 from .store_grading import GradingReads, StoreUnavailable
 from .store_rows import (
-    _bool_in,
-    _dumps,
-    _exchange_from,
-    _feedback_from,
-    _in_chunks,
-    _loads,
-    _output_from,
-    _ts,
-    _verdict_from,
+    bool_in,
+    exchange_from,
+    feedback_from,
+    from_iso,
+    from_json,
+    in_chunks,
     iso,
+    output_from,
+    to_json,
+    verdict_from,
 )
 from .types import (
     CandidateStats,
@@ -360,10 +360,10 @@ class Store(GradingReads, EvalSetReads):
                 evalsets.append(r)
             elif isinstance(r, ReportRun):
                 rows["report_runs"].append({"id": r.id, "created_at": iso(r.created_at),
-                                            "alerts_json": _dumps([list(a) for a in r.alerts])})
+                                            "alerts_json": to_json([list(a) for a in r.alerts])})
             elif isinstance(r, ContextsFound):
                 # found in the stored (already redacted) request: nothing left to redact
-                found.append((_dumps(r.contexts) or "[]", r.exchange_id))
+                found.append((to_json(r.contexts) or "[]", r.exchange_id))
             elif isinstance(r, Exchange):
                 rows["exchanges"].append(self._exchange_row(r))
             elif isinstance(r, Output):
@@ -461,12 +461,12 @@ class Store(GradingReads, EvalSetReads):
             "created_at": iso(e.created_at),
             "route": e.route,
             "model": model if isinstance(model, str) else None,
-            "request_json": _dumps(request),
-            "tags_json": _dumps(e.tags),
+            "request_json": to_json(request),
+            "tags_json": to_json(e.tags),
             "stream": int(e.stream),
             "status": e.status,
             "http_status": e.http_status,
-            "contexts_json": _dumps(self._redact_contexts(e.contexts, request)) if e.contexts else None,
+            "contexts_json": to_json(self._redact_contexts(e.contexts, request)) if e.contexts else None,
             "owner": e.owner,
             "truncated": int(truncated),
             "request_bytes": e.request_bytes if truncated else None,
@@ -496,7 +496,7 @@ class Store(GradingReads, EvalSetReads):
             "created_at": iso(o.started_at),
             "stream": int(o.stream),
             "text": self.redactor.text(text) if text else text,
-            "tool_calls_json": _dumps(self.redactor.json(o.tool_calls)) if o.tool_calls else None,
+            "tool_calls_json": to_json(self.redactor.json(o.tool_calls)) if o.tool_calls else None,
             "finish_reason": o.finish_reason,
             "prompt_tokens": o.usage.prompt_tokens,
             "completion_tokens": o.usage.completion_tokens,
@@ -517,13 +517,13 @@ class Store(GradingReads, EvalSetReads):
             "exchange_id": v.exchange_id,
             "judge": v.judge,
             "version": v.version,
-            "args_json": _dumps(v.args),
+            "args_json": to_json(v.args),
             "judge_key": v.judge_key,
             "created_at": iso(v.created_at),
             "score": v.score,
             "label": v.label,
             "explanation": v.explanation,
-            "evidence_json": _dumps(v.evidence),
+            "evidence_json": to_json(v.evidence),
             "cost_usd": v.cost_usd,
             "error": v.error,
         }
@@ -553,11 +553,11 @@ class Store(GradingReads, EvalSetReads):
             "preference": g.preference,
             "winner": g.winner,  # replaced from the item's left side in the same transaction
             "grounded_left": g.left_labels.grounded,
-            "citations_correct_left": _bool_in(g.left_labels.citations_correct),
-            "meets_intent_left": _bool_in(g.left_labels.meets_intent),
+            "citations_correct_left": bool_in(g.left_labels.citations_correct),
+            "meets_intent_left": bool_in(g.left_labels.meets_intent),
             "grounded_right": g.right_labels.grounded,
-            "citations_correct_right": _bool_in(g.right_labels.citations_correct),
-            "meets_intent_right": _bool_in(g.right_labels.meets_intent),
+            "citations_correct_right": bool_in(g.right_labels.citations_correct),
+            "meets_intent_right": bool_in(g.right_labels.meets_intent),
             "note": self.redactor.text(g.note) if g.note else g.note,
             "keep": int(g.keep),
             "corrected_answer": self.redactor.text(g.corrected_answer) if g.corrected_answer else g.corrected_answer,
@@ -592,7 +592,7 @@ class Store(GradingReads, EvalSetReads):
         if self._db is None:
             return
         stamp = iso(time.time())
-        rows = [{"run_id": self._run_id, "name": name, "labels_json": _dumps(labels), "value": value,
+        rows = [{"run_id": self._run_id, "name": name, "labels_json": to_json(labels), "value": value,
                  "updated_at": stamp} for name, labels, value in self.metrics.snapshot()]
         if not rows:
             return
@@ -648,9 +648,9 @@ class Store(GradingReads, EvalSetReads):
             rows = list(db["exchanges"].rows_where(*_owned(exchange_id, owner)))
             if not rows:
                 return None
-            ex = _exchange_from(rows[0])
-            outputs = [_output_from(r) for r in db["outputs"].rows_where("exchange_id = ?", [exchange_id], order_by="created_at")]
-            feedback = [_feedback_from(r) for r in db["feedback"].rows_where("exchange_id = ?", [exchange_id], order_by="created_at")]
+            ex = exchange_from(rows[0])
+            outputs = [output_from(r) for r in db["outputs"].rows_where("exchange_id = ?", [exchange_id], order_by="created_at")]
+            feedback = [feedback_from(r) for r in db["feedback"].rows_where("exchange_id = ?", [exchange_id], order_by="created_at")]
             return ex, outputs, feedback
         finally:
             db.conn.close()
@@ -672,13 +672,13 @@ class Store(GradingReads, EvalSetReads):
                 params.extend(names)
             sql = (f"select o.* from outputs o where {' and '.join(where)} order by o.created_at, o.rowid"
                    + (f" limit {int(limit)}" if limit else ""))
-            outputs = [_output_from(r) for r in db.query(sql, params)]
+            outputs = [output_from(r) for r in db.query(sql, params)]
             ex_ids = sorted({o.exchange_id for o in outputs})
             exchanges: dict[str, Exchange] = {}
             productions: dict[str, Output] = {}
-            for chunk, marks in _in_chunks(ex_ids):
-                exchanges.update((r["id"], _exchange_from(r)) for r in db["exchanges"].rows_where(f"id in ({marks})", chunk))
-                productions.update((r["exchange_id"], _output_from(r)) for r in db["outputs"].rows_where(
+            for chunk, marks in in_chunks(ex_ids):
+                exchanges.update((r["id"], exchange_from(r)) for r in db["exchanges"].rows_where(f"id in ({marks})", chunk))
+                productions.update((r["exchange_id"], output_from(r)) for r in db["outputs"].rows_where(
                     f"exchange_id in ({marks}) and role = 'production'", chunk))
             out: list[tuple[Exchange, Output, Output | None]] = [
                 (exchanges[o.exchange_id], o, productions.get(o.exchange_id) if o.role != "production" else None)
@@ -691,7 +691,7 @@ class Store(GradingReads, EvalSetReads):
     def verdicts(self, exchange_id: str) -> list[Verdict]:
         db = self._reader()
         try:
-            return [_verdict_from(r) for r in db["verdicts"].rows_where("exchange_id = ?", [exchange_id], order_by="created_at")]
+            return [verdict_from(r) for r in db["verdicts"].rows_where("exchange_id = ?", [exchange_id], order_by="created_at")]
         finally:
             db.conn.close()
 
@@ -746,8 +746,8 @@ class Store(GradingReads, EvalSetReads):
                 return None
             row = db.execute("select id, created_at, alerts_json from report_runs order by created_at desc limit 1"
                              ).fetchone()
-            return None if row is None else ReportRun(row[0], _ts(row[1]),
-                                                      tuple(tuple(a) for a in _loads(row[2]) or []))
+            return None if row is None else ReportRun(row[0], from_iso(row[1]),
+                                                      tuple(tuple(a) for a in from_json(row[2]) or []))
         finally:
             db.conn.close()
 
@@ -758,7 +758,7 @@ class Store(GradingReads, EvalSetReads):
             if "counters" not in db.table_names():
                 return {}
             rows = db.execute("select name, labels_json, sum(value) from counters group by name, labels_json")
-            return {(name, tuple(sorted((_loads(labels) or {}).items()))): value for name, labels, value in rows}
+            return {(name, tuple(sorted((from_json(labels) or {}).items()))): value for name, labels, value in rows}
         finally:
             db.conn.close()
 

@@ -13,17 +13,17 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .store_rows import (
-    _dumps,
-    _exchange_from,
-    _feedback_from,
-    _grade_from,
-    _grading_item_from,
-    _in_chunks,
-    _loads,
-    _output_from,
-    _ts,
-    _verdict_from,
+    exchange_from,
+    feedback_from,
+    from_iso,
+    from_json,
+    grade_from,
+    grading_item_from,
+    in_chunks,
     iso,
+    output_from,
+    to_json,
+    verdict_from,
 )
 from .types import EvalItem, EvalSet, ExchangeBundle
 
@@ -62,22 +62,22 @@ class EvalSetReads:
         db = self._reader()
         try:
             marks = ", ".join("?" * len(ids))
-            exchanges = [_exchange_from(r) for r in db["exchanges"].rows_where(
+            exchanges = [exchange_from(r) for r in db["exchanges"].rows_where(
                 f"id in ({marks})", ids, order_by="created_at, rowid")]
             per: dict[str, dict[str, list[Any]]] = {i: {"o": [], "v": [], "f": [], "g": []} for i in ids}
             for r in db["outputs"].rows_where(f"exchange_id in ({marks})", ids, order_by="created_at, rowid"):
-                per[r["exchange_id"]]["o"].append(_output_from(r))
+                per[r["exchange_id"]]["o"].append(output_from(r))
             for r in db["verdicts"].rows_where(f"exchange_id in ({marks})", ids, order_by="created_at"):
-                per[r["exchange_id"]]["v"].append(_verdict_from(r))
+                per[r["exchange_id"]]["v"].append(verdict_from(r))
             for r in db["feedback"].rows_where(f"exchange_id in ({marks})", ids, order_by="created_at"):
-                per[r["exchange_id"]]["f"].append(_feedback_from(r))
-            items = {r["id"]: _grading_item_from(r) for r in db["grading_items"].rows_where(
+                per[r["exchange_id"]]["f"].append(feedback_from(r))
+            items = {r["id"]: grading_item_from(r) for r in db["grading_items"].rows_where(
                 f"exchange_id in ({marks})", ids)}
-            for chunk, item_marks in _in_chunks(sorted(items)):
+            for chunk, item_marks in in_chunks(sorted(items)):
                 for r in db["grades"].rows_where(f"item_id in ({item_marks}) and not skipped", chunk,
                                                  order_by="created_at"):
                     item = items[r["item_id"]]
-                    per[item.exchange_id]["g"].append((item, _grade_from(r)))
+                    per[item.exchange_id]["g"].append((item, grade_from(r)))
             return [ExchangeBundle(e, tuple(per[e.id]["o"]), tuple(per[e.id]["v"]), tuple(per[e.id]["f"]),
                                    tuple(per[e.id]["g"])) for e in exchanges]
         finally:
@@ -88,7 +88,7 @@ class EvalSetReads:
         db = self._reader()
         try:
             found: set[str] = set()
-            for chunk, marks in _in_chunks(sorted(set(exchange_ids))):
+            for chunk, marks in in_chunks(sorted(set(exchange_ids))):
                 found.update(r[0] for r in db.execute(
                     f"select exchange_id from outputs where name = ? and status = 'ok' and exchange_id in ({marks})",
                     [name, *chunk]))
@@ -130,21 +130,21 @@ class EvalSetReads:
 def evalset_rows(es: EvalSet) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The rows that store a version (its number is given by the writer, from what is stored)."""
     head = {"id": es.id, "name": es.name, "version": es.version, "created_at": iso(es.created_at),
-            "manifest_json": _dumps(es.manifest), "items": len(es.items)}
+            "manifest_json": to_json(es.manifest), "items": len(es.items)}
     items = [{"evalset_id": es.id, "position": i, "key": it.key, "exchange_id": it.exchange_id,
-              "request_json": _dumps(it.request), "target": it.target, "target_source": it.target_source,
-              "contexts_json": _dumps(it.contexts), "outputs_json": _dumps(it.outputs),
-              "labels_json": _dumps(it.labels), "meta_json": _dumps(it.meta)} for i, it in enumerate(es.items)]
+              "request_json": to_json(it.request), "target": it.target, "target_source": it.target_source,
+              "contexts_json": to_json(it.contexts), "outputs_json": to_json(it.outputs),
+              "labels_json": to_json(it.labels), "meta_json": to_json(it.meta)} for i, it in enumerate(es.items)]
     return head, items
 
 
 def _evalset_from(row: dict[str, Any], items: tuple[EvalItem, ...] = ()) -> EvalSet:
-    return EvalSet(id=row["id"], name=row["name"], version=row["version"], created_at=_ts(row["created_at"]),
-                   manifest=_loads(row["manifest_json"]) or {}, items=items)
+    return EvalSet(id=row["id"], name=row["name"], version=row["version"], created_at=from_iso(row["created_at"]),
+                   manifest=from_json(row["manifest_json"]) or {}, items=items)
 
 
 def _evalitem_from(row: dict[str, Any]) -> EvalItem:
-    return EvalItem(key=row["key"], request=_loads(row["request_json"]) or {}, target=row["target"],
-                    target_source=row["target_source"], contexts=_loads(row["contexts_json"]),
-                    outputs=_loads(row["outputs_json"]) or {}, labels=_loads(row["labels_json"]) or {},
-                    meta=_loads(row["meta_json"]) or {}, exchange_id=row["exchange_id"])
+    return EvalItem(key=row["key"], request=from_json(row["request_json"]) or {}, target=row["target"],
+                    target_source=row["target_source"], contexts=from_json(row["contexts_json"]),
+                    outputs=from_json(row["outputs_json"]) or {}, labels=from_json(row["labels_json"]) or {},
+                    meta=from_json(row["meta_json"]) or {}, exchange_id=row["exchange_id"])

@@ -10,14 +10,15 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from .store_rows import _feedback_from, _grade_from, _grading_item_from, _in_chunks, _loads, _verdict_from, iso
+from .errors import ShadowevalError
+from .store_rows import feedback_from, from_json, grade_from, grading_item_from, in_chunks, iso, verdict_from
 from .types import Feedback, Grade, GradingItem, GradingProgress, Lease, PairToGrade, Verdict
 
 if TYPE_CHECKING:
     import sqlite_utils
 
 
-class StoreUnavailable(RuntimeError):
+class StoreUnavailable(ShadowevalError, RuntimeError):
     """The store could not do what was asked right now (its writer is down or overloaded)."""
 
 
@@ -52,12 +53,12 @@ class GradingReads:
             out_ids = sorted({r[1] for r in rows} | {r[3] for r in rows})
             exchanges: dict[str, tuple[str, dict[str, str]]] = {}
             feedback: dict[str, list[Feedback]] = {}
-            for chunk, marks in _in_chunks(ex_ids):
+            for chunk, marks in in_chunks(ex_ids):
                 for ex_id, route, tags in db.execute(
                         f"select id, route, tags_json from exchanges where id in ({marks})", chunk):
-                    exchanges[ex_id] = (route, _loads(tags) or {})
+                    exchanges[ex_id] = (route, from_json(tags) or {})
                 for r in db["feedback"].rows_where(f"exchange_id in ({marks})", chunk, order_by="created_at"):
-                    feedback.setdefault(r["exchange_id"], []).append(_feedback_from(r))
+                    feedback.setdefault(r["exchange_id"], []).append(feedback_from(r))
             verdicts = self.verdicts_on(out_ids)
             return [PairToGrade(
                 exchange_id=ex_id, candidate_output_id=cand, candidate_name=name, production_output_id=prod,
@@ -72,7 +73,7 @@ class GradingReads:
         db = self._reader()
         try:
             where, params = ("batch = ?", [batch]) if batch is not None else (None, [])
-            return [_grading_item_from(r) for r in db["grading_items"].rows_where(where, params, order_by="rowid")]
+            return [grading_item_from(r) for r in db["grading_items"].rows_where(where, params, order_by="rowid")]
         finally:
             db.conn.close()
 
@@ -113,7 +114,7 @@ class GradingReads:
                      and not exists (select 1 from grades g where g.item_id = i.id and g.evaluator = ?1)
                      {f"and i.id not in ({', '.join('?' * len(exclude))})" if exclude else ""}
                    order by held desc, i.created_at, i.rowid limit 3""", [evaluator, now, *exclude]))
-            return [_grading_item_from({k: v for k, v in r.items() if k != "held"}) for r in rows]
+            return [grading_item_from({k: v for k, v in r.items() if k != "held"}) for r in rows]
         finally:
             db.conn.close()
 
@@ -129,7 +130,7 @@ class GradingReads:
         db = self._reader()
         try:
             rows = list(db["grading_items"].rows_where("id = ?", [item_id]))
-            return _grading_item_from(rows[0]) if rows else None
+            return grading_item_from(rows[0]) if rows else None
         finally:
             db.conn.close()
 
@@ -137,7 +138,7 @@ class GradingReads:
         db = self._reader()
         try:
             where, params = ("item_id = ?", [item_id]) if item_id is not None else (None, [])
-            return [_grade_from(r) for r in db["grades"].rows_where(where, params, order_by="created_at, rowid")]
+            return [grade_from(r) for r in db["grades"].rows_where(where, params, order_by="created_at, rowid")]
         finally:
             db.conn.close()
 
@@ -146,9 +147,9 @@ class GradingReads:
         db = self._reader()
         try:
             found: dict[str, list[Verdict]] = {}
-            for chunk, marks in _in_chunks(sorted(set(output_ids))):
+            for chunk, marks in in_chunks(sorted(set(output_ids))):
                 for r in db["verdicts"].rows_where(f"output_id in ({marks})", chunk, order_by="created_at"):
-                    found.setdefault(r["output_id"], []).append(_verdict_from(r))
+                    found.setdefault(r["output_id"], []).append(verdict_from(r))
             return found
         finally:
             db.conn.close()

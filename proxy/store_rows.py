@@ -17,43 +17,43 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def _ts(text: str) -> float:
+def from_iso(text: str) -> float:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
 
 
-def _dumps(value: Any) -> str | None:
+def to_json(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
-def _loads(text: str | None) -> Any:
+def from_json(text: str | None) -> Any:
     return None if text is None else orjson.loads(text)
 
 
-def _in_chunks(ids: list[str], size: int = 500) -> Iterator[tuple[list[str], str]]:
+def in_chunks(ids: list[str], size: int = 500) -> Iterator[tuple[list[str], str]]:
     """`ids` in slices for `in (...)` clauses, each with its placeholders: SQLite caps parameters."""
     for start in range(0, len(ids), size):
         chunk = ids[start:start + size]
         yield chunk, ", ".join("?" * len(chunk))
 
 
-def _exchange_from(row: dict[str, Any]) -> Exchange:
+def exchange_from(row: dict[str, Any]) -> Exchange:
     return Exchange(
         id=row["id"],
-        created_at=_ts(row["created_at"]),
+        created_at=from_iso(row["created_at"]),
         route=row["route"],
-        request=_loads(row["request_json"]),
-        tags=_loads(row["tags_json"]) or {},
+        request=from_json(row["request_json"]),
+        tags=from_json(row["tags_json"]) or {},
         stream=bool(row["stream"]),
         status=row["status"],
         http_status=row["http_status"],
-        contexts=_loads(row.get("contexts_json")),  # .get: a reader may open a store not yet migrated
+        contexts=from_json(row.get("contexts_json")),  # .get: a reader may open a store not yet migrated
         owner=row.get("owner"),
         truncated=bool(row.get("truncated")),
         request_bytes=row.get("request_bytes"),
     )
 
 
-def _output_from(row: dict[str, Any]) -> Output:
+def output_from(row: dict[str, Any]) -> Output:
     return Output(
         id=row["id"],
         exchange_id=row["exchange_id"],
@@ -61,9 +61,9 @@ def _output_from(row: dict[str, Any]) -> Output:
         name=row["name"],
         model=row["model"],
         status=row["status"],
-        started_at=_ts(row["created_at"]),
+        started_at=from_iso(row["created_at"]),
         text=row["text"],
-        tool_calls=_loads(row["tool_calls_json"]),
+        tool_calls=from_json(row["tool_calls_json"]),
         finish_reason=row["finish_reason"],
         usage=Usage(row["prompt_tokens"], row["completion_tokens"], row["total_tokens"]),
         latency_ms=row["latency_ms"],
@@ -77,36 +77,36 @@ def _output_from(row: dict[str, Any]) -> Output:
     )
 
 
-def _feedback_from(row: dict[str, Any]) -> Feedback:
+def feedback_from(row: dict[str, Any]) -> Feedback:
     return Feedback(
         id=row["id"],
         exchange_id=row["exchange_id"],
-        created_at=_ts(row["created_at"]),
+        created_at=from_iso(row["created_at"]),
         rating=row["rating"],
         comment=row["comment"],
         source=row["source"],
     )
 
 
-def _verdict_from(row: dict[str, Any]) -> Verdict:
+def verdict_from(row: dict[str, Any]) -> Verdict:
     return Verdict(
         id=row["id"],
         output_id=row["output_id"],
         exchange_id=row["exchange_id"],
         judge=row["judge"],
         version=row["version"],
-        args=_loads(row["args_json"]) or {},
-        created_at=_ts(row["created_at"]),
+        args=from_json(row["args_json"]) or {},
+        created_at=from_iso(row["created_at"]),
         score=row["score"],
         label=row["label"],
         explanation=row["explanation"] or "",
-        evidence=_loads(row["evidence_json"]),
+        evidence=from_json(row["evidence_json"]),
         cost_usd=row["cost_usd"] or 0.0,
         error=row["error"],
     )
 
 
-def _bool_in(value: bool | None) -> int | None:
+def bool_in(value: bool | None) -> int | None:
     return None if value is None else int(value)
 
 
@@ -114,7 +114,7 @@ def _bool_out(value: int | None) -> bool | None:
     return None if value is None else bool(value)
 
 
-def _grading_item_from(row: dict[str, Any]) -> GradingItem:
+def grading_item_from(row: dict[str, Any]) -> GradingItem:
     return GradingItem(
         id=row["id"],
         exchange_id=row["exchange_id"],
@@ -126,17 +126,17 @@ def _grading_item_from(row: dict[str, Any]) -> GradingItem:
         inclusion_probability=row["inclusion_probability"],
         evaluators=row["evaluators"],
         slice=row["slice"],
-        created_at=_ts(row["created_at"]),
+        created_at=from_iso(row["created_at"]),
         batch=row["batch"],
     )
 
 
-def _grade_from(row: dict[str, Any]) -> Grade:
+def grade_from(row: dict[str, Any]) -> Grade:
     return Grade(
         id=row["id"],
         item_id=row["item_id"],
         evaluator=row["evaluator"],
-        created_at=_ts(row["created_at"]),
+        created_at=from_iso(row["created_at"]),
         preference=row["preference"],
         winner=row["winner"],
         left_labels=AnswerLabels(row["grounded_left"], _bool_out(row["citations_correct_left"]),

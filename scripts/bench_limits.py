@@ -143,7 +143,7 @@ def micro() -> None:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     from uvicorn.server import ServerState
 
-    from shadoweval.proxy.app import _KNOWN_ROUTES
+    from shadoweval.proxy.app import KNOWN_ROUTES
     from shadoweval.proxy.paths import UpstreamPaths
     from shadoweval.proxy.server import limited_protocol
     from shadoweval.proxy.settings import ServerSettings
@@ -151,7 +151,7 @@ def micro() -> None:
     def best(fn: Any, n: int) -> float:
         return min(timeit.repeat(fn, number=n, repeat=5)) / n * 1e9
 
-    paths = UpstreamPaths("/tenantA/v1", _KNOWN_ROUTES)
+    paths = UpstreamPaths("/tenantA/v1", KNOWN_ROUTES)
     base, path = "/tenantA/v1", "/v1/chat/completions"
     print("path check, ns per request:")
     print(f"  {best(lambda: base + path[3:], 500_000):7.0f}  before: base_path + path[3:]")

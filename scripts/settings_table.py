@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from shadoweval.proxy.settings import _SECTIONS, ENV_PREFIX, settings_table
+from shadoweval.proxy.settings import ENV_PREFIX, SECTIONS, settings_table
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 LISTS = ("candidates", "intents", "evaluators")  # [[arrays of tables]]: one entry each
@@ -59,7 +59,7 @@ SECTION_INTROS = {
 
 def _env_name(section: str, key: str) -> str:
     """The environment variable that sets this setting, or '' when only the file can."""
-    model = _SECTIONS.get(section)
+    model = SECTIONS.get(section)
     if model is None or model.model_fields[key].annotation not in (str, int, float, bool):
         return ""
     return f"`{ENV_PREFIX}{section.upper()}_{key.upper()}`"

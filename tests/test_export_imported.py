@@ -181,9 +181,9 @@ def test_real_pairs_file_exports_one_dpo_row_per_preferred_pair(tmp_path, name):
 
 
 def test_replay_answers_an_imported_item_with_its_production_answer():
-    from shadoweval.datasets.replay_server import _choose
+    from shadoweval.datasets.replay_server import choose_answer
 
     outputs = {"gpt-4o": "the production answer", "llama": "the other"}
-    assert _choose(None, outputs, "production", "gpt-4o") == "the production answer"
-    assert _choose(None, outputs, "target", "gpt-4o") == "the production answer"
-    assert _choose(None, outputs, "llama", "gpt-4o") == "the other"
+    assert choose_answer(None, outputs, "production", "gpt-4o") == "the production answer"
+    assert choose_answer(None, outputs, "target", "gpt-4o") == "the production answer"
+    assert choose_answer(None, outputs, "llama", "gpt-4o") == "the other"

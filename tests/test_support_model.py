@@ -76,11 +76,11 @@ def test_model_roundtrip_and_version_id(tmp_path):
 def test_synthetic_negatives_change_one_fact():
     ex = training.Example("x", "s", "The Eiffel Tower was completed in 1889 by Eiffel's company.", (PASSAGE,), True)
     rng = random.Random(1)
-    number = training._swap_number(ex.claim, PASSAGE, rng)
+    number = training.swap_number(ex.claim, PASSAGE, rng)
     assert number and "1889" not in number and number.replace(" ", "") != ex.claim.replace(" ", "")
-    assert training._flip_negation("The tower is tall.", rng) == "The tower is not tall."
-    assert training._flip_negation("The tower is not tall.", rng) == "The tower is tall."
-    name = training._swap_name("It is named after Gustave Eiffel in Paris.", PASSAGE + " Victor Hugo lived here.", rng)
+    assert training.flip_negation("The tower is tall.", rng) == "The tower is not tall."
+    assert training.flip_negation("The tower is not tall.", rng) == "The tower is tall."
+    name = training.swap_name("It is named after Gustave Eiffel in Paris.", PASSAGE + " Victor Hugo lived here.", rng)
     assert name and name != "It is named after Gustave Eiffel in Paris."
     made = training.synthetic_negatives([ex, training.Example("y", "s", "No facts here.", (PASSAGE,), False)])
     assert len(made) == 1 and made[0].label is False and made[0].synthetic in ("number", "name", "negation")

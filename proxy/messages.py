@@ -1,0 +1,54 @@
+"""The text of a message, one rule for every module that reads requests (capture, the judges, the
+context extraction, the exports). Imports nothing from the project."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+# Content parts that carry text: Chat Completions `text`, Responses API `input_text` and
+# `output_text`. Images, audio, files and refusals carry none.
+TEXT_PART_TYPES = frozenset({"text", "input_text", "output_text"})
+
+# How the parts of one message are joined, by what the text is for. One message with several text
+# parts is still one message: the parts are pieces of it, not separate passages, so the rule only
+# differs in how much the boundary between them must survive.
+QUESTION = " "  # the user's question as one line (stored: eval items, report questions; do not change)
+TURN = "\n"  # a turn of a transcript shown to people or exported (exports, grading page)
+BLOCKS = "\n\n"  # text searched for passages, where a part boundary must end a passage or paragraph
+
+
+def message_text(content: Any, sep: str = TURN) -> str:
+    """A message's text from its `content`: a string as it is; a list of parts -> the text of its
+    text parts (bare strings, and mappings with a string `text` whose `type` is missing or one of
+    TEXT_PART_TYPES) joined by `sep`; anything else -> "".
+
+    `sep` is QUESTION, TURN or BLOCKS (above), by what the text is for; the parts taken are the
+    same whichever it is."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return ""
+    return sep.join(p if isinstance(p, str) else p["text"] for p in content if isinstance(p, str) or (
+        isinstance(p, Mapping) and isinstance(p.get("text"), str)
+        and p.get("type", "text") in TEXT_PART_TYPES))
+
+
+def last_user_text(request: Mapping[str, Any]) -> str:
+    """The last user message's text (Chat Completions `messages`), else the Responses API `input`
+    (a string, or its last user item's text): the question a request asks, as one line (QUESTION)."""
+    messages = request.get("messages")
+    if isinstance(messages, list):
+        for m in reversed(messages):
+            if isinstance(m, Mapping) and m.get("role") == "user":
+                content = m.get("content")
+                if isinstance(content, str | list):
+                    return message_text(content, QUESTION)
+    inp = request.get("input")
+    if isinstance(inp, str):
+        return inp
+    if isinstance(inp, list):
+        for item in reversed(inp):
+            if isinstance(item, Mapping) and item.get("role") == "user":
+                return message_text(item.get("content"), QUESTION)
+    return ""
