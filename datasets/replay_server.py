@@ -21,7 +21,7 @@ import orjson
 
 from shadoweval.datasets.keys import request_key
 from shadoweval.proxy.api import error_json
-from shadoweval.proxy.mockllm import lifespan, read_body, send_json
+from shadoweval.proxy.asgi import lifespan, read_body, send_json
 from shadoweval.proxy.types import EvalSet
 
 KEY_HEADER = b"x-shadoweval-replay-key"

@@ -25,24 +25,9 @@ from shadoweval.proxy.types import ExchangeBundle, Output, Verdict
 
 from . import stats
 from .agreement import agreement
+from .report_rows import Row
 
 _OUTCOME = {"candidate": 1.0, "tie": 0.5, "production": 0.0}
-
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One exchange answered by production and one other model (a candidate or the twin)."""
-
-    exchange_id: str
-    created_at: float
-    question: str  # the last user turn: what failure clusters group by
-    slices: dict[str, str]
-    production: Output
-    other: Output
-    scores: dict[str, tuple[float | None, float | None]]  # judge -> (production's, the other's)
-    pairwise: float | None  # the pairwise judge's outcome for the other model
-    offline: float | None  # the offline preference's outcome
-    human: tuple[tuple[float, float], ...]  # (outcome, weight = 1 / inclusion probability) per grade
 
 
 @dataclass(slots=True)

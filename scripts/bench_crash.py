@@ -1,6 +1,6 @@
 """What a SIGKILL of `shadoweval serve` loses, and whether the proxy then says so.
 
-Runs `serve` against the mock production (proxy/mockllm.py), sends N requests (C at a time),
+Runs `serve` against the mock production (cli/mockllm.py), sends N requests (C at a time),
 kills the proxy with SIGKILL the moment the last answer arrived, restarts it on the same database
 and prints: answered, stored, lost (answered - stored), what `/healthz` reports as lost and what
 `shadoweval stats` reports, which must all agree. Once per durability mode asked for.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from shadoweval.proxy.mockllm import MockLLM, ThreadedServer, free_port
+from shadoweval.cli.mockllm import MockLLM, ThreadedServer, free_port
 from shadoweval.proxy.store import Store
 
 BIN = Path(sys.executable).parent / "shadoweval"

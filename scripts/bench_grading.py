@@ -25,8 +25,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shadoweval.proxy.cli_grade import grading_server  # noqa: E402
-from shadoweval.proxy.mockllm import ThreadedServer  # noqa: E402
+from shadoweval.cli.grade import grading_server  # noqa: E402
+from shadoweval.cli.mockllm import ThreadedServer  # noqa: E402
 from shadoweval.proxy.settings import load_settings  # noqa: E402
 from shadoweval.proxy.store import Store  # noqa: E402
 from shadoweval.proxy.types import Exchange, GradingItem, Output, new_id  # noqa: E402

@@ -36,7 +36,7 @@ def typical(n: int, *, shared: bool = False, salt: str = "") -> list[Subject]:
     """n answers on the demo's knowledge base: 5 passages (~120 words each, the demo's documents) and
     a 5-sentence answer, 3 sentences citing. Texts are made distinct per answer unless `shared`
     (then answers come in pairs on the same passages, as production and a candidate do)."""
-    from shadoweval.proxy.demo.run import load_demo
+    from shadoweval.cli.demo.run import load_demo
 
     data = load_demo()
     docs = list(data.documents.values())

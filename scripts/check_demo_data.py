@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Check the built-in demo data (proxy/demo/northwind.json).
+"""Check the built-in demo data (cli/demo/northwind.json).
 
 Validates the schema the demo relies on and prints a summary of the scripted answers:
 

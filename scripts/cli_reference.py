@@ -2,8 +2,8 @@
 """Write the command-line reference, docs/cli.md, from the click commands themselves.
 
 The root group is loaded through the `shadoweval` console-script entry point, exactly as the
-installed command loads it, so every subcommand the command has (those added from cli_grade.py,
-cli_evalset.py and cli_report.py included) is in the page. tests/test_docs.py fails when
+installed command loads it, so every subcommand the command has (those added from cli/grade.py,
+cli/evalset.py and cli/report.py included) is in the page. tests/test_docs.py fails when
 docs/cli.md is not exactly this script's output.
 
     .venv/bin/python scripts/cli_reference.py            # rewrite docs/cli.md

@@ -16,8 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from shadoweval.proxy.cli_grade import grading_server
-from shadoweval.proxy.mockllm import ThreadedServer
+from shadoweval.cli.grade import grading_server
+from shadoweval.cli.mockllm import ThreadedServer
 from shadoweval.proxy.settings import load_settings
 
 TOKEN = secrets.token_urlsafe(24)  # the configuration refuses weak tokens

@@ -36,7 +36,7 @@ import httpx
 import openai
 from scenario_world import PRODUCTION_MODEL, SCENARIOS, World
 
-from shadoweval.proxy.mockllm import ThreadedServer, free_port
+from shadoweval.cli.mockllm import ThreadedServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin" / "shadoweval"

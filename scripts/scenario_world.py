@@ -30,8 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from shadoweval.cli.mockllm import MockLLM
+from shadoweval.proxy.asgi import lifespan, send_json
 from shadoweval.proxy.capture import last_user_text
-from shadoweval.proxy.mockllm import MockLLM, lifespan, send_json
 
 PRODUCTION_MODEL = "gpt-4o"
 SLICES = ("billing", "shipping", "returns", "account")

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from shadoweval.cli.mockllm import MockLLM, ThreadedServer
 from shadoweval.proxy.app import create_app
-from shadoweval.proxy.mockllm import MockLLM, ThreadedServer
 from shadoweval.proxy.settings import Settings, load_settings
 from shadoweval.proxy.store import Store
 

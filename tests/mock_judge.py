@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from shadoweval.proxy.mockllm import lifespan, read_body, send_json
+from shadoweval.proxy.asgi import lifespan, read_body, send_json
 
 Messages = list[dict[str, Any]]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from shadoweval.proxy.mockllm import ThreadedServer
+from shadoweval.cli.mockllm import ThreadedServer
 from shadoweval.proxy.server import limited_protocol
 from shadoweval.proxy.settings import load_settings
 

@@ -23,9 +23,9 @@ from pathlib import Path
 import httpx
 import openai
 
+from shadoweval.cli.mockllm import free_port
 from shadoweval.proxy import types
 from shadoweval.proxy.access import scrub_paths
-from shadoweval.proxy.mockllm import free_port
 from shadoweval.proxy.types import Exchange, key_id, new_id
 
 from .conftest import running_proxy, stored

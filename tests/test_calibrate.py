@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from sklearn import metrics as skm
 
 from shadoweval import judges
+from shadoweval.cli.main import main
 from shadoweval.judges.base import key_of, register, verdict
 from shadoweval.judges.calibrate import CalibrationError, calibrate, load_records, parse_judge_args
 from shadoweval.judges.metrics import (
@@ -26,7 +27,6 @@ from shadoweval.judges.metrics import (
     roc_auc,
     sweep,
 )
-from shadoweval.proxy.cli import main
 
 from .conftest import SHARED_DATA
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import openai
 
-from shadoweval.proxy.mockllm import MockLLM, ThreadedServer, free_port
+from shadoweval.cli.mockllm import MockLLM, ThreadedServer, free_port
 from shadoweval.proxy.store import Store
 
 BIN = Path(sys.executable).parent / "shadoweval"
@@ -131,7 +131,7 @@ def test_demo_runs_and_captures(tmp_path):
 
 
 def test_proxy_does_not_import_heavy_or_judge_modules():
-    code = ("import sys, shadoweval.proxy.app, shadoweval.proxy.cli; "
+    code = ("import sys, shadoweval.proxy.app, shadoweval.cli.main; "
             "bad = [m for m in ('litellm', 'torch', 'sentence_transformers', 'shadoweval.judges', 'shadoweval.datasets', 'nh3') if m in sys.modules]; "
             "print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -12,14 +12,14 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from shadoweval.proxy.cli import main
+from shadoweval.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent / "shadoweval"
 ENTRY_POINTS = {
     "console script": [str(BIN)],
-    "python -m shadoweval.proxy": [sys.executable, "-m", "shadoweval.proxy"],
-    "python -m shadoweval.proxy.cli": [sys.executable, "-m", "shadoweval.proxy.cli"],
+    "python -m shadoweval.cli": [sys.executable, "-m", "shadoweval.cli"],
+    "python -m shadoweval.cli.main": [sys.executable, "-m", "shadoweval.cli.main"],
 }
 
 
@@ -63,11 +63,11 @@ def test_good_times_are_accepted(tmp_path):
 
 
 def test_shared_options_are_declared_once():
-    sources = {p.name: p.read_text() for p in (ROOT / "proxy").glob("cli*.py")}
+    sources = {p.name: p.read_text() for p in (ROOT / "cli").glob("*.py")}
     for flag in ("--config", "--db", "--json", "--since", "--until"):
         declared = re.compile(r'click\.option\(\s*"' + flag + '"')
         where = {name: len(declared.findall(text)) for name, text in sources.items() if declared.search(text)}
-        assert where == {"cli_common.py": 1}, (flag, where)
+        assert where == {"common.py": 1}, (flag, where)
 
 
 def _commands(cmd: click.Command, path: str = "shadoweval"):

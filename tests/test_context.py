@@ -12,11 +12,11 @@ import pytest
 import sqlite_utils
 
 from shadoweval import judges
+from shadoweval.cli.mockllm import MockLLM, ThreadedServer
 from shadoweval.judges.runner import plan, run_plan
 from shadoweval.proxy import capture
 from shadoweval.proxy.context import contexts_of, extract_contexts
 from shadoweval.proxy.migrations import MIGRATIONS
-from shadoweval.proxy.mockllm import MockLLM, ThreadedServer
 from shadoweval.proxy.redact import Redactor
 from shadoweval.proxy.settings import ContextSettings, SettingsError, load_settings
 from shadoweval.proxy.sse import Capture

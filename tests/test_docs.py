@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 import pytest
 
-from shadoweval.proxy.cli import main as cli_main
+from shadoweval.cli.main import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 README_MAX_WORDS = 1300

@@ -14,9 +14,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from shadoweval.cli.main import main
 from shadoweval.datasets.exports import FORMATS
 from shadoweval.datasets.keys import request_key
-from shadoweval.proxy.cli import main
 
 from .conftest import SHARED_DATA
 

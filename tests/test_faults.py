@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from shadoweval.proxy.mockllm import MockLLM, ThreadedServer, free_port
+from shadoweval.cli.mockllm import MockLLM, ThreadedServer, free_port
 
 from .conftest import running_proxy
 

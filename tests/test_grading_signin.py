@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
+from shadoweval.cli.mockllm import ThreadedServer
 from shadoweval.datasets.grading_web import grading_app
 from shadoweval.proxy.app import create_app
-from shadoweval.proxy.mockllm import ThreadedServer
 from shadoweval.proxy.settings import Settings, SettingsError, load_settings
 from shadoweval.proxy.store import Store
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from shadoweval.cli.mockllm import ThreadedServer
 from shadoweval.datasets.grading_web import grading_app
 from shadoweval.proxy.app import create_app
-from shadoweval.proxy.mockllm import ThreadedServer
 from shadoweval.proxy.settings import load_settings
 from shadoweval.proxy.store import Store
 from shadoweval.proxy.types import AnswerLabels, Grade, new_id
@@ -237,7 +237,7 @@ def test_agreement_command_and_grade_token(tmp_path, monkeypatch):
 
 
 def test_grade_serves_the_page_on_its_own(tmp_path, monkeypatch):
-    from shadoweval.proxy.cli_grade import grading_server
+    from shadoweval.cli.grade import grading_server
 
     monkeypatch.setenv("TEST_TOKEN_ANN", ANN_TOKEN)
     settings = load_settings(_config(tmp_path))

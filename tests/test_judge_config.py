@@ -14,8 +14,8 @@ import httpx
 import openai
 import pytest
 
+from shadoweval.cli.mockllm import MockLLM, ThreadedServer, free_port
 from shadoweval.judges.config import build, midnight_utc
-from shadoweval.proxy.mockllm import MockLLM, ThreadedServer, free_port
 from shadoweval.proxy.settings import load_settings
 from shadoweval.proxy.store import Store
 from shadoweval.proxy.types import Exchange, Output, Verdict, new_id

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from shadoweval import judges
+from shadoweval.cli.mockllm import ThreadedServer
 from shadoweval.judges.base import Subject
 from shadoweval.judges.intent import intent_for
 from shadoweval.judges.llm import Budget, JudgeModel, extract_json, question
 from shadoweval.judges.runner import plan, run_plan
-from shadoweval.proxy.mockllm import ThreadedServer
 from shadoweval.proxy.pricing import cost_usd
 from shadoweval.proxy.store import Store
 from shadoweval.proxy.types import Exchange, Output, Usage, new_id

@@ -7,8 +7,8 @@ import time
 import openai
 import pytest
 
+from shadoweval.cli.mockllm import MockLLM, ThreadedServer, free_port
 from shadoweval.proxy.mirror import sample_unit
-from shadoweval.proxy.mockllm import MockLLM, ThreadedServer, free_port
 
 from .conftest import running_proxy
 

@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from shadoweval.proxy.mockllm import MockLLM, ThreadedServer
+from shadoweval.cli.mockllm import MockLLM, ThreadedServer
 
 from .conftest import running_proxy, stored
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from shadoweval.proxy.mockllm import MockLLM, ThreadedServer, free_port
+from shadoweval.cli.mockllm import MockLLM, ThreadedServer, free_port
 from shadoweval.proxy.store import Store
 
 from .conftest import SHARED_DATA, running_proxy

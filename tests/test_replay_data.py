@@ -9,7 +9,7 @@ import time
 import openai
 import pytest
 
-from shadoweval.proxy.mockllm import MockLLM, ThreadedServer
+from shadoweval.cli.mockllm import MockLLM, ThreadedServer
 
 from .conftest import SHARED_DATA, running_proxy
 

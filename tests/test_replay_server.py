@@ -15,9 +15,9 @@ import httpx
 import openai
 import pytest
 
+from shadoweval.cli.mockllm import ThreadedServer
 from shadoweval.datasets.keys import request_key
 from shadoweval.datasets.replay_server import replay_app
-from shadoweval.proxy.mockllm import ThreadedServer
 from shadoweval.proxy.types import EvalItem, EvalSet
 
 REFUND = [{"role": "system", "content": "You answer questions about the shop's policies."},

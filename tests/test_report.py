@@ -15,9 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from shadoweval.cli.grade import grading_server
+from shadoweval.cli.mockllm import ThreadedServer
 from shadoweval.datasets.report import build_report
-from shadoweval.proxy.cli_grade import grading_server
-from shadoweval.proxy.mockllm import ThreadedServer, read_body, send_json
+from shadoweval.proxy.asgi import read_body, send_json
 from shadoweval.proxy.settings import ReportSettings, load_settings
 from shadoweval.proxy.store import Store
 from shadoweval.proxy.types import AnswerLabels, Exchange, Grade, GradingItem, Output, Verdict, new_id

@@ -14,7 +14,8 @@ import openai
 import orjson
 import pytest
 
-from shadoweval.proxy.mockllm import MockLLM, ThreadedServer, free_port, lifespan, read_body
+from shadoweval.cli.mockllm import MockLLM, ThreadedServer, free_port
+from shadoweval.proxy.asgi import lifespan, read_body
 from shadoweval.proxy.store import Store
 
 from .conftest import running_proxy, stored

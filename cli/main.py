@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 import click
 import orjson
 
-from . import __version__
-from .cli_common import (
+from shadoweval.proxy import __version__
+
+from .common import (
     config_option,
     db_option,
     json_option,
@@ -23,9 +24,9 @@ from .cli_common import (
     since_option,
     store_options,
 )
-from .cli_evalset import evalset, replay, replay_server
-from .cli_grade import agreement, grade
-from .cli_report import gate, report
+from .evalset import evalset, replay, replay_server
+from .grade import agreement, grade
+from .report import gate, report
 
 if TYPE_CHECKING:
     from shadoweval.judges.calibrate import CalibrationReport
@@ -38,7 +39,7 @@ def main() -> None:
 
 
 # Commands that live beside this module, registered here with the group, so that every way of
-# running it (`shadoweval`, `python -m shadoweval.proxy`, `python -m shadoweval.proxy.cli`) has all.
+# running it (`shadoweval`, `python -m shadoweval.cli`, `python -m shadoweval.cli.main`) has all.
 for _command in (grade, agreement, evalset, replay, replay_server, report, gate):
     main.add_command(_command)
 
@@ -52,9 +53,9 @@ def serve(config: str | None, host: str | None, port: int | None, db: str | None
     """Run the proxy: point your app's base_url at http://HOST:PORT/v1."""
     import uvicorn
 
-    from .app import create_app
-    from .logs import configure
-    from .server import limited_protocol
+    from shadoweval.proxy.app import create_app
+    from shadoweval.proxy.logs import configure
+    from shadoweval.proxy.server import limited_protocol
 
     settings = settings_from_flags(config, host, port, db)
     configure(settings.server.log_level, settings.server.log_format)
@@ -99,7 +100,7 @@ def _start_judging(settings: Any, config: str | None) -> Any:
     models and judge calls never compete with the proxy's event loop (or its GIL)."""
     import subprocess
 
-    cmd = [sys.executable, "-m", "shadoweval.proxy", "judge", "run", "--follow", "--db", settings.store.path,
+    cmd = [sys.executable, "-m", "shadoweval.cli", "judge", "run", "--follow", "--db", settings.store.path,
            "--parent-pid", str(os.getpid())]
     if config:
         cmd += ["--config", config]
@@ -139,7 +140,7 @@ def _stop_judging(child: Any) -> None:
 @json_option
 def stats(config: str | None, db: str | None, as_json: bool) -> None:
     """Exchanges captured, and per model: answers, errors, timeouts, latency, cost."""
-    from .store import Store
+    from shadoweval.proxy.store import Store
 
     settings = settings_from_flags(config, db=db)
     path = Path(settings.store.path)
@@ -215,15 +216,14 @@ def judge_run(config: str | None, db: str | None, names: tuple[str, ...], since:
     from shadoweval import judges
     from shadoweval.judges.config import build
     from shadoweval.judges.runner import RunResult, run_cascade
-
-    from .store import Store
+    from shadoweval.proxy.store import Store
 
     settings = settings_from_flags(config, db=db)
     path = Path(settings.store.path)
     if not path.exists() and not follow:
         raise click.ClickException(f"no store at {path}")
     if follow:
-        from .logs import configure
+        from shadoweval.proxy.logs import configure
 
         configure(settings.server.log_level, settings.server.log_format)
         _one_follower(path, parent_pid)
@@ -482,7 +482,7 @@ def demo(db: str, questions: int, judge: bool, grade: bool, grade_port: int) -> 
 
     code = run_demo(Path(db), limit=questions or None, judge=judge)
     if code == 0 and grade:
-        from .cli_grade import serve_demo_grading
+        from .grade import serve_demo_grading
 
         serve_demo_grading(Path(db), grade_port)
     sys.exit(code)

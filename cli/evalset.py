@@ -10,7 +10,7 @@ from typing import Any
 import click
 import orjson
 
-from .cli_common import (
+from .common import (
     json_option,
     opened_store,
     parse_time,
@@ -67,8 +67,7 @@ def evalset_build(name: str, config: str | None, db: str | None, since: str | No
     Near-duplicate questions are dropped and the set is spread over clusters of similar questions."""
     from shadoweval.datasets.evalsets import Filters, build
     from shadoweval.judges.embed import get_embedder
-
-    from .redact import Redactor
+    from shadoweval.proxy.redact import Redactor
 
     settings = settings_from_flags(config, db=db)
     bad = [t for t in tags if "=" not in t]
@@ -260,8 +259,7 @@ def replay(source: str | None, candidate: str, config: str | None, db: str | Non
 
     from shadoweval.datasets.replay import jobs_from_evalset, jobs_from_traffic
     from shadoweval.datasets.replay import replay as run
-
-    from .candidates import build_caller
+    from shadoweval.proxy.candidates import build_caller
 
     settings = settings_from_flags(config, db=db)
     cand = next((c for c in settings.candidates if c.name == candidate), None)

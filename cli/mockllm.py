@@ -13,14 +13,16 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import uvicorn
 
-from .capture import last_user_text
+from shadoweval.proxy.asgi import lifespan, read_body, send_json
+from shadoweval.proxy.asgi import send_raw as _raw
+from shadoweval.proxy.capture import last_user_text
 
 Answer = Callable[[dict[str, Any]], str]
 
@@ -172,36 +174,6 @@ def _tool_call(data: dict[str, Any]) -> dict[str, Any] | None:
     fn = (tools[0] or {}).get("function") or {}
     args = orjson.dumps({"query": last_user_text(data)}).decode()
     return {"id": "call_mock_1", "type": "function", "function": {"name": fn.get("name", "tool"), "arguments": args}}
-
-
-async def lifespan(receive: Any, send: Any) -> None:
-    """Answer an ASGI lifespan scope: a mock server has nothing to start or stop."""
-    while True:
-        msg = await receive()
-        if msg["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif msg["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
-async def read_body(receive: Any) -> bytes:
-    body = b""
-    while True:
-        msg = await receive()
-        body += msg.get("body", b"")
-        if not msg.get("more_body"):
-            return body
-
-
-async def send_json(send: Any, status: int, obj: Any, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
-    await _raw(send, status, b"application/json", orjson.dumps(obj), headers)
-
-
-async def _raw(send: Any, status: int, ctype: bytes, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", ctype), (b"content-length", str(len(body)).encode()), *headers]})
-    await send({"type": "http.response.body", "body": body})
 
 
 def free_port() -> int:

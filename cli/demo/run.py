@@ -24,11 +24,12 @@ import httpx
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 
-from ..app import create_app
-from ..capture import last_user_text
+from shadoweval.proxy.app import create_app
+from shadoweval.proxy.capture import last_user_text
+from shadoweval.proxy.settings import load_settings
+from shadoweval.proxy.store import Store
+
 from ..mockllm import MockLLM, ThreadedServer
-from ..settings import load_settings
-from ..store import Store
 
 # Which real model each stand-in pretends to be, so cost estimates use real prices.
 PRODUCTION_MODEL = "gpt-4o"

@@ -14,7 +14,7 @@ from typing import Any
 import click
 import orjson
 
-from .cli_common import (
+from .common import (
     config_option,
     db_option,
     json_option,
@@ -59,8 +59,7 @@ def grading_server(settings: Any) -> Any:
     from fastapi.responses import RedirectResponse
 
     from shadoweval.datasets.grading_web import grading_app
-
-    from .store import Store
+    from shadoweval.proxy.store import Store
 
     store = Store(settings.store.path)
 
@@ -89,8 +88,7 @@ def serve_demo_grading(db: Path, port: int) -> None:
 
     from shadoweval.datasets.queue import build_queue
     from shadoweval.datasets.sampling import SamplingPlan
-
-    from .settings import load_settings
+    from shadoweval.proxy.settings import load_settings
 
     with opened_store(db) as store:
         result = build_queue(store, SamplingPlan(30, seed=1, double_rate=0.2), slice_by=("route",))
@@ -186,7 +184,7 @@ def grade_queue(config: str | None, db: str | None, n: int, seed: int | None, un
 
 def _plans(settings: Any, since: str | None, candidates: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     """Per candidate, how many more graded pairs its decision needs (the report's evidence plan)."""
-    from .cli_report import report_body
+    from .report import report_body
 
     body = report_body(settings, since, None, candidates, clusters=False)
     return {c["candidate"]: {"mode": c["decision"]["mode"], **(c["decision"]["plan"] or {}),

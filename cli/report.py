@@ -12,7 +12,7 @@ from typing import Any
 import click
 import orjson
 
-from .cli_common import (
+from .common import (
     json_option,
     opened_store,
     parse_time,
@@ -30,8 +30,7 @@ def report_body(settings: Any, since: str | None, until: str | None, candidates:
     """The report over the store; with `record`, its alerts are kept in the store as well (the
     proxy's /metrics shows the latest run's)."""
     from shadoweval.datasets.report import build_report
-
-    from .types import ReportRun, new_id
+    from shadoweval.proxy.types import ReportRun, new_id
 
     with opened_store(settings.store.path) as store:
         embed = None
@@ -113,7 +112,7 @@ def gate(candidate: str, policy: str | None, config: str | None, db: str | None,
     default, or "better"), printing the rule in words and the evidence. Exit 0: pass. Exit 1: fail,
     with every reason. Exit 3: the evidence cannot decide yet (unknown candidate, no pairs, nothing
     graded while the rule needs people), with how many more pairs to grade."""
-    from .settings import GateSettings
+    from shadoweval.proxy.settings import GateSettings
 
     settings = settings_from_flags(config, db=db)
     rules = settings.gate

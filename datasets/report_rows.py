@@ -1,0 +1,24 @@
+"""The report's unit of comparison, `Row`, on its own so that report.py and trends.py can both import
+it without importing each other."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shadoweval.proxy.types import Output
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One exchange answered by production and one other model (a candidate or the twin)."""
+
+    exchange_id: str
+    created_at: float
+    question: str  # the last user turn: what failure clusters group by
+    slices: dict[str, str]
+    production: Output
+    other: Output
+    scores: dict[str, tuple[float | None, float | None]]  # judge -> (production's, the other's)
+    pairwise: float | None  # the pairwise judge's outcome for the other model
+    offline: float | None  # the offline preference's outcome
+    human: tuple[tuple[float, float], ...]  # (outcome, weight = 1 / inclusion probability) per grade
