@@ -65,7 +65,7 @@ def evalset_build(name: str, config: str | None, db: str | None, since: str | No
     Where and when (--since/--until, --route, --tag, --candidate) restrict; the signals (--graded,
     --kept, --complaints, --disagreement, --failed) add up: an exchange with any of them is in.
     Near-duplicate questions are dropped and the set is spread over clusters of similar questions."""
-    from shadoweval.datasets.evalsets import Filters, build
+    from shadoweval.datasets.evalsets.build import Filters, build
     from shadoweval.judges.embed import get_embedder
     from shadoweval.proxy.redact import Redactor
 
@@ -156,7 +156,7 @@ def evalset_show(ref: str, config: str | None, db: str | None, as_json: bool) ->
 @json_option
 def evalset_diff(a: str, b: str, config: str | None, db: str | None, as_json: bool) -> None:
     """What changed between two versions: items added, removed and changed (target, labels...)."""
-    from shadoweval.datasets.evalsets import diff
+    from shadoweval.datasets.evalsets.build import diff
 
     settings = settings_from_flags(config, db=db)
     with opened_store(settings.store.path) as store:
@@ -187,7 +187,7 @@ def evalset_export(ref: str, fmt: str, out: str, config: str | None, db: str | N
     DPO preference pairs, or the labeled record formats (responses, pairs, replay)."""
     from collections import Counter
 
-    from shadoweval.datasets.exports import FORMATS, export
+    from shadoweval.datasets.evalsets.exports import FORMATS, export
 
     if fmt not in FORMATS:
         raise click.BadParameter(f"{fmt!r}; one of: " + ", ".join(FORMATS), param_hint="--format")
@@ -216,7 +216,7 @@ def evalset_import(file: str, config: str | None, db: str | None, source: str | 
     """Import labeled records (labeled responses, labeled pairs or replay requests, JSONL) into the
     store as exchanges, outputs and human grades: judges, agreement, eval sets and replay then work on
     them. Importing the same file again adds nothing."""
-    from shadoweval.datasets.imports import import_records
+    from shadoweval.datasets.evalsets.imports import import_records
 
     settings = settings_from_flags(config, db=db)
     with opened_store(settings.store.path, must_exist=False) as store:
@@ -257,8 +257,8 @@ def replay(source: str | None, candidate: str, config: str | None, db: str | Non
     candidate already answered are skipped."""
     import asyncio
 
-    from shadoweval.datasets.replay import jobs_from_evalset, jobs_from_traffic
-    from shadoweval.datasets.replay import replay as run
+    from shadoweval.datasets.evalsets.replay import jobs_from_evalset, jobs_from_traffic
+    from shadoweval.datasets.evalsets.replay import replay as run
     from shadoweval.proxy.candidates import build_caller
 
     settings = settings_from_flags(config, db=db)
@@ -310,7 +310,7 @@ def replay_server(ref: str, config: str | None, db: str | None, answer: str, hos
     deterministic stand-in for a model in an app's own tests (base_url http://HOST:PORT/v1)."""
     import uvicorn
 
-    from shadoweval.datasets.replay_server import replay_app
+    from shadoweval.datasets.evalsets.replay_server import replay_app
 
     settings = settings_from_flags(config, db=db)
     with opened_store(settings.store.path) as store:

@@ -58,7 +58,7 @@ def grading_server(settings: Any) -> Any:
     from fastapi import FastAPI
     from fastapi.responses import RedirectResponse
 
-    from shadoweval.datasets.grading_web import grading_app
+    from shadoweval.datasets.grading.web import grading_app
     from shadoweval.proxy.store import Store
 
     store = Store(settings.store.path)
@@ -86,8 +86,8 @@ def serve_demo_grading(db: Path, port: int) -> None:
     """After the demo: queue a sample of its pairs and serve the grading page with a one-off token."""
     import uvicorn
 
-    from shadoweval.datasets.queue import build_queue
-    from shadoweval.datasets.sampling import SamplingPlan
+    from shadoweval.datasets.grading.queue import build_queue
+    from shadoweval.datasets.grading.sampling import SamplingPlan
     from shadoweval.proxy.settings import load_settings
 
     with opened_store(db) as store:
@@ -141,8 +141,8 @@ def grade_queue(config: str | None, db: str | None, n: int, seed: int | None, un
 
     Each queued pair records the policy that chose it and its inclusion probability, so grades can
     be reweighted into estimates over all pairs."""
-    from shadoweval.datasets.queue import build_queue
-    from shadoweval.datasets.sampling import POLICIES, SamplingPlan
+    from shadoweval.datasets.grading.queue import build_queue
+    from shadoweval.datasets.grading.sampling import POLICIES, SamplingPlan
 
     settings = settings_from_flags(config, db=db)
     if seed is None:
@@ -199,8 +199,8 @@ def _plans(settings: Any, since: str | None, candidates: tuple[str, ...]) -> dic
 def agreement(config: str | None, db: str | None, batch: str | None, as_json: bool) -> None:
     """How far each judge agrees with human grades (overall and per slice), how far evaluators agree
     with each other (Cohen's kappa, Krippendorff's alpha), and evaluators' position bias."""
-    from shadoweval.datasets.agreement import from_store
-    from shadoweval.datasets.agreement_text import format_report
+    from shadoweval.datasets.report.agreement import from_store
+    from shadoweval.datasets.report.agreement_text import format_report
 
     settings = settings_from_flags(config, db=db)
     with opened_store(settings.store.path) as store:

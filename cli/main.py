@@ -90,7 +90,7 @@ def serve(config: str | None, host: str | None, port: int | None, db: str | None
 
 def _grading_ui(settings: Any) -> Any:
     """The grading page's app, built around the proxy's store once the proxy has made it."""
-    from shadoweval.datasets.grading_web import grading_app
+    from shadoweval.datasets.grading.web import grading_app
 
     return lambda store: grading_app(settings, store)
 

@@ -29,7 +29,7 @@ def report_body(settings: Any, since: str | None, until: str | None, candidates:
             clusters: bool = False, record: bool = False, policy: Any = None) -> dict[str, Any]:
     """The report over the store; with `record`, its alerts are kept in the store as well (the
     proxy's /metrics shows the latest run's)."""
-    from shadoweval.datasets.report import build_report
+    from shadoweval.datasets.report.build import build_report
     from shadoweval.proxy.types import ReportRun, new_id
 
     with opened_store(settings.store.path) as store:
@@ -64,7 +64,7 @@ def report(config: str | None, db: str | None, candidates: tuple[str, ...], sinc
     """Compare candidates with production on real queries: win rates with 95% intervals (judges,
     people, both), length-controlled win rate, judge scores, latency, cost and errors, per slice,
     against the noise floor of production's twin."""
-    from shadoweval.datasets.report_text import format_report
+    from shadoweval.datasets.report.text import format_report
 
     settings = settings_from_flags(config, db=db)
     body = report_body(settings, since, until, candidates, clusters=clusters, record=True)
@@ -74,7 +74,7 @@ def report(config: str | None, db: str | None, candidates: tuple[str, ...], sinc
     if alerts and settings.report.webhook_url:
         _post_alerts(settings.report.webhook_url, alerts)
     if html_path:
-        from shadoweval.datasets.report_html import write_html
+        from shadoweval.datasets.report.html import write_html
 
         write_html(body, Path(html_path))
     missing = set(candidates) - {c["candidate"] for c in body["candidates"] if c["pairs"]}

@@ -65,7 +65,7 @@ def ops_api(
     context: ContextSettings | None = None,
     ui: ASGIApp | None = None,
 ) -> FastAPI:
-    """`ui`, when given, is the grading page's app (datasets/grading_web.py), served under `/grade`.
+    """`ui`, when given, is the grading page's app (datasets/grading/web.py), served under `/grade`.
     `ready` says whether startup has finished and shutdown not begun (`/readyz`)."""
     api = FastAPI(title="shadoweval", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     if ui is not None:

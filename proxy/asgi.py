@@ -1,6 +1,6 @@
 """Small helpers for answering raw ASGI scopes: a lifespan that has nothing to do, reading a request
 body, sending a whole JSON or bytes response. Used by the mock model server (cli/mockllm.py) and the
-eval-set replay server (datasets/replay_server.py); kept in proxy/ so both import them one way."""
+eval-set replay server (datasets/evalsets/replay_server.py); kept in proxy/ so both import them one way."""
 
 from __future__ import annotations
 

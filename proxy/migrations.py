@@ -108,7 +108,7 @@ def m004_add_exchange_contexts(db: sqlite_utils.Database) -> None:
 
 
 def m005_create_grading(db: sqlite_utils.Database) -> None:
-    # The human grading queue (datasets/queue.py): which pair, which policy chose it and with what
+    # The human grading queue (datasets/grading/queue.py): which pair, which policy chose it and with what
     # chance (for reweighting), which side is shown left, how many graders; then their grades.
     db.table("grading_items").create(
         {
@@ -175,7 +175,7 @@ def m006_grade_labels_per_answer_and_leases(db: sqlite_utils.Database) -> None:
 
 
 def m007_create_evalsets(db: sqlite_utils.Database) -> None:
-    # Eval sets (datasets/evalsets.py): immutable versions, each identified by the hash of its name
+    # Eval sets (datasets/evalsets/build.py): immutable versions, each identified by the hash of its name
     # and content, with a manifest; their items copy what they need, so a version outlives the
     # traffic it came from (retention never touches it).
     db.table("evalsets").create(

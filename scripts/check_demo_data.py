@@ -24,7 +24,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-DEFAULT_PATH = Path(__file__).resolve().parent.parent / "proxy" / "demo" / "northwind.json"
+DEFAULT_PATH = Path(__file__).resolve().parent.parent / "cli" / "demo" / "northwind.json"
 
 PERSONAS = ("production", "careful", "drifting")
 STRICT_PERSONAS = ("production", "careful")  # out-of-range citations are errors for these

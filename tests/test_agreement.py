@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from shadoweval.datasets.agreement import (
+from shadoweval.datasets.report.agreement import (
     OVERALL,
     BinaryAgreement,
     PairwiseAgreement,
@@ -15,7 +15,7 @@ from shadoweval.datasets.agreement import (
     binomial_p_value,
     krippendorff_alpha,
 )
-from shadoweval.datasets.agreement_text import format_report
+from shadoweval.datasets.report.agreement_text import format_report
 from shadoweval.proxy.types import AnswerLabels, Grade, GradingItem, Verdict, new_id
 
 _clock = [1_000.0]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from shadoweval.datasets.evalsets import Filters, build, diff
+from shadoweval.datasets.evalsets.build import Filters, build, diff
 from shadoweval.judges.embed import HashingEmbedder
 from shadoweval.proxy.redact import Redactor
 from shadoweval.proxy.store import Store

@@ -15,8 +15,8 @@ import yaml
 from click.testing import CliRunner
 
 from shadoweval.cli.main import main
-from shadoweval.datasets.exports import FORMATS
-from shadoweval.datasets.keys import request_key
+from shadoweval.datasets.evalsets.exports import FORMATS
+from shadoweval.datasets.evalsets.keys import request_key
 
 from .conftest import SHARED_DATA
 
@@ -181,7 +181,7 @@ def test_real_pairs_file_exports_one_dpo_row_per_preferred_pair(tmp_path, name):
 
 
 def test_replay_answers_an_imported_item_with_its_production_answer():
-    from shadoweval.datasets.replay_server import choose_answer
+    from shadoweval.datasets.evalsets.replay_server import choose_answer
 
     outputs = {"gpt-4o": "the production answer", "llama": "the other"}
     assert choose_answer(None, outputs, "production", "gpt-4o") == "the production answer"

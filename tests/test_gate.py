@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shadoweval.datasets import stats
-from shadoweval.datasets.gate import decide, plan, rule_in_words
-from shadoweval.datasets.report import Row, judge_bias
+from shadoweval.datasets.report import stats
+from shadoweval.datasets.report.build import Row, judge_bias
+from shadoweval.datasets.report.gate import decide, plan, rule_in_words
 from shadoweval.proxy.settings import GateSettings
 from shadoweval.proxy.store import Store
 from shadoweval.proxy.types import Output

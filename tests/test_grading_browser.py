@@ -16,7 +16,7 @@ import sqlite3
 import pytest
 
 from shadoweval.cli.mockllm import ThreadedServer
-from shadoweval.datasets.grading_web import grading_app
+from shadoweval.datasets.grading.web import grading_app
 from shadoweval.proxy.app import create_app
 from shadoweval.proxy.settings import load_settings
 from shadoweval.proxy.store import Store

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
-from shadoweval.datasets.queue import build_queue, to_sampling_pair
-from shadoweval.datasets.sampling import SamplingPlan, inclusion_probabilities, policy_probabilities, select
+from shadoweval.datasets.grading.queue import build_queue, to_sampling_pair
+from shadoweval.datasets.grading.sampling import SamplingPlan, inclusion_probabilities, policy_probabilities, select
 from shadoweval.proxy.migrations import migrate
 from shadoweval.proxy.store import Store
 from shadoweval.proxy.types import (

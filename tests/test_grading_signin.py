@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from shadoweval.cli.mockllm import ThreadedServer
-from shadoweval.datasets.grading_web import grading_app
+from shadoweval.datasets.grading.web import grading_app
 from shadoweval.proxy.app import create_app
 from shadoweval.proxy.settings import Settings, SettingsError, load_settings
 from shadoweval.proxy.store import Store
@@ -184,7 +184,7 @@ def test_strong_tokens_pass_and_made_tokens_are_strong(tmp_path):
 def test_successes_give_their_turn_back_and_memory_stays_bounded():
     import asyncio
 
-    from shadoweval.datasets.grading_signin import MAX_ADDRESSES, SignInGuard
+    from shadoweval.datasets.grading.signin import MAX_ADDRESSES, SignInGuard
 
     now = [0.0]
     guard = SignInGuard(max_failures=3, lockout_s=900, per_s=1, clock=lambda: now[0])

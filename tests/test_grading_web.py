@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from shadoweval.cli.mockllm import ThreadedServer
-from shadoweval.datasets.grading_web import grading_app
+from shadoweval.datasets.grading.web import grading_app
 from shadoweval.proxy.app import create_app
 from shadoweval.proxy.settings import load_settings
 from shadoweval.proxy.store import Store

@@ -1,9 +1,11 @@
-"""Imports between the four folders run one way (docs/architecture.md, "Code map").
+"""Imports run one way (docs/architecture.md, "Code map").
 
-proxy/ imports only proxy/ (and third-party libraries); judges/ imports proxy/ and judges/; datasets/
-imports proxy/, judges/ and datasets/; cli/ may import all of them, and nothing outside cli/ imports
-it. Every module is read with `ast`, so imports inside functions and under TYPE_CHECKING count too.
-No two modules import each other, directly or around a longer loop.
+The layers, bottom to top: core/ (types, settings, request context, the store), proxy/ (what serves
+traffic), judges/, then datasets/ in three parts: evalsets/, report/ (with the statistics and the
+judge-versus-people agreement), grading/ (the grading page, which also serves the report to
+admins), and cli/ on top. A module imports only its own layer and the layers below it; nothing
+imports cli/. Every module is read with `ast`, so imports inside functions and under TYPE_CHECKING
+count too. No two modules import each other, directly or around a longer loop.
 """
 
 from __future__ import annotations
@@ -12,13 +14,18 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("proxy", "judges", "datasets", "cli")
-ALLOWED = {
-    "proxy": {"proxy"},
-    "judges": {"proxy", "judges"},
-    "datasets": {"proxy", "judges", "datasets"},
-    "cli": {"proxy", "judges", "datasets", "cli"},
-}
+PACKAGES = ("core", "proxy", "judges", "datasets", "cli")
+LAYERS = ("core", "proxy", "judges", "datasets", "datasets.evalsets", "datasets.report", "datasets.grading", "cli")
+
+
+def layer_of(module: str) -> str | None:
+    """The layer of shadoweval.<...>: the longest entry of LAYERS it starts with (None: not ours)."""
+    parts = module.split(".")
+    if parts[0] != "shadoweval" or len(parts) < 2:
+        return None
+    inner = ".".join(parts[1:])
+    found = [layer for layer in LAYERS if inner == layer or inner.startswith(layer + ".")]
+    return max(found, key=len) if found else None
 
 
 def module_name(package: str, path: Path) -> str:
@@ -53,12 +60,13 @@ def imported_modules(source: str, module: str, is_package: bool) -> set[str]:
 
 
 def violations(package: str, module: str, imports: set[str]) -> list[str]:
+    """Imports of `module` from a layer above its own (`package` is its folder, kept for messages)."""
+    own = layer_of(module)
+    assert own is not None, module
     bad = []
     for name in sorted(imports):
-        parts = name.split(".")
-        if len(parts) < 2 or parts[0] != "shadoweval" or parts[1] not in PACKAGES:
-            continue
-        if parts[1] not in ALLOWED[package]:
+        target = layer_of(name)
+        if target is not None and LAYERS.index(target) > LAYERS.index(own):
             bad.append(f"{module} imports {name}")
     return bad
 
@@ -73,7 +81,7 @@ def all_modules() -> list[tuple[str, str, Path]]:
 
 def test_every_package_is_read():
     modules = {module for _, module, _ in all_modules()}
-    for expected in ("shadoweval.proxy.app", "shadoweval.judges.runner", "shadoweval.datasets.replay_server",
+    for expected in ("shadoweval.proxy.app", "shadoweval.judges.runner", "shadoweval.datasets.evalsets.replay_server",
                      "shadoweval.cli.main", "shadoweval.cli.demo.run"):
         assert expected in modules
 
@@ -88,15 +96,21 @@ def test_imports_run_one_way():
 
 def test_the_check_catches_a_wrong_way_import():
     # the checker itself: a proxy module importing datasets, absolute or relative, is reported
-    absolute = imported_modules("def f():\n    from shadoweval.datasets.report import build_report\n",
+    absolute = imported_modules("def f():\n    from shadoweval.datasets.report.build import build_report\n",
                                 "shadoweval.proxy.app", False)
     assert violations("proxy", "shadoweval.proxy.app", absolute) == [
-        "shadoweval.proxy.app imports shadoweval.datasets.report",
-        "shadoweval.proxy.app imports shadoweval.datasets.report.build_report"]
-    relative = imported_modules("from ..cli import main\n", "shadoweval.datasets.replay", False)
-    assert violations("datasets", "shadoweval.datasets.replay", relative) == [
-        "shadoweval.datasets.replay imports shadoweval.cli", "shadoweval.datasets.replay imports shadoweval.cli.main"]
+        "shadoweval.proxy.app imports shadoweval.datasets.report.build",
+        "shadoweval.proxy.app imports shadoweval.datasets.report.build.build_report"]
+    relative = imported_modules("from ...cli import main\n", "shadoweval.datasets.evalsets.replay", False)
+    assert violations("datasets", "shadoweval.datasets.evalsets.replay", relative) == [
+        "shadoweval.datasets.evalsets.replay imports shadoweval.cli", "shadoweval.datasets.evalsets.replay imports shadoweval.cli.main"]
     assert violations("cli", "shadoweval.cli.main", absolute | relative) == []
+    # inside datasets/: the report may not import the grading page, which sits above it
+    upward = imported_modules("from ..grading.queue import build_queue\n", "shadoweval.datasets.report.build", False)
+    assert violations("datasets", "shadoweval.datasets.report.build", upward) == [
+        "shadoweval.datasets.report.build imports shadoweval.datasets.grading.queue",
+        "shadoweval.datasets.report.build imports shadoweval.datasets.grading.queue.build_queue"]
+    assert violations("datasets", "shadoweval.datasets.grading.web", upward) == []
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:

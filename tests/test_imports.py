@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from shadoweval.datasets.agreement import OVERALL, BinaryAgreement, from_store
-from shadoweval.datasets.imports import InvalidLine, import_records
-from shadoweval.datasets.keys import request_key
+from shadoweval.datasets.evalsets.imports import InvalidLine, import_records
+from shadoweval.datasets.evalsets.keys import request_key
+from shadoweval.datasets.report.agreement import OVERALL, BinaryAgreement, from_store
 from shadoweval.proxy.store import Store
 from shadoweval.proxy.types import AnswerLabels, Exchange, Output, Verdict, new_id
 
@@ -224,7 +224,7 @@ def _data(name: str) -> Path:
 
 
 # agreement() puts the None of a single-answer item's missing side into its set of output ids and sorts
-# it (datasets/agreement.py, `outputs = {... item.output_ids()}`): any verdict on such an item raises.
+# it (datasets/report/agreement.py, `outputs = {... item.output_ids()}`): any verdict on such an item raises.
 # Strict, so the fix makes this test fail until the mark is removed; with None left out it passes.
 def test_mtrag_responses_flow_into_the_agreement_report(store: Store) -> None:
     path = _data("mtrag_responses.jsonl")

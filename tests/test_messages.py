@@ -3,7 +3,7 @@ search (context) take the same parts of a message and differ only in how they jo
 
 from __future__ import annotations
 
-from shadoweval.datasets.conversation import conversation
+from shadoweval.datasets.evalsets.conversation import conversation
 from shadoweval.proxy import capture
 from shadoweval.proxy.context import extract_contexts
 from shadoweval.proxy.messages import BLOCKS, QUESTION, TURN, last_user_text, message_text

@@ -7,8 +7,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# datasets/report_svg.py's helpers used by report_html.py are renamed in their own change
-PENDING = {("datasets/report_html.py", "_ci"), ("datasets/report_html.py", "_e"), ("datasets/report_html.py", "_f")}
+# datasets/report/svg.py's helpers used by html.py are renamed in their own change
+PENDING = {("datasets/report/html.py", "_ci"), ("datasets/report/html.py", "_e"), ("datasets/report/html.py", "_f")}
 
 
 def _private(name: str) -> bool:

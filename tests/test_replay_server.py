@@ -16,8 +16,8 @@ import openai
 import pytest
 
 from shadoweval.cli.mockllm import ThreadedServer
-from shadoweval.datasets.keys import request_key
-from shadoweval.datasets.replay_server import replay_app
+from shadoweval.datasets.evalsets.keys import request_key
+from shadoweval.datasets.evalsets.replay_server import replay_app
 from shadoweval.proxy.types import EvalItem, EvalSet
 
 REFUND = [{"role": "system", "content": "You answer questions about the shop's policies."},

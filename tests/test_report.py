@@ -17,7 +17,7 @@ import pytest
 
 from shadoweval.cli.grade import grading_server
 from shadoweval.cli.mockllm import ThreadedServer
-from shadoweval.datasets.report import build_report
+from shadoweval.datasets.report.build import build_report
 from shadoweval.proxy.asgi import read_body, send_json
 from shadoweval.proxy.settings import ReportSettings, load_settings
 from shadoweval.proxy.store import Store

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from shadoweval.datasets.report_html import render_html, write_html
-from shadoweval.datasets.report_svg import Bar, bar_chart, time_series
-from shadoweval.datasets.report_text import format_report
+from shadoweval.datasets.report.html import render_html, write_html
+from shadoweval.datasets.report.svg import Bar, bar_chart, time_series
+from shadoweval.datasets.report.text import format_report
 
 XSS = "<script>alert(1)</script>"
 

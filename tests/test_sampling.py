@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from shadoweval.datasets.sampling import (
+from shadoweval.datasets.grading.sampling import (
     Pair,
     SamplingPlan,
     horvitz_thompson_mean,

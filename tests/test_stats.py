@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from shadoweval.datasets.stats import (
+from shadoweval.datasets.report.stats import (
     Estimate,
     bradley_terry,
     length_controlled_win_rate,

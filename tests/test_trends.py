@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from shadoweval.datasets import trends
-from shadoweval.datasets.report_rows import Row
-from shadoweval.datasets.trends import DriftRules, drift, drift_alerts, failure_clusters, reward_gaming
+from shadoweval.datasets.report import trends
+from shadoweval.datasets.report.rows import Row
+from shadoweval.datasets.report.trends import DriftRules, drift, drift_alerts, failure_clusters, reward_gaming
 from shadoweval.judges.embed import HashingEmbedder
 from shadoweval.proxy.types import Output, Verdict
 

@@ -197,8 +197,8 @@ def _judge(db: Path, ids: list[str], out: Any) -> None:
 
 def _compare(db: Path, out: Any) -> None:
     """The switch decision's summary: each candidate against production (`shadoweval report`)."""
-    from shadoweval.datasets.report import build_report
-    from shadoweval.datasets.report_html import write_html
+    from shadoweval.datasets.report.build import build_report
+    from shadoweval.datasets.report.html import write_html
     from shadoweval.judges.embed import get_embedder
 
     body = build_report(Store(db).exchange_bundles(), load_settings(None, env={}).report,

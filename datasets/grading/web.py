@@ -3,7 +3,7 @@
 Served under `/grade` by `shadoweval serve` (the proxy mounts what `grading_app` returns) and by
 `shadoweval grade` on its own. Nothing here is reachable without signing in with a token from the
 configuration's `[[evaluators]]`. Sign-in attempts are paced and failures lock an address out
-(grading_signin.py). A session is an id kept in memory and a cookie signed with a per-process key
+(signin.py). A session is an id kept in memory and a cookie signed with a per-process key
 and the evaluator's token hash; signing out ends the session, so a copied cookie stops working. The
 cookie is HttpOnly and SameSite=Strict, and every change is a JSON POST, which a cross-site form
 cannot send. See docs/grading-signin.md.
@@ -36,8 +36,8 @@ from shadoweval.proxy.settings import Settings
 from shadoweval.proxy.store import Store, StoreUnavailable
 from shadoweval.proxy.types import AnswerLabels, Grade, GradingItem, Output, new_id
 
-from .grading_signin import Refusal, Sessions, SignInGuard
 from .render import answer_html, markdown_html, turns
+from .signin import Refusal, Sessions, SignInGuard
 
 COOKIE = "shadoweval_grading"
 # No inline script or style, nothing fetched from elsewhere: model text cannot run or phone home.
@@ -284,15 +284,15 @@ def grading_app(settings: Settings, store: Store | None) -> FastAPI:
 
 def _report_html(store: Store, settings: Settings) -> str:
     # imported here, like the agreement: the statistics are loaded only when someone asks
-    from .report import build_report
-    from .report_html import render_html
+    from shadoweval.datasets.report.build import build_report
+    from shadoweval.datasets.report.html import render_html
 
     return render_html(build_report(store.exchange_bundles(), settings.report))
 
 
 def _agreement(store: Store, batch: str | None) -> dict[str, Any]:
     # imported here: the statistics pull in the judges package, which the proxy loads only on demand
-    from .agreement import from_store
+    from shadoweval.datasets.report.agreement import from_store
 
     return from_store(store, batch).to_dict()
 
@@ -343,7 +343,7 @@ def _same_origin_json(request: Request) -> bool:
 
 
 def _static(name: str) -> bytes:
-    return resources.files("shadoweval.datasets").joinpath("static", name).read_bytes()
+    return resources.files("shadoweval.datasets.grading").joinpath("static", name).read_bytes()
 
 
 def _too_many(refusal: Refusal) -> JSONResponse:

@@ -2,7 +2,7 @@
 from a page that draws every interval than from terminal text. The page travels as one file (attached to
 a ticket, opened from disk) and is served under a CSP that forbids scripts, so it has no JavaScript and
 loads nothing: one inline style block, which the page's own CSP pins by hash, and inline SVG drawn by
-`report_svg`. Slice names, judge names, flags and example texts come from production traffic: the page is
+`svg`. Slice names, judge names, flags and example texts come from production traffic: the page is
 the Jinja2 template templates/report.html.j2 with autoescape on, so every string from the report is
 escaped; only the charts (built with `markupsafe.escape`), the call badges and the style block are Markup.
 This module turns the report's dict into the template's context."""
@@ -22,8 +22,8 @@ from markupsafe import Markup
 
 from shadoweval.proxy.settings import ReportSettings
 
-from .report_svg import Bar, _ci, _f, bar_chart, time_series
-from .report_text import SOURCES, failure_patterns  # one wording for both renderings
+from .svg import Bar, _ci, _f, bar_chart, time_series
+from .text import SOURCES, failure_patterns  # one wording for both renderings
 
 # Calls map to fixed class names: a call string never reaches an attribute, even if a new one appears.
 _CALLS = {"better": "better", "worse": "worse", "within noise": "noise", "not enough data": "nodata"}

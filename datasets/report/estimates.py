@@ -17,7 +17,7 @@ Decisions, made once here so every caller gets the same figures:
 - No data gives an Estimate whose value and bounds are None, never 0 and never an exception.
 
 `stats` builds the model fits (Bradley-Terry, length control) on this module and re-exports it, so
-a report imports everything from `shadoweval.datasets.stats`.
+a report imports everything from `shadoweval.datasets.report.stats`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Eval sets built from production traffic: `shadoweval evalset build NAME [filters]`.
 
 The build reads stored exchanges, keeps the ones the filters select, turns each into an item
-(`evalitems.py`: per-answer labels, a target; an imported request stored as several exchanges is
+(`items.py`: per-answer labels, a target; an imported request stored as several exchanges is
 one item), removes near-duplicate questions, spreads the set over clusters of similar questions so
 one frequent question cannot fill it, redacts, and stores an immutable version whose id is the hash
 of its name and content. Building again from unchanged traffic gives the same id, so it adds no
@@ -30,7 +30,7 @@ from shadoweval.proxy.settings import ContextSettings
 from shadoweval.proxy.store import Store
 from shadoweval.proxy.types import EvalItem, EvalSet, ExchangeBundle
 
-from .evalitems import human_labels, judge_labels, merged, to_item, usable_outputs
+from .items import human_labels, judge_labels, merged, to_item, usable_outputs
 from .keys import request_key
 
 __all__ = ["Filters", "BuildResult", "build", "diff", "request_key", "set_id"]

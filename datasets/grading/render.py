@@ -16,7 +16,7 @@ from typing import Any
 import nh3
 from markdown_it import MarkdownIt
 
-from .conversation import conversation
+from shadoweval.datasets.evalsets.conversation import conversation
 
 _MD = MarkdownIt("commonmark", {"html": False, "linkify": False, "breaks": True}).enable("table").enable("strikethrough")
 

@@ -19,13 +19,13 @@ from typing import Any, Literal, cast
 
 import numpy as np
 
+from shadoweval.datasets.report.agreement import agreement
 from shadoweval.proxy.capture import last_user_text
 from shadoweval.proxy.settings import GateSettings, ReportSettings
 from shadoweval.proxy.types import ExchangeBundle, Output, Verdict
 
 from . import stats
-from .agreement import agreement
-from .report_rows import Row
+from .rows import Row
 
 _OUTCOME = {"candidate": 1.0, "tie": 0.5, "production": 0.0}
 

@@ -9,7 +9,7 @@ format cannot represent are left out and counted by reason in `skipped`, never w
 so are the pairs of an item that a pair format cannot write (a tie has no chosen answer).
 
 Answers are named as the item names them: captured production answers "production", imported ones
-by their model, which `meta["production"]` says is production's (evalitems.py).
+by their model, which `meta["production"]` says is production's (items.py).
 """
 
 from __future__ import annotations

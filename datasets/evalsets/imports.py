@@ -18,7 +18,7 @@ Decisions, made once here:
   if either is, else response_a; response_a is shown left, as in the source. The pairwise judge keeps
   one verdict per candidate output, against its exchange's production output, so a request's pairs
   become one exchange per production answer (all with the request's `import_key`); an eval set
-  joins them back into one item (evalitems.merged), whose answers keep their model names.
+  joins them back into one item (items.merged), whose answers keep their model names.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from shadoweval.datasets.keys import request_key
+from shadoweval.datasets.evalsets.keys import request_key
 from shadoweval.proxy.api import error_json
 from shadoweval.proxy.asgi import lifespan, read_body, send_json
 from shadoweval.proxy.types import EvalSet

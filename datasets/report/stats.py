@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from shadoweval.datasets.estimates import (
+from shadoweval.datasets.report.estimates import (
     OUTCOMES,
     Estimate,
     Numbers,

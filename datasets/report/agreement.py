@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass
 from itertools import combinations
 from typing import Any
 
+from scipy.stats import binomtest
+
 from shadoweval.judges.metrics import BinaryMetrics, multiclass_metrics, roc_auc
 from shadoweval.proxy.store import Store
 from shadoweval.proxy.types import AnswerLabels, Grade, GradingItem, Verdict
@@ -305,12 +307,11 @@ def krippendorff_alpha(units: Iterable[Iterable[Hashable | None]]) -> float | No
 
 
 def binomial_p_value(k: int, n: int) -> float | None:
-    """Exact two-sided binomial test of k successes in n trials against p = 1/2: the chance of an outcome
-    no likelier than k. Integer arithmetic, so symmetric outcomes are never lost to rounding."""
+    """Exact two-sided binomial test of k successes in n trials against p = 1/2 (scipy's binomtest:
+    the chance of an outcome no likelier than k); None when there were no trials."""
     if n == 0:
         return None
-    limit = math.comb(n, k)
-    return min(1.0, sum(c for i in range(n + 1) if (c := math.comb(n, i)) <= limit) / 2 ** n)
+    return float(binomtest(k, n).pvalue)
 
 
 def _position_bias(grades: list[Grade]) -> tuple[PositionBias, ...]:

@@ -12,7 +12,7 @@ hides three things an operator needs before trusting it:
   losses by meaning (the question, and what the judges found wrong) turns a list of losses into a
   few labeled themes to read, or says there is none.
 
-Pure functions over `report_rows.Row`s of one candidate; every figure comes from `estimates`, so
+Pure functions over `rows.Row`s of one candidate; every figure comes from `estimates`, so
 intervals mean the same thing here as in the report.
 """
 
@@ -33,7 +33,7 @@ from shadoweval.proxy.types import Verdict
 
 from . import estimates as est
 from .estimates import Estimate, Numbers
-from .report_rows import Row
+from .rows import Row
 
 Period = Literal["day", "week"]
 Source = Literal["pairwise", "offline", "human"]
