@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
-from shadoweval.proxy.settings import Settings, SettingsError, load_settings
+from shadoweval.core.settings import Settings, SettingsError, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -99,7 +99,7 @@ def until_option(help: str = f"Exchanges before: {WHEN_HELP}.") -> Callable[[F],
 def opened_store(path: str | Path, *, must_exist: bool = True) -> Iterator[Any]:
     """The store at `path`, started (which applies new migrations to a store made by an older
     version) and stopped again; a clear error when it must exist and does not."""
-    from shadoweval.proxy.store import Store
+    from shadoweval.core.store import Store
 
     path = Path(path)
     if must_exist and not path.exists():

@@ -65,9 +65,9 @@ def evalset_build(name: str, config: str | None, db: str | None, since: str | No
     Where and when (--since/--until, --route, --tag, --candidate) restrict; the signals (--graded,
     --kept, --complaints, --disagreement, --failed) add up: an exchange with any of them is in.
     Near-duplicate questions are dropped and the set is spread over clusters of similar questions."""
+    from shadoweval.core.redact import Redactor
     from shadoweval.datasets.evalsets.build import Filters, build
     from shadoweval.judges.embed import get_embedder
-    from shadoweval.proxy.redact import Redactor
 
     settings = settings_from_flags(config, db=db)
     bad = [t for t in tags if "=" not in t]

@@ -58,8 +58,8 @@ def grading_server(settings: Any) -> Any:
     from fastapi import FastAPI
     from fastapi.responses import RedirectResponse
 
+    from shadoweval.core.store import Store
     from shadoweval.datasets.grading.web import grading_app
-    from shadoweval.proxy.store import Store
 
     store = Store(settings.store.path)
 
@@ -86,9 +86,9 @@ def serve_demo_grading(db: Path, port: int) -> None:
     """After the demo: queue a sample of its pairs and serve the grading page with a one-off token."""
     import uvicorn
 
+    from shadoweval.core.settings import load_settings
     from shadoweval.datasets.grading.queue import build_queue
     from shadoweval.datasets.grading.sampling import SamplingPlan
-    from shadoweval.proxy.settings import load_settings
 
     with opened_store(db) as store:
         result = build_queue(store, SamplingPlan(30, seed=1, double_rate=0.2), slice_by=("route",))

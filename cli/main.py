@@ -53,8 +53,8 @@ def serve(config: str | None, host: str | None, port: int | None, db: str | None
     """Run the proxy: point your app's base_url at http://HOST:PORT/v1."""
     import uvicorn
 
+    from shadoweval.core.logs import configure
     from shadoweval.proxy.app import create_app
-    from shadoweval.proxy.logs import configure
     from shadoweval.proxy.server import limited_protocol
 
     settings = settings_from_flags(config, host, port, db)
@@ -140,7 +140,7 @@ def _stop_judging(child: Any) -> None:
 @json_option
 def stats(config: str | None, db: str | None, as_json: bool) -> None:
     """Exchanges captured, and per model: answers, errors, timeouts, latency, cost."""
-    from shadoweval.proxy.store import Store
+    from shadoweval.core.store import Store
 
     settings = settings_from_flags(config, db=db)
     path = Path(settings.store.path)
@@ -214,16 +214,16 @@ def judge_run(config: str | None, db: str | None, names: tuple[str, ...], since:
     import asyncio
 
     from shadoweval import judges
+    from shadoweval.core.store import Store
     from shadoweval.judges.config import build
     from shadoweval.judges.runner import RunResult, run_cascade
-    from shadoweval.proxy.store import Store
 
     settings = settings_from_flags(config, db=db)
     path = Path(settings.store.path)
     if not path.exists() and not follow:
         raise click.ClickException(f"no store at {path}")
     if follow:
-        from shadoweval.proxy.logs import configure
+        from shadoweval.core.logs import configure
 
         configure(settings.server.log_level, settings.server.log_format)
         _one_follower(path, parent_pid)

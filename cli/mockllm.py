@@ -20,9 +20,9 @@ from typing import Any
 import orjson
 import uvicorn
 
+from shadoweval.core.messages import last_user_text
 from shadoweval.proxy.asgi import lifespan, read_body, send_json
 from shadoweval.proxy.asgi import send_raw as _raw
-from shadoweval.proxy.capture import last_user_text
 
 Answer = Callable[[dict[str, Any]], str]
 

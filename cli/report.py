@@ -29,8 +29,8 @@ def report_body(settings: Any, since: str | None, until: str | None, candidates:
             clusters: bool = False, record: bool = False, policy: Any = None) -> dict[str, Any]:
     """The report over the store; with `record`, its alerts are kept in the store as well (the
     proxy's /metrics shows the latest run's)."""
+    from shadoweval.core.types import ReportRun, new_id
     from shadoweval.datasets.report.build import build_report
-    from shadoweval.proxy.types import ReportRun, new_id
 
     with opened_store(settings.store.path) as store:
         embed = None
@@ -112,7 +112,7 @@ def gate(candidate: str, policy: str | None, config: str | None, db: str | None,
     default, or "better"), printing the rule in words and the evidence. Exit 0: pass. Exit 1: fail,
     with every reason. Exit 3: the evidence cannot decide yet (unknown candidate, no pairs, nothing
     graded while the rule needs people), with how many more pairs to grade."""
-    from shadoweval.proxy.settings import GateSettings
+    from shadoweval.core.settings import GateSettings
 
     settings = settings_from_flags(config, db=db)
     rules = settings.gate

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from shadoweval.proxy.types import Exchange, Output, Verdict, judge_key, new_id
+from shadoweval.core.types import Exchange, Output, Verdict, judge_key, new_id
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,8 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from shadoweval.proxy.errors import ShadowevalError
-from shadoweval.proxy.types import Exchange, Output, Verdict, new_id
+from shadoweval.core.errors import ShadowevalError
+from shadoweval.core.types import Exchange, Output, Verdict, new_id
 
 from .base import Judge, Subject, judge_safely, key_of
 from .metrics import BinaryMetrics, MulticlassMetrics, best_threshold, binary_metrics, multiclass_metrics, sweep

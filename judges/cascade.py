@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from shadoweval.proxy.types import Feedback, Output, Verdict
+from shadoweval.core.types import Feedback, Output, Verdict
 
 Share = Literal["all", "sample", "risky", "none"]
 

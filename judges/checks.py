@@ -11,7 +11,7 @@ import json
 import re
 from typing import Any
 
-from shadoweval.proxy.types import Output, Verdict
+from shadoweval.core.types import Output, Verdict
 
 from .base import Subject, register, verdict
 

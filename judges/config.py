@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
-from shadoweval.proxy.settings import JudgesSettings, Settings
-from shadoweval.proxy.store import Store
+from shadoweval.core.settings import JudgesSettings, Settings
+from shadoweval.core.store import Store
 
 from .base import Judge, create
 from .cascade import CascadePolicy, Share

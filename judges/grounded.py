@@ -18,9 +18,9 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from shadoweval.proxy.capture import last_user_text
-from shadoweval.proxy.context import contexts_of
-from shadoweval.proxy.types import Verdict
+from shadoweval.core.context import contexts_of
+from shadoweval.core.messages import last_user_text
+from shadoweval.core.types import Verdict
 
 from .base import Subject, register, verdict
 from .embed import get_embedder

@@ -13,7 +13,7 @@ from fnmatch import fnmatchcase
 from string import Template
 from typing import Any
 
-from shadoweval.proxy.types import Exchange, Verdict
+from shadoweval.core.types import Exchange, Verdict
 
 from .base import Subject, register, verdict
 from .llm import JudgeModel, model_from, question

@@ -21,11 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from shadoweval.core.context import contexts_of
+from shadoweval.core.messages import last_user_text
+from shadoweval.core.settings import CandidateSettings
+from shadoweval.core.types import Exchange
 from shadoweval.proxy.candidates import CallResult, CandidateError, LiteLLMCaller
-from shadoweval.proxy.capture import last_user_text
-from shadoweval.proxy.context import contexts_of
-from shadoweval.proxy.settings import CandidateSettings
-from shadoweval.proxy.types import Exchange
 
 T = TypeVar("T")
 

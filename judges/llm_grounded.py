@@ -12,7 +12,7 @@ from __future__ import annotations
 from string import Template
 from typing import Any
 
-from shadoweval.proxy.types import Verdict
+from shadoweval.core.types import Verdict
 
 from .base import Subject, register, verdict
 from .llm import JudgeModel, format_passages, model_from, passages

@@ -13,7 +13,7 @@ import asyncio
 from string import Template
 from typing import Any
 
-from shadoweval.proxy.types import Verdict
+from shadoweval.core.types import Verdict
 
 from .base import Subject, register, verdict
 from .llm import JudgeModel, format_passages, model_from, passages, question

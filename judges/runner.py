@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from shadoweval.proxy.context import extract_contexts
-from shadoweval.proxy.settings import ContextSettings
-from shadoweval.proxy.store import Store
-from shadoweval.proxy.types import ContextsFound, Exchange, Feedback, Output, Verdict
+from shadoweval.core.context import extract_contexts
+from shadoweval.core.settings import ContextSettings
+from shadoweval.core.store import Store
+from shadoweval.core.types import ContextsFound, Exchange, Feedback, Output, Verdict
 
 from .base import Judge, Subject, judge_safely, key_of
 from .cascade import CascadePolicy, select

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from .types import key_id
+from shadoweval.core.types import key_id
 
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
 

@@ -25,13 +25,14 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
+from shadoweval.core.context import contexts_of
+from shadoweval.core.metrics import Metrics
+from shadoweval.core.settings import ContextSettings
+from shadoweval.core.store import Store
+from shadoweval.core.types import Feedback, new_id
+
 from .access import Access, Denied, presented_key, scrub_paths
-from .context import contexts_of
-from .metrics import Metrics
 from .mirror import Mirror
-from .settings import ContextSettings
-from .store import Store
-from .types import Feedback, new_id
 
 
 def error_json(message: str, type_: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:

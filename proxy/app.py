@@ -17,21 +17,22 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
+from shadoweval.core.errors import ShadowevalError
+from shadoweval.core.metrics import Metrics, standard_metrics
+from shadoweval.core.redact import Redactor
+from shadoweval.core.settings import Settings
+from shadoweval.core.store import Store
+from shadoweval.core.types import key_id, new_id
+
 from .access import Access, listens_beyond_loopback
 from .api import error_body, ops_api
 from .candidates import Caller
 from .capture import CAPTURED_ROUTES, CLIENT_LEFT_BEFORE_ANSWER, ProductionCapture, production_records
-from .errors import ShadowevalError
 from .http1 import ConnectError, Pool, UpstreamError, UpstreamTimeout
-from .metrics import Metrics, standard_metrics
 from .mirror import Mirror
 from .netconf import production_route
 from .paths import InvalidPath, UpstreamPaths
-from .redact import Redactor
-from .settings import Settings
 from .sse import Capture
-from .store import Store
-from .types import key_id, new_id
 
 log = logging.getLogger("shadoweval.proxy")
 

@@ -19,11 +19,13 @@ from typing import Any, Protocol
 
 import orjson
 
-from .errors import ShadowevalError
+from shadoweval.core.errors import ShadowevalError
+from shadoweval.core.settings import CandidateSettings, Settings
+from shadoweval.core.types import Output, OutputStatus, Role, Usage, new_id
+
 from .http1 import Pool
 from .netconf import DIRECT, Route, route
 from .pricing import cost_usd
-from .settings import CandidateSettings, Settings
 from .sse import (
     ChatStreamAccumulator,
     Parsed,
@@ -33,7 +35,6 @@ from .sse import (
     parse_responses_json,
     parse_stream,
 )
-from .types import Output, OutputStatus, Role, Usage, new_id
 
 log = logging.getLogger("shadoweval.candidates")
 

@@ -14,12 +14,12 @@ from typing import Any, Literal
 
 import orjson
 
-from .context import extract_contexts
-from .messages import last_user_text as last_user_text  # here since before messages.py
+from shadoweval.core.context import extract_contexts
+from shadoweval.core.settings import ContextSettings
+from shadoweval.core.types import Exchange, Output, OutputStatus, Usage, new_id
+
 from .pricing import cost_usd
-from .settings import ContextSettings
 from .sse import Capture, decode_body, parse_body, parse_stream
-from .types import Exchange, Output, OutputStatus, Usage, new_id
 
 log = logging.getLogger("shadoweval.capture")
 

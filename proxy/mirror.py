@@ -20,13 +20,14 @@ from typing import Any
 
 import orjson
 
+from shadoweval.core.metrics import Metrics
+from shadoweval.core.settings import CandidateSettings, Settings
+from shadoweval.core.store import Store
+from shadoweval.core.types import Role
+
 from .candidates import Attempt, Caller, DirectCaller, attempt, build_caller, output_of
 from .capture import CAPTURED_ROUTES, parse_request, parse_tags
-from .metrics import Metrics
 from .netconf import production_route
-from .settings import CandidateSettings, Settings
-from .store import Store
-from .types import Role
 
 log = logging.getLogger("shadoweval.mirror")
 

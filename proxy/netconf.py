@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .settings import Settings
+from shadoweval.core.settings import Settings
 
 DIRECT = ("none", "direct")
 log = logging.getLogger("shadoweval.network")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from .errors import ShadowevalError
+from shadoweval.core.errors import ShadowevalError
 
 PREFIX = b"/v1/"
 

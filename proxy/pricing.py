@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .types import Usage
+from shadoweval.core.types import Usage
 
 _TABLE = "model_prices_and_context_window_backup.json"
 

@@ -33,9 +33,10 @@ from typing import Any, ClassVar
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from shadoweval.core.errors import ShadowevalError
+from shadoweval.core.settings import ServerSettings
+
 from .api import error_body
-from .errors import ShadowevalError
-from .settings import ServerSettings
 
 log = logging.getLogger("shadoweval.proxy")
 LINGER_S = 2.0  # how long a refused client's further bytes are read and dropped before closing

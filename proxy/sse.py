@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from .types import Usage
+from shadoweval.core.types import Usage
 
 
 @dataclass

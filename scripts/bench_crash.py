@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 
 from shadoweval.cli.mockllm import MockLLM, ThreadedServer, free_port
-from shadoweval.proxy.store import Store
+from shadoweval.core.store import Store
 
 BIN = Path(sys.executable).parent / "shadoweval"
 

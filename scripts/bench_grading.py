@@ -27,9 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shadoweval.cli.grade import grading_server  # noqa: E402
 from shadoweval.cli.mockllm import ThreadedServer  # noqa: E402
-from shadoweval.proxy.settings import load_settings  # noqa: E402
-from shadoweval.proxy.store import Store  # noqa: E402
-from shadoweval.proxy.types import Exchange, GradingItem, Output, new_id  # noqa: E402
+from shadoweval.core.settings import load_settings  # noqa: E402
+from shadoweval.core.store import Store  # noqa: E402
+from shadoweval.core.types import Exchange, GradingItem, Output, new_id  # noqa: E402
 
 
 def seed(store: Store, pairs: int) -> None:

@@ -28,8 +28,8 @@ import statistics
 import time
 
 from shadoweval import judges
+from shadoweval.core.types import Exchange, Output, new_id
 from shadoweval.judges.base import Subject, judge_safely
-from shadoweval.proxy.types import Exchange, Output, new_id
 
 
 def typical(n: int, *, shared: bool = False, salt: str = "") -> list[Subject]:

@@ -143,10 +143,10 @@ def micro() -> None:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     from uvicorn.server import ServerState
 
+    from shadoweval.core.settings import ServerSettings
     from shadoweval.proxy.app import KNOWN_ROUTES
     from shadoweval.proxy.paths import UpstreamPaths
     from shadoweval.proxy.server import limited_protocol
-    from shadoweval.proxy.settings import ServerSettings
 
     def best(fn: Any, n: int) -> float:
         return min(timeit.repeat(fn, number=n, repeat=5)) / n * 1e9

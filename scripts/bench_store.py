@@ -35,12 +35,12 @@ from pathlib import Path
 
 import orjson
 
+from shadoweval.core.redact import Redactor
+from shadoweval.core.settings import RedactionSettings, StoreSettings
+from shadoweval.core.store import Store
+from shadoweval.core.types import Exchange, Output, Usage, new_id
 from shadoweval.proxy.capture import ProductionCapture, production_records
-from shadoweval.proxy.redact import Redactor
-from shadoweval.proxy.settings import RedactionSettings, StoreSettings
 from shadoweval.proxy.sse import Capture
-from shadoweval.proxy.store import Store
-from shadoweval.proxy.types import Exchange, Output, Usage, new_id
 
 TARGET_PER_S = 2000
 ROUTE = "/v1/chat/completions"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from shadoweval.cli.grade import grading_server
 from shadoweval.cli.mockllm import ThreadedServer
-from shadoweval.proxy.settings import load_settings
+from shadoweval.core.settings import load_settings
 
 TOKEN = secrets.token_urlsafe(24)  # the configuration refuses weak tokens
 

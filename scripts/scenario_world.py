@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from shadoweval.cli.mockllm import MockLLM
+from shadoweval.core.messages import last_user_text
 from shadoweval.proxy.asgi import lifespan, send_json
-from shadoweval.proxy.capture import last_user_text
 
 PRODUCTION_MODEL = "gpt-4o"
 SLICES = ("billing", "shipping", "returns", "account")

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from shadoweval.cli.mockllm import MockLLM, ThreadedServer
+from shadoweval.core.settings import Settings, load_settings
+from shadoweval.core.store import Store
 from shadoweval.proxy.app import create_app
-from shadoweval.proxy.settings import Settings, load_settings
-from shadoweval.proxy.store import Store
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 

@@ -6,8 +6,8 @@ import hashlib
 import time
 from pathlib import Path
 
-from shadoweval.proxy.store import Store
-from shadoweval.proxy.types import Exchange, GradingItem, Output, Verdict, new_id
+from shadoweval.core.store import Store
+from shadoweval.core.types import Exchange, GradingItem, Output, Verdict, new_id
 
 # sign-in tokens strong enough for the configuration's check (16+ characters, varied, no common words)
 ANN_TOKEN = "ann-Vq3xT9pLw2Rz7KmB"

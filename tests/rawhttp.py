@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 
 from shadoweval.cli.mockllm import ThreadedServer
+from shadoweval.core.settings import load_settings
 from shadoweval.proxy.server import limited_protocol
-from shadoweval.proxy.settings import load_settings
 
 UPSTREAM_BODY = b'{"object":"list","data":[],"upstream":"recording"}'
 

@@ -24,9 +24,9 @@ import httpx
 import openai
 
 from shadoweval.cli.mockllm import free_port
-from shadoweval.proxy import types
+from shadoweval.core import types
+from shadoweval.core.types import Exchange, key_id, new_id
 from shadoweval.proxy.access import scrub_paths
-from shadoweval.proxy.types import Exchange, key_id, new_id
 
 from .conftest import running_proxy, stored
 

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from shadoweval.core.types import AnswerLabels, Grade, GradingItem, Verdict, new_id
 from shadoweval.datasets.report.agreement import (
     OVERALL,
     BinaryAgreement,
@@ -16,7 +17,6 @@ from shadoweval.datasets.report.agreement import (
     krippendorff_alpha,
 )
 from shadoweval.datasets.report.agreement_text import format_report
-from shadoweval.proxy.types import AnswerLabels, Grade, GradingItem, Verdict, new_id
 
 _clock = [1_000.0]
 

@@ -400,8 +400,8 @@ def test_calibrate_checks_on_real_mtrag_responses():
 
 def test_calibrate_suggests_a_threshold_the_configuration_then_applies(tmp_path):
     """A team refits the grounded judge's threshold on its own labels, without retraining the model."""
+    from shadoweval.core.settings import load_settings
     from shadoweval.judges.config import build
-    from shadoweval.proxy.settings import load_settings
 
     passage = "The Northwind R2 has a two-year warranty covering the battery and the motor."
     records = [{"id": str(i), "request": {"messages": [{"role": "user", "content": "Warranty?"}]},

@@ -8,11 +8,11 @@ import time
 import pytest
 
 from shadoweval import judges
+from shadoweval.core.store import Store
+from shadoweval.core.types import Exchange, Feedback, Output, Verdict, new_id
 from shadoweval.judges.base import register, verdict
 from shadoweval.judges.cascade import CascadePolicy, risk_reasons, sampled, select
 from shadoweval.judges.runner import run_cascade
-from shadoweval.proxy.store import Store
-from shadoweval.proxy.types import Exchange, Feedback, Output, Verdict, new_id
 
 
 def _v(output_id: str, judge: str, score: float, threshold: float = 0.5) -> Verdict:

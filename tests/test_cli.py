@@ -14,7 +14,7 @@ import httpx
 import openai
 
 from shadoweval.cli.mockllm import MockLLM, ThreadedServer, free_port
-from shadoweval.proxy.store import Store
+from shadoweval.core.store import Store
 
 BIN = Path(sys.executable).parent / "shadoweval"
 

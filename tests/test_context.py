@@ -13,15 +13,15 @@ import sqlite_utils
 
 from shadoweval import judges
 from shadoweval.cli.mockllm import MockLLM, ThreadedServer
+from shadoweval.core.context import contexts_of, extract_contexts
+from shadoweval.core.migrations import MIGRATIONS
+from shadoweval.core.redact import Redactor
+from shadoweval.core.settings import ContextSettings, SettingsError, load_settings
+from shadoweval.core.store import Store
+from shadoweval.core.types import Exchange, new_id
 from shadoweval.judges.runner import plan, run_plan
 from shadoweval.proxy import capture
-from shadoweval.proxy.context import contexts_of, extract_contexts
-from shadoweval.proxy.migrations import MIGRATIONS
-from shadoweval.proxy.redact import Redactor
-from shadoweval.proxy.settings import ContextSettings, SettingsError, load_settings
 from shadoweval.proxy.sse import Capture
-from shadoweval.proxy.store import Store
-from shadoweval.proxy.types import Exchange, new_id
 
 from .conftest import SHARED_DATA, running_proxy
 

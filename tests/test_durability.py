@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from shadoweval.cli.mockllm import MockLLM, ThreadedServer, free_port
-from shadoweval.proxy.store import Store
+from shadoweval.core.store import Store
 
 BIN = Path(sys.executable).parent / "shadoweval"
 
@@ -109,8 +109,8 @@ def test_store_counts_what_a_killed_process_had_queued(tmp_path):
     db = tmp_path / "s.db"
     code = textwrap.dedent(f"""
         import os, signal, time
-        from shadoweval.proxy.store import Store
-        from shadoweval.proxy.types import Exchange, new_id
+        from shadoweval.core.store import Store
+        from shadoweval.core.types import Exchange, new_id
         s = Store({str(db)!r}, flush_interval_ms=60_000)
         s.start()
         s.submit(Exchange(new_id(), time.time(), "/v1/chat/completions", {{}}))

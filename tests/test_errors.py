@@ -9,14 +9,14 @@ from pathlib import Path
 
 import click
 
-from shadoweval.proxy.errors import ShadowevalError
+from shadoweval.core.errors import ShadowevalError
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTSIDE = {("proxy", "http1")}  # imports nothing from the project (see its docstring)
 
 
 def _defined_exceptions():
-    for pkg in ("proxy", "judges", "datasets"):
+    for pkg in ("core", "proxy", "judges", "datasets", "cli"):
         for path in sorted((ROOT / pkg).rglob("*.py")):
             mod = path.relative_to(ROOT / pkg).with_suffix("").as_posix().replace("/", ".")
             if (pkg, mod) in OUTSIDE or mod.endswith("__main__"):
@@ -33,18 +33,18 @@ def _defined_exceptions():
 
 def test_every_project_exception_derives_from_the_root():
     found = dict(_defined_exceptions())
-    assert {"proxy.settings.SettingsError", "proxy.paths.InvalidPath", "proxy.candidates.CandidateError",
-            "proxy.app.ProductionStreamBroken", "proxy.app.ClientGone", "proxy.store_grading.StoreUnavailable",
+    assert {"core.settings.SettingsError", "proxy.paths.InvalidPath", "proxy.candidates.CandidateError",
+            "proxy.app.ProductionStreamBroken", "proxy.app.ClientGone", "core.store_grading.StoreUnavailable",
             "judges.calibrate.CalibrationError"} <= found.keys()
     stray = [k for k, cls in found.items() if not issubclass(cls, ShadowevalError | click.ClickException)]
     assert stray == []
 
 
 def test_the_old_bases_still_catch_them():
+    from shadoweval.core.settings import SettingsError
+    from shadoweval.core.store_grading import StoreUnavailable
     from shadoweval.judges.calibrate import CalibrationError
     from shadoweval.proxy.paths import InvalidPath
-    from shadoweval.proxy.settings import SettingsError
-    from shadoweval.proxy.store_grading import StoreUnavailable
 
     for cls in (SettingsError, InvalidPath, CalibrationError):
         assert issubclass(cls, ValueError)

@@ -11,11 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from shadoweval.datasets.evalsets.build import Filters, build, diff
-from shadoweval.judges.embed import HashingEmbedder
-from shadoweval.proxy.redact import Redactor
-from shadoweval.proxy.store import Store
-from shadoweval.proxy.types import (
+from shadoweval.core.redact import Redactor
+from shadoweval.core.store import Store
+from shadoweval.core.types import (
     AnswerLabels,
     Exchange,
     Feedback,
@@ -25,6 +23,8 @@ from shadoweval.proxy.types import (
     Verdict,
     new_id,
 )
+from shadoweval.datasets.evalsets.build import Filters, build, diff
+from shadoweval.judges.embed import HashingEmbedder
 
 BIN = Path(sys.executable).parent / "shadoweval"
 EMBED = HashingEmbedder().encode

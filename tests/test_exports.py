@@ -14,8 +14,8 @@ import yaml
 from inspect_ai.dataset import json_dataset
 from inspect_ai.model import ChatMessageAssistant, ChatMessageSystem, ChatMessageTool, ChatMessageUser
 
+from shadoweval.core.types import EvalItem, EvalSet
 from shadoweval.datasets.evalsets.exports import FORMATS, export, records
-from shadoweval.proxy.types import EvalItem, EvalSet
 
 from .conftest import SHARED_DATA
 

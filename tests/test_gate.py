@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from shadoweval.core.settings import GateSettings
+from shadoweval.core.store import Store
+from shadoweval.core.types import Output
 from shadoweval.datasets.report import stats
 from shadoweval.datasets.report.build import Row, judge_bias
 from shadoweval.datasets.report.gate import decide, plan, rule_in_words
-from shadoweval.proxy.settings import GateSettings
-from shadoweval.proxy.store import Store
-from shadoweval.proxy.types import Output
 
 BIN = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "shadoweval"
 

@@ -16,10 +16,10 @@ import sqlite3
 import pytest
 
 from shadoweval.cli.mockllm import ThreadedServer
+from shadoweval.core.settings import load_settings
+from shadoweval.core.store import Store
 from shadoweval.datasets.grading.web import grading_app
 from shadoweval.proxy.app import create_app
-from shadoweval.proxy.settings import load_settings
-from shadoweval.proxy.store import Store
 
 from .grading_data import ANN_TOKEN, config, seed
 

@@ -12,11 +12,9 @@ from pathlib import Path
 import pytest
 import sqlite_utils
 
-from shadoweval.datasets.grading.queue import build_queue, to_sampling_pair
-from shadoweval.datasets.grading.sampling import SamplingPlan, inclusion_probabilities, policy_probabilities, select
-from shadoweval.proxy.migrations import migrate
-from shadoweval.proxy.store import Store
-from shadoweval.proxy.types import (
+from shadoweval.core.migrations import migrate
+from shadoweval.core.store import Store
+from shadoweval.core.types import (
     AnswerLabels,
     Exchange,
     Feedback,
@@ -26,6 +24,8 @@ from shadoweval.proxy.types import (
     Verdict,
     new_id,
 )
+from shadoweval.datasets.grading.queue import build_queue, to_sampling_pair
+from shadoweval.datasets.grading.sampling import SamplingPlan, inclusion_probabilities, policy_probabilities, select
 
 BIN = Path(sys.executable).parent / "shadoweval"
 
@@ -103,7 +103,7 @@ def test_grades_resolve_the_winner_from_the_left_side(store):
 
 
 def test_m006_keeps_grades_made_before_answers_were_labelled_per_side(tmp_path):
-    from shadoweval.proxy import migrations
+    from shadoweval.core import migrations
 
     db = sqlite_utils.Database(tmp_path / "old.db")
     before = migrations.MIGRATIONS[:migrations.MIGRATIONS.index(migrations.m006_grade_labels_per_answer_and_leases)]

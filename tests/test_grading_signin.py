@@ -15,10 +15,10 @@ import httpx
 import pytest
 
 from shadoweval.cli.mockllm import ThreadedServer
+from shadoweval.core.settings import Settings, SettingsError, load_settings
+from shadoweval.core.store import Store
 from shadoweval.datasets.grading.web import grading_app
 from shadoweval.proxy.app import create_app
-from shadoweval.proxy.settings import Settings, SettingsError, load_settings
-from shadoweval.proxy.store import Store
 
 from .grading_data import ANN_TOKEN, BOB_TOKEN
 from .grading_data import config as _config
@@ -170,7 +170,7 @@ def test_a_weak_configured_token_is_refused_at_load_time(tmp_path, token):
 def test_strong_tokens_pass_and_made_tokens_are_strong(tmp_path):
     import secrets
 
-    from shadoweval.proxy.settings import token_weakness
+    from shadoweval.core.settings import token_weakness
 
     for _ in range(200):
         assert token_weakness(secrets.token_urlsafe(24)) is None

@@ -17,11 +17,11 @@ import httpx
 import pytest
 
 from shadoweval.cli.mockllm import ThreadedServer
+from shadoweval.core.settings import load_settings
+from shadoweval.core.store import Store
+from shadoweval.core.types import AnswerLabels, Grade, new_id
 from shadoweval.datasets.grading.web import grading_app
 from shadoweval.proxy.app import create_app
-from shadoweval.proxy.settings import load_settings
-from shadoweval.proxy.store import Store
-from shadoweval.proxy.types import AnswerLabels, Grade, new_id
 
 from .grading_data import ANN_TOKEN, BOB_TOKEN
 from .grading_data import config as _config

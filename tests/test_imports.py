@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
+from shadoweval.core.store import Store
+from shadoweval.core.types import AnswerLabels, Exchange, Output, Verdict, new_id
 from shadoweval.datasets.evalsets.imports import InvalidLine, import_records
 from shadoweval.datasets.evalsets.keys import request_key
 from shadoweval.datasets.report.agreement import OVERALL, BinaryAgreement, from_store
-from shadoweval.proxy.store import Store
-from shadoweval.proxy.types import AnswerLabels, Exchange, Output, Verdict, new_id
 
 from .conftest import SHARED_DATA
 

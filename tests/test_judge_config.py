@@ -15,10 +15,10 @@ import openai
 import pytest
 
 from shadoweval.cli.mockllm import MockLLM, ThreadedServer, free_port
+from shadoweval.core.settings import load_settings
+from shadoweval.core.store import Store
+from shadoweval.core.types import Exchange, Output, Verdict, new_id
 from shadoweval.judges.config import build, midnight_utc
-from shadoweval.proxy.settings import load_settings
-from shadoweval.proxy.store import Store
-from shadoweval.proxy.types import Exchange, Output, Verdict, new_id
 
 BIN = Path(sys.executable).parent / "shadoweval"
 RAG_SYSTEM = ("Answer using only the documents below and cite them as [n].\n\nDocuments:\n"

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from shadoweval import judges
+from shadoweval.core.store import Store
+from shadoweval.core.types import Exchange, Output, Usage, new_id
 from shadoweval.judges.base import Subject, judge_safely, key_of, register, verdict
 from shadoweval.judges.runner import plan, run_plan
-from shadoweval.proxy.store import Store
-from shadoweval.proxy.types import Exchange, Output, Usage, new_id
 
 BIN = Path(sys.executable).parent / "shadoweval"
 

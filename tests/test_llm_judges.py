@@ -12,13 +12,13 @@ import pytest
 
 from shadoweval import judges
 from shadoweval.cli.mockllm import ThreadedServer
+from shadoweval.core.store import Store
+from shadoweval.core.types import Exchange, Output, Usage, new_id
 from shadoweval.judges.base import Subject
 from shadoweval.judges.intent import intent_for
 from shadoweval.judges.llm import Budget, JudgeModel, extract_json, question
 from shadoweval.judges.runner import plan, run_plan
 from shadoweval.proxy.pricing import cost_usd
-from shadoweval.proxy.store import Store
-from shadoweval.proxy.types import Exchange, Output, Usage, new_id
 
 from .mock_judge import MockJudge, between, numbered, prompt_of
 

@@ -25,11 +25,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from shadoweval.cli.mockllm import MockLLM, ThreadedServer, free_port
+from shadoweval.core.settings import SettingsError, load_settings
+from shadoweval.core.types import Output
 from shadoweval.proxy import netconf
 from shadoweval.proxy.app import create_app
 from shadoweval.proxy.candidates import build_caller
-from shadoweval.proxy.settings import SettingsError, load_settings
-from shadoweval.proxy.types import Output
 
 from .conftest import Proxy, running_proxy, stored
 

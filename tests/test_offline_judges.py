@@ -10,10 +10,10 @@ import time
 import pytest
 
 from shadoweval import judges
+from shadoweval.core.types import Exchange, Output, new_id
 from shadoweval.judges.base import Subject
 from shadoweval.judges.calibrate import calibrate
 from shadoweval.judges.embed import HashingEmbedder, MiniLMEmbedder, chunks
-from shadoweval.proxy.types import Exchange, Output, new_id
 
 from .conftest import SHARED_DATA
 

@@ -16,7 +16,7 @@ def _private(name: str) -> bool:
 
 
 def _crossings():
-    for folder in ("proxy", "judges", "datasets", "scripts", "tests"):
+    for folder in ("core", "proxy", "judges", "datasets", "cli", "scripts", "tests"):
         for path in sorted((ROOT / folder).rglob("*.py")):
             rel = path.relative_to(ROOT).as_posix()
             tree = ast.parse(path.read_text())

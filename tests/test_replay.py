@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from shadoweval.cli.mockllm import MockLLM, ThreadedServer, free_port
-from shadoweval.proxy.store import Store
+from shadoweval.core.store import Store
 
 from .conftest import SHARED_DATA, running_proxy
 

@@ -16,9 +16,9 @@ import openai
 import pytest
 
 from shadoweval.cli.mockllm import ThreadedServer
+from shadoweval.core.types import EvalItem, EvalSet
 from shadoweval.datasets.evalsets.keys import request_key
 from shadoweval.datasets.evalsets.replay_server import replay_app
-from shadoweval.proxy.types import EvalItem, EvalSet
 
 REFUND = [{"role": "system", "content": "You answer questions about the shop's policies."},
           {"role": "user", "content": "How long do I have to return an item?"}]

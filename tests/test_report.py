@@ -17,11 +17,11 @@ import pytest
 
 from shadoweval.cli.grade import grading_server
 from shadoweval.cli.mockllm import ThreadedServer
+from shadoweval.core.settings import ReportSettings, load_settings
+from shadoweval.core.store import Store
+from shadoweval.core.types import AnswerLabels, Exchange, Grade, GradingItem, Output, Verdict, new_id
 from shadoweval.datasets.report.build import build_report
 from shadoweval.proxy.asgi import read_body, send_json
-from shadoweval.proxy.settings import ReportSettings, load_settings
-from shadoweval.proxy.store import Store
-from shadoweval.proxy.types import AnswerLabels, Exchange, Grade, GradingItem, Output, Verdict, new_id
 
 from .grading_data import ANN_TOKEN
 

@@ -8,6 +8,7 @@ from collections import Counter
 
 import pytest
 
+from shadoweval.core.types import Feedback, Verdict, new_id
 from shadoweval.datasets.grading.sampling import (
     Pair,
     SamplingPlan,
@@ -17,7 +18,6 @@ from shadoweval.datasets.grading.sampling import (
     policy_probabilities,
     select,
 )
-from shadoweval.proxy.types import Feedback, Verdict, new_id
 
 
 def _population(sizes: dict[str, int], loud_every: int = 0) -> list[Pair]:

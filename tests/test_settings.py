@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shadoweval.proxy.settings import SettingsError, load_settings, settings_table
+from shadoweval.core.settings import SettingsError, load_settings, settings_table
 
 ROOT = Path(__file__).resolve().parents[1]
 

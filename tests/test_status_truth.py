@@ -15,8 +15,8 @@ import orjson
 import pytest
 
 from shadoweval.cli.mockllm import MockLLM, ThreadedServer, free_port
+from shadoweval.core.store import Store
 from shadoweval.proxy.asgi import lifespan, read_body
-from shadoweval.proxy.store import Store
 
 from .conftest import running_proxy, stored
 

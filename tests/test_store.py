@@ -8,9 +8,9 @@ from dataclasses import replace
 
 import sqlite_utils
 
-from shadoweval.proxy.migrations import MIGRATIONS, migrate
-from shadoweval.proxy.store import Store
-from shadoweval.proxy.types import Exchange, Output, Usage, new_id
+from shadoweval.core.migrations import MIGRATIONS, migrate
+from shadoweval.core.store import Store
+from shadoweval.core.types import Exchange, Output, Usage, new_id
 
 
 def _exchange(created_at: float | None = None) -> Exchange:
@@ -116,7 +116,7 @@ def test_two_processes_creating_the_same_store_do_not_collide(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys, time; from shadoweval.proxy.store import Store; s = Store(sys.argv[1]); s.start(); "
+    code = ("import sys, time; from shadoweval.core.store import Store; s = Store(sys.argv[1]); s.start(); "
             "ok = s.status().ok; s.stop(); sys.exit(0 if ok else 3)")
     for attempt in range(3):  # without the migration lock, about one process in seven failed ("database is locked")
         path = tmp_path / f"new{attempt}.db"

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from shadoweval import judges
+from shadoweval.core.types import Exchange, Output, new_id
 from shadoweval.judges import training
 from shadoweval.judges.base import Subject, judge_safely
 from shadoweval.judges.embed import HashingEmbedder
 from shadoweval.judges.support import FEATURES, MODEL_PATH, Reader, SupportModel, features, load_model
-from shadoweval.proxy.types import Exchange, Output, new_id
 
 from .conftest import SHARED_DATA
 

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 
 import pytest
 
+from shadoweval.core.types import Output, Verdict
 from shadoweval.datasets.report import trends
 from shadoweval.datasets.report.rows import Row
 from shadoweval.datasets.report.trends import DriftRules, drift, drift_alerts, failure_clusters, reward_gaming
 from shadoweval.judges.embed import HashingEmbedder
-from shadoweval.proxy.types import Output, Verdict
 
 DAY = 86400.0
 T0 = 1795132800.0  # 2026-11-20 00:00 UTC, a Friday in ISO week 47

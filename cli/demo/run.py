@@ -24,10 +24,10 @@ import httpx
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 
+from shadoweval.core.messages import last_user_text
+from shadoweval.core.settings import load_settings
+from shadoweval.core.store import Store
 from shadoweval.proxy.app import create_app
-from shadoweval.proxy.capture import last_user_text
-from shadoweval.proxy.settings import load_settings
-from shadoweval.proxy.store import Store
 
 from ..mockllm import MockLLM, ThreadedServer
 

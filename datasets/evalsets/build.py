@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from shadoweval.proxy.capture import last_user_text
-from shadoweval.proxy.redact import Redactor
-from shadoweval.proxy.settings import ContextSettings
-from shadoweval.proxy.store import Store
-from shadoweval.proxy.types import EvalItem, EvalSet, ExchangeBundle
+from shadoweval.core.messages import last_user_text
+from shadoweval.core.redact import Redactor
+from shadoweval.core.settings import ContextSettings
+from shadoweval.core.store import Store
+from shadoweval.core.types import EvalItem, EvalSet, ExchangeBundle
 
 from .items import human_labels, judge_labels, merged, to_item, usable_outputs
 from .keys import request_key

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
-from shadoweval.proxy.messages import TURN, message_text
+from shadoweval.core.messages import TURN, message_text
 
 
 @dataclass(frozen=True, slots=True)

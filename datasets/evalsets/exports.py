@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import yaml
 
-from shadoweval.proxy.types import EvalItem, EvalSet
+from shadoweval.core.types import EvalItem, EvalSet
 
 from .conversation import Turn, conversation
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from shadoweval.proxy.store import Record, Store
-from shadoweval.proxy.types import AnswerLabels, Exchange, Grade, GradingItem, Output, Role, new_id
+from shadoweval.core.store import Record, Store
+from shadoweval.core.types import AnswerLabels, Exchange, Grade, GradingItem, Output, Role, new_id
 
 from .conversation import api_route
 from .keys import request_key

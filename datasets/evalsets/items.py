@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from shadoweval.proxy.context import contexts_of
-from shadoweval.proxy.settings import ContextSettings
-from shadoweval.proxy.types import EvalItem, ExchangeBundle, Output
+from shadoweval.core.context import contexts_of
+from shadoweval.core.settings import ContextSettings
+from shadoweval.core.types import EvalItem, ExchangeBundle, Output
 
 from .keys import request_key
 

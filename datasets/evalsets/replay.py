@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from shadoweval.core.store import Store
+from shadoweval.core.types import EvalSet, Exchange, Output, new_id
 from shadoweval.proxy.candidates import Caller, attempt, output_of
-from shadoweval.proxy.store import Store
-from shadoweval.proxy.types import EvalSet, Exchange, Output, new_id
 
 from .conversation import api_route
 

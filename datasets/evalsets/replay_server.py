@@ -19,10 +19,10 @@ from typing import Any
 
 import orjson
 
+from shadoweval.core.types import EvalSet
 from shadoweval.datasets.evalsets.keys import request_key
 from shadoweval.proxy.api import error_json
 from shadoweval.proxy.asgi import lifespan, read_body, send_json
-from shadoweval.proxy.types import EvalSet
 
 KEY_HEADER = b"x-shadoweval-replay-key"
 _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]

@@ -12,8 +12,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from shadoweval.proxy.store import Store
-from shadoweval.proxy.types import GradingItem, PairToGrade, new_id
+from shadoweval.core.store import Store
+from shadoweval.core.types import GradingItem, PairToGrade, new_id
 
 from .sampling import Pair, SamplingPlan, inclusion_probabilities, informativeness, select
 

@@ -20,7 +20,7 @@ from typing import Literal
 
 import numpy as np
 
-from shadoweval.proxy.types import Feedback, Verdict
+from shadoweval.core.types import Feedback, Verdict
 
 Policy = Literal["uniform", "stratified", "informative"]
 Side = Literal["production", "candidate"]

@@ -30,11 +30,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shadoweval.core.context import contexts_of
+from shadoweval.core.settings import Settings
+from shadoweval.core.store import Store, StoreUnavailable
+from shadoweval.core.types import AnswerLabels, Grade, GradingItem, Output, new_id
 from shadoweval.proxy.api import error_json
-from shadoweval.proxy.context import contexts_of
-from shadoweval.proxy.settings import Settings
-from shadoweval.proxy.store import Store, StoreUnavailable
-from shadoweval.proxy.types import AnswerLabels, Grade, GradingItem, Output, new_id
 
 from .render import answer_html, markdown_html, turns
 from .signin import Refusal, Sessions, SignInGuard

@@ -37,9 +37,9 @@ from typing import Any
 
 from scipy.stats import binomtest
 
+from shadoweval.core.store import Store
+from shadoweval.core.types import AnswerLabels, Grade, GradingItem, Verdict
 from shadoweval.judges.metrics import BinaryMetrics, multiclass_metrics, roc_auc
-from shadoweval.proxy.store import Store
-from shadoweval.proxy.types import AnswerLabels, Grade, GradingItem, Verdict
 
 # The human label each binary judge is compared with; "pairwise" is compared with the winner.
 HUMAN_FIELD: dict[str, str] = {"grounded": "grounded", "grounded-llm": "grounded", "citations": "citations_correct",

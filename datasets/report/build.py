@@ -19,10 +19,10 @@ from typing import Any, Literal, cast
 
 import numpy as np
 
+from shadoweval.core.messages import last_user_text
+from shadoweval.core.settings import GateSettings, ReportSettings
+from shadoweval.core.types import ExchangeBundle, Output, Verdict
 from shadoweval.datasets.report.agreement import agreement
-from shadoweval.proxy.capture import last_user_text
-from shadoweval.proxy.settings import GateSettings, ReportSettings
-from shadoweval.proxy.types import ExchangeBundle, Output, Verdict
 
 from . import stats
 from .rows import Row

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from shadoweval.proxy.settings import GateSettings
+from shadoweval.core.settings import GateSettings
 
 from . import stats
 

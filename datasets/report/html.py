@@ -20,7 +20,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from shadoweval.proxy.settings import ReportSettings
+from shadoweval.core.settings import ReportSettings
 
 from .svg import Bar, _ci, _f, bar_chart, time_series
 from .text import SOURCES, failure_patterns  # one wording for both renderings

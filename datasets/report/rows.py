@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shadoweval.proxy.types import Output
+from shadoweval.core.types import Output
 
 
 @dataclass(frozen=True, slots=True)

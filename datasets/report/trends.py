@@ -28,8 +28,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from shadoweval.core.types import Verdict
 from shadoweval.judges.text import STOPWORDS, stem
-from shadoweval.proxy.types import Verdict
 
 from . import estimates as est
 from .estimates import Estimate, Numbers
@@ -272,7 +272,7 @@ def failure_clusters(rows: Sequence[Row], embed: Callable[[Sequence[str]], np.nd
 
     A loss is outcome 0 by `source`; for "human", more than half of a row's grades are losses.
     The question is the last user message: `Row.question` where rows carry it (`report.collect` fills
-    it with `proxy.capture.last_user_text`), else `questions`, exchange id -> question, which also
+    it with `core.messages.last_user_text`), else `questions`, exchange id -> question, which also
     overrides it. A mapping rather than a callable keeps this function pure and lets a caller read
     requests once, in bulk. Losses without a question are left out.
 

@@ -5,12 +5,12 @@ Each exception is defined beside the code that raises it and subclasses `Shadowe
 still are, so existing handlers keep working:
 
     ShadowevalError
-        SettingsError (ValueError)        proxy/settings.py   the configuration cannot be used
+        SettingsError (ValueError)        core/settings.py   the configuration cannot be used
         InvalidPath (ValueError)          proxy/paths.py      a request path that is not forwarded
         CandidateError                    proxy/candidates.py a candidate answered with an error
         ProductionStreamBroken            proxy/app.py        abort the client's connection
         ClientGone                        proxy/app.py        the client left mid-request
-        StoreUnavailable (RuntimeError)   proxy/store_grading.py  the store's writer is down or full
+        StoreUnavailable (RuntimeError)   core/store_grading.py  the store's writer is down or full
         CalibrationError (ValueError)     judges/calibrate.py the labels cannot be calibrated on
         _Reject                           proxy/server.py     a request refused before it reaches the app
 

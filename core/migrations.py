@@ -102,7 +102,7 @@ def m003_create_verdicts(db: sqlite_utils.Database) -> None:
 
 
 def m004_add_exchange_contexts(db: sqlite_utils.Database) -> None:
-    # The retrieved passages found in the request (proxy/context.py), as a JSON list of
+    # The retrieved passages found in the request (core/context.py), as a JSON list of
     # {id, title, text, source}; NULL when none were found or for rows stored before this.
     db.table("exchanges").add_column("contexts_json", str)
 

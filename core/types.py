@@ -87,7 +87,7 @@ class Exchange:
     status: str = "ok"  # ok | error | cancelled | partial
     http_status: int | None = None
     # The retrieved passages the model was given, as [{"id", "title", "text"}], found in the request
-    # (or a field or header the app sends) by proxy/context.py; None when none were found.
+    # (or a field or header the app sends) by core/context.py; None when none were found.
     contexts: list[dict[str, Any]] | None = None
     # key_id() of the proxy key that sent it; None without proxy keys (or stored before owners were
     # kept). Only that key (and admin keys) may read it or post feedback on it over HTTP.
