@@ -14,7 +14,7 @@ from shadoweval.core.settings import Settings, SettingsError, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-STORE_PATH_HELP = "SQLite file (default: the configuration's store.path)."
+STORE_PATH_HELP = "SQLite file or postgresql:// URL (default: the configuration's store)."
 WHEN_HELP = "7d, 24h, 30m or an ISO date"
 
 
@@ -23,7 +23,7 @@ def settings_from_flags(config: str | None, host: str | None = None, port: int |
     """The settings a command runs with: `--config`'s file (or the defaults), the environment, then
     the flags given; a settings error becomes a click error (exit 1, one line)."""
     overrides = {"server": {k: v for k, v in {"host": host, "port": port}.items() if v is not None},
-                 "store": {"path": db} if db else {}}
+                 "store": ({"url": db} if db.startswith(("postgresql://", "postgres://")) else {"path": db}) if db else {}}
     try:
         return load_settings(config, overrides=overrides)
     except SettingsError as exc:
@@ -95,16 +95,25 @@ def until_option(help: str = f"Exchanges before: {WHEN_HELP}.") -> Callable[[F],
     return click.option("--until", type=WHEN, help=help)
 
 
+def is_postgres(target: str | Path) -> bool:
+    return str(target).startswith(("postgresql://", "postgres://"))
+
+
+def must_exist_here(target: str | Path, must_exist: bool = True) -> None:
+    """A clear error when the SQLite file does not exist (a PostgreSQL database is checked on use)."""
+    if must_exist and not is_postgres(target) and not Path(target).exists():
+        raise click.ClickException(f"no store at {target}")
+
+
 @contextlib.contextmanager
-def opened_store(path: str | Path, *, must_exist: bool = True) -> Iterator[Any]:
-    """The store at `path`, started (which applies new migrations to a store made by an older
-    version) and stopped again; a clear error when it must exist and does not."""
+def opened_store(target: str | Path, *, must_exist: bool = True) -> Iterator[Any]:
+    """The store at `target` (a SQLite file or a PostgreSQL URL: `Settings.store_target`), started
+    (which applies new migrations to a store made by an older version) and stopped again; a clear
+    error when a SQLite file must exist and does not."""
     from shadoweval.core.store import Store
 
-    path = Path(path)
-    if must_exist and not path.exists():
-        raise click.ClickException(f"no store at {path}")
-    store = Store(path)
+    must_exist_here(target, must_exist)
+    store = Store(target)
     store.start()
     try:
         yield store

@@ -82,7 +82,7 @@ def evalset_build(name: str, config: str | None, db: str | None, since: str | No
                         patterns=r.patterns)
     embedder = get_embedder(settings.judges.embedder)
     t0 = time.monotonic()
-    with opened_store(settings.store.path) as store:
+    with opened_store(settings.store_target) as store:
         bar_cm = contextlib.nullcontext(None) if as_json else click.progressbar(length=1, label="embedding questions")
 
         def progress(n: int, total: int) -> None:
@@ -120,7 +120,7 @@ def evalset_build(name: str, config: str | None, db: str | None, since: str | No
 def evalset_list(config: str | None, db: str | None, as_json: bool) -> None:
     """Every eval set version: name@version, id, items, when built."""
     settings = settings_from_flags(config, db=db)
-    with opened_store(settings.store.path) as store:
+    with opened_store(settings.store_target) as store:
         sets = store.evalsets()
     if as_json:
         click.echo(orjson.dumps([{"ref": e.ref, "id": e.id, "items": e.manifest.get("counts", {}).get("items"),
@@ -140,7 +140,7 @@ def evalset_list(config: str | None, db: str | None, as_json: bool) -> None:
 def evalset_show(ref: str, config: str | None, db: str | None, as_json: bool) -> None:
     """A version's manifest (REF: NAME for the latest, NAME@VERSION or its id)."""
     settings = settings_from_flags(config, db=db)
-    with opened_store(settings.store.path) as store:
+    with opened_store(settings.store_target) as store:
         es = _evalset(store, ref)
     body = {"ref": es.ref, "id": es.id, "created_at": es.created_at, "manifest": es.manifest}
     if as_json:
@@ -159,7 +159,7 @@ def evalset_diff(a: str, b: str, config: str | None, db: str | None, as_json: bo
     from shadoweval.datasets.evalsets.build import diff
 
     settings = settings_from_flags(config, db=db)
-    with opened_store(settings.store.path) as store:
+    with opened_store(settings.store_target) as store:
         d = diff(_evalset(store, a), _evalset(store, b))
     if as_json:
         click.echo(orjson.dumps(d, option=orjson.OPT_INDENT_2).decode())
@@ -192,7 +192,7 @@ def evalset_export(ref: str, fmt: str, out: str, config: str | None, db: str | N
     if fmt not in FORMATS:
         raise click.BadParameter(f"{fmt!r}; one of: " + ", ".join(FORMATS), param_hint="--format")
     settings = settings_from_flags(config, db=db)
-    with opened_store(settings.store.path) as store:
+    with opened_store(settings.store_target) as store:
         es = _evalset(store, ref)
     skipped: Counter[str] = Counter()
     n = export(es, fmt, Path(out), skipped=skipped)
@@ -219,7 +219,7 @@ def evalset_import(file: str, config: str | None, db: str | None, source: str | 
     from shadoweval.datasets.evalsets.imports import import_records
 
     settings = settings_from_flags(config, db=db)
-    with opened_store(settings.store.path, must_exist=False) as store:
+    with opened_store(settings.store_target, must_exist=False) as store:
         try:
             r = import_records(store, Path(file), source=source, production=production, limit=limit)
         except (ValueError, RuntimeError) as exc:
@@ -266,7 +266,7 @@ def replay(source: str | None, candidate: str, config: str | None, db: str | Non
     if cand is None:
         names = ", ".join(c.name for c in settings.candidates) or "none configured"
         raise click.BadParameter(f"no candidate {candidate!r} in the configuration ({names})", param_hint="--candidate")
-    with opened_store(settings.store.path) as store:
+    with opened_store(settings.store_target) as store:
         if source:
             jobs, restored = jobs_from_evalset(store, _evalset(store, source))
         else:
@@ -313,7 +313,7 @@ def replay_server(ref: str, config: str | None, db: str | None, answer: str, hos
     from shadoweval.datasets.evalsets.replay_server import replay_app
 
     settings = settings_from_flags(config, db=db)
-    with opened_store(settings.store.path) as store:
+    with opened_store(settings.store_target) as store:
         es = _evalset(store, ref)
     try:
         app = replay_app(es, answer=answer)

@@ -18,6 +18,7 @@ from .common import (
     config_option,
     db_option,
     json_option,
+    must_exist_here,
     opened_store,
     parse_time,
     settings_from_flags,
@@ -45,9 +46,7 @@ def grade(ctx: click.Context, config: str | None, host: str | None, port: int, d
     if not settings.evaluators:
         raise click.ClickException("no [[evaluators]] in the configuration: nobody could sign in "
                                    "(`shadoweval grade token NAME` makes a token)")
-    path = Path(settings.store.path)
-    if not path.exists():
-        raise click.ClickException(f"no store at {path}")
+    must_exist_here(settings.store_target)
     click.echo(f"grading page: http://{settings.server.host}:{settings.server.port}/grade/")
     uvicorn.run(grading_server(settings), host=settings.server.host, port=settings.server.port,
                 log_level="warning", server_header=False)
@@ -61,7 +60,7 @@ def grading_server(settings: Any) -> Any:
     from shadoweval.core.store import Store
     from shadoweval.datasets.grading.web import grading_app
 
-    store = Store(settings.store.path)
+    store = Store(settings.store_target, journal=settings.store.path)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
@@ -152,7 +151,7 @@ def grade_queue(config: str | None, db: str | None, n: int, seed: int | None, un
         raise click.BadParameter("at least one share must be > 0", param_hint="--uniform/--stratified/--informative")
     shares = {"uniform": uniform / total, "stratified": stratified / total, "informative": informative / total}
     plan = SamplingPlan(n, seed=seed, shares=shares, double_rate=double_rate, double_evaluators=double_evaluators)
-    with opened_store(settings.store.path) as store:
+    with opened_store(settings.store_target) as store:
         try:
             result = build_queue(store, plan, since=parse_time(since), names=candidates,
                                  slice_by=slice_by or ("route",))
@@ -203,7 +202,7 @@ def agreement(config: str | None, db: str | None, batch: str | None, as_json: bo
     from shadoweval.datasets.report.agreement_text import format_report
 
     settings = settings_from_flags(config, db=db)
-    with opened_store(settings.store.path) as store:
+    with opened_store(settings.store_target) as store:
         report = from_store(store, batch)
     if as_json:
         click.echo(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode())

@@ -18,7 +18,9 @@ from shadoweval.proxy import __version__
 from .common import (
     config_option,
     db_option,
+    is_postgres,
     json_option,
+    must_exist_here,
     parse_time,
     settings_from_flags,
     since_option,
@@ -27,6 +29,7 @@ from .common import (
 from .evalset import evalset, replay, replay_server
 from .grade import agreement, grade
 from .report import gate, report
+from .store import store
 
 if TYPE_CHECKING:
     from shadoweval.judges.calibrate import CalibrationReport
@@ -40,7 +43,7 @@ def main() -> None:
 
 # Commands that live beside this module, registered here with the group, so that every way of
 # running it (`shadoweval`, `python -m shadoweval.cli`, `python -m shadoweval.cli.main`) has all.
-for _command in (grade, agreement, evalset, replay, replay_server, report, gate):
+for _command in (grade, agreement, evalset, replay, replay_server, report, gate, store):
     main.add_command(_command)
 
 
@@ -100,11 +103,16 @@ def _start_judging(settings: Any, config: str | None) -> Any:
     models and judge calls never compete with the proxy's event loop (or its GIL)."""
     import subprocess
 
-    cmd = [sys.executable, "-m", "shadoweval.cli", "judge", "run", "--follow", "--db", settings.store.path,
-           "--parent-pid", str(os.getpid())]
+    cmd = [sys.executable, "-m", "shadoweval.cli", "judge", "run", "--follow", "--parent-pid", str(os.getpid())]
+    env = dict(os.environ)
+    if is_postgres(settings.store_target):
+        # the URL may carry a password: in the child's environment, not on its command line
+        env["SHADOWEVAL_STORE_URL"] = settings.store_target
+        env.pop("SHADOWEVAL_STORE_URL_ENV", None)
+    cmd += ["--db", settings.store.path]  # the SQLite file, or with PostgreSQL the local lock's folder
     if config:
         cmd += ["--config", config]
-    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent())
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, env=env, preexec_fn=_die_with_parent())
 
 
 def _die_with_parent() -> Any:
@@ -140,13 +148,12 @@ def _stop_judging(child: Any) -> None:
 @json_option
 def stats(config: str | None, db: str | None, as_json: bool) -> None:
     """Exchanges captured, and per model: answers, errors, timeouts, latency, cost."""
+    from shadoweval.core.pg import safe_url
     from shadoweval.core.store import Store
 
     settings = settings_from_flags(config, db=db)
-    path = Path(settings.store.path)
-    if not path.exists():
-        raise click.ClickException(f"no store at {path}")
-    store = Store(path)
+    must_exist_here(settings.store_target)
+    store = Store(settings.store_target)
     n, rows = store.stats()
     dropped: dict[str, dict[str, float]] = {}  # candidate -> reason -> count
     lost: dict[str, float] = {}  # reason -> count
@@ -160,7 +167,7 @@ def stats(config: str | None, db: str | None, as_json: bool) -> None:
         click.echo(orjson.dumps({"exchanges": n, "models": rows, "mirror_dropped": dropped, "store_lost": lost},
                                 option=orjson.OPT_INDENT_2).decode())
         return
-    click.echo(f"{n} exchanges in {path}")
+    click.echo(f"{n} exchanges in {safe_url(settings.store_target)}")
     click.echo(f"{'model':24} {'role':10} {'answers':>7} {'ok':>5} {'errors':>6} {'timeouts':>8} {'cancelled':>9} "
                f"{'partial':>7} {'mean ms':>8} {'p95 ms':>8} {'cost $':>9}")
     for r in rows:
@@ -219,9 +226,8 @@ def judge_run(config: str | None, db: str | None, names: tuple[str, ...], since:
     from shadoweval.judges.runner import RunResult, run_cascade
 
     settings = settings_from_flags(config, db=db)
-    path = Path(settings.store.path)
-    if not path.exists() and not follow:
-        raise click.ClickException(f"no store at {path}")
+    path = Path(settings.store.path)  # with PostgreSQL: where this machine's follower lock lives
+    must_exist_here(settings.store_target, not follow)
     if follow:
         from shadoweval.core.logs import configure
 
@@ -230,7 +236,7 @@ def judge_run(config: str | None, db: str | None, names: tuple[str, ...], since:
     unknown = [n for n in names if n not in judges.registered()]
     if unknown:
         raise click.ClickException(f"no judge named {unknown[0]!r}; known: {', '.join(judges.registered())}")
-    store = Store(path)
+    store = Store(settings.store_target, journal=path)
     store.start()  # applies new migrations (verdicts) to a store made by an older version
     try:
         configured = build(settings, store=store, only=names)

@@ -13,6 +13,7 @@ import click
 import orjson
 
 from .common import (
+    is_postgres,
     json_option,
     opened_store,
     parse_time,
@@ -32,7 +33,7 @@ def report_body(settings: Any, since: str | None, until: str | None, candidates:
     from shadoweval.core.types import ReportRun, new_id
     from shadoweval.datasets.report.build import build_report
 
-    with opened_store(settings.store.path) as store:
+    with opened_store(settings.store_target) as store:
         embed = None
         if clusters:  # the losses' questions are embedded to group them; the model loads in a second
             from shadoweval.judges.embed import get_embedder
@@ -122,7 +123,7 @@ def gate(candidate: str, policy: str | None, config: str | None, db: str | None,
             rules = GateSettings.model_validate({**settings.gate.model_dump(), **data.get("gate", data)})
         except (tomllib.TOMLDecodeError, ValueError) as exc:
             raise click.ClickException(f"{policy}: {exc}") from None
-    if not Path(settings.store.path).exists():
+    if not is_postgres(settings.store_target) and not Path(settings.store.path).exists():
         _undecided(candidate, f"no store at {settings.store.path}: nothing has been captured yet", as_json)
     body = report_body(settings, since, None, (candidate,), clusters=False, policy=rules)
     (entry,) = body["candidates"]

@@ -99,7 +99,20 @@ class ProductionSettings(_Section):
 
 
 class StoreSettings(_Section):
-    path: str = Field("shadoweval.db", description="SQLite file where exchanges are stored.")
+    path: str = Field("shadoweval.db", description="SQLite file where exchanges are stored (with `url`: only the "
+                      "folder of this machine's crash journal).")
+    url: str | None = Field(None, description="PostgreSQL instead of the SQLite file, e.g. "
+                            "`postgresql://shadoweval@db.internal/shadoweval`, so that several replicas share one store "
+                            "(docs/replicas.md). Keep the password out of the file: `url_env`, PGPASSWORD or ~/.pgpass.")
+    url_env: str = Field("", description="Name of an environment variable holding the PostgreSQL URL (it may "
+                         "carry the password); used instead of `url` when set.")
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("postgresql://", "postgres://")):
+            raise ValueError("a PostgreSQL URL starts with postgresql:// (the SQLite file is `path`)")
+        return v
     capture: bool = Field(True, description="Store exchanges at all (off: forward and mirror only).")
     queue_size: int = Field(
         50_000, description="Records waiting for the writer at most; beyond it they are dropped and counted."
@@ -517,6 +530,11 @@ class Settings(_Section):
                                  f"make a strong one with `shadoweval grade token {e.name}`")
         return self
 
+    @property
+    def store_target(self) -> str:
+        """Where the store is: the PostgreSQL URL (from `url_env`, else `url`), else the SQLite file."""
+        return self.secret(self.store.url_env) or self.store.url or self.store.path
+
     def secret(self, env_name: str) -> str | None:
         """The value of a secret named by an `*_env` setting, or None when unset."""
         return self.secrets.get(env_name) if env_name else None
@@ -611,9 +629,12 @@ def load_settings(
     wanted |= {s.get("token_env", "") for s in data.get("evaluators", []) if isinstance(s, dict)}
     wanted |= {data.get("production", {}).get("api_key_env", ""), data.get("server", {}).get("proxy_keys_env", ""),
                data.get("server", {}).get("admin_keys_env", ""), data.get("server", {}).get("ops_keys_env", ""),
-               data.get("judges", {}).get("llm_api_key_env", "")}
+               data.get("judges", {}).get("llm_api_key_env", ""), data.get("store", {}).get("url_env", "")}
     wanted |= set(PROXY_ENV)  # proxy URLs may carry credentials, so they are kept with the secrets
     data["secrets"] = {name: env[name] for name in wanted if name and name in env}
+    url_env = data.get("store", {}).get("url_env", "")
+    if url_env and url_env not in env:
+        raise SettingsError(f"store.url_env: the environment variable {url_env} (the PostgreSQL URL) is not set")
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:

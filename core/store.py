@@ -30,6 +30,7 @@ from typing import Any
 
 import sqlite_utils
 
+from . import pg
 from .journal import ACCEPTED, SETTLED, Journal
 from .metrics import Metrics, standard_metrics
 from .migrations import migrate
@@ -104,6 +105,10 @@ class _CountingQueue(queue.Queue[tuple[float, Any]]):
             self.counts[ACCEPTED] += 1
 
 
+# what a failing database raises, whichever engine
+DB_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, pg.Error)
+
+
 def connect(path: str | Path, *, readonly: bool = False) -> sqlite_utils.Database:
     """A connection set up the way every reader and the writer want it."""
     if readonly:
@@ -133,6 +138,7 @@ class Store(GradingReads, EvalSetReads):
         self,
         path: str | Path,
         *,
+        journal: str | Path | None = None,
         queue_size: int = 50_000,
         batch_size: int = 1000,
         flush_interval_ms: int = 100,
@@ -144,8 +150,13 @@ class Store(GradingReads, EvalSetReads):
     ) -> None:
         """`recover`: on start, count what crashed runs on this database lost (the proxy's store
         does; a CLI's or the judges' would only race it). `max_capture_bytes`: longest stored text
-        (request strings, answer text) in UTF-8 bytes, 0 for no limit."""
-        self.path = Path(path)
+        (request strings, answer text) in UTF-8 bytes, 0 for no limit.
+
+        `path` is a SQLite file or a PostgreSQL URL (`postgresql://...`). `journal`: with PostgreSQL,
+        the local file whose folder keeps this machine's crash journal (default: the temp folder)."""
+        self.url = str(path) if pg.is_postgres_url(str(path)) else None
+        self.path = Path(path) if self.url is None else Path(journal or _default_journal(self.url))
+        self._pool: pg.Pool | None = None
         self.batch_size = batch_size
         self.flush_interval = flush_interval_ms / 1000
         self.retention_days = retention_days
@@ -208,6 +219,9 @@ class Store(GradingReads, EvalSetReads):
         if self._db is not None:
             self._db.conn.close()
             self._db = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Block until everything submitted so far is written (tests, CLI, shutdown)."""
@@ -257,6 +271,9 @@ class Store(GradingReads, EvalSetReads):
         self.metrics.inc("shadoweval_store_lost_total", n, reason=reason)
 
     def _open(self) -> None:
+        if self.url is not None:
+            self._open_postgres()
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # another process (the background judge, a CLI) may be setting up or migrating the same
@@ -274,6 +291,20 @@ class Store(GradingReads, EvalSetReads):
             self._last_error = f"cannot open {self.path}: {exc}"
             self._next_open_attempt = time.monotonic() + 5.0
             log.error("store unavailable", extra={"path": str(self.path), "error": str(exc)})
+
+    def _open_postgres(self) -> None:
+        assert self.url is not None
+        try:
+            db = pg.Database(self.url)
+            with db.migrate_lock():  # replicas starting together: one migrates, the others find it done
+                migrate(db)  # type: ignore[arg-type]  # pg.Database speaks the part of sqlite_utils' API used
+            self._db = db  # type: ignore[assignment]
+            self._last_error = None
+        except pg.Error as exc:
+            self._db = None
+            self._last_error = f"cannot open {pg.safe_url(self.url)}: {exc}"
+            self._next_open_attempt = time.monotonic() + 1.0
+            log.error("store unavailable", extra={"path": pg.safe_url(self.url), "error": str(exc)})
 
     def _run(self) -> None:
         stopping = False
@@ -407,9 +438,13 @@ class Store(GradingReads, EvalSetReads):
                     self._grant(self._db.conn, lease)
                 for es in evalsets:
                     self._save_evalset(self._db.conn, es)
-        except sqlite3.Error as exc:
+        except DB_ERRORS as exc:
             reason = _reason(exc)
             self._lose(len(records), reason)
+            if self.url is not None and self._db is not None and self._db.conn.broken:  # type: ignore[attr-defined]
+                # the server went away: reconnect at the next batch, from a second on
+                self._db = None
+                self._next_open_attempt = time.monotonic() + 1.0
             if self._last_error != str(exc):
                 log.error("store write failed", extra={"reason": reason, "error": str(exc), "lost": len(records)})
             self._last_error = str(exc)
@@ -443,7 +478,7 @@ class Store(GradingReads, EvalSetReads):
         conn.execute(
             """insert or replace into grading_leases (item_id, evaluator, expires_at)
                select ?1, ?2, ?3 from grading_items i where i.id = ?1
-                 and (select count(*) from grades g where g.item_id = i.id and not g.skipped and g.evaluator != ?2)
+                 and (select count(*) from grades g where g.item_id = i.id and g.skipped = 0 and g.evaluator != ?2)
                    + (select count(*) from grading_leases l where l.item_id = i.id and l.evaluator != ?2
                                                              and l.expires_at > ?4) < i.evaluators""",
             (lease.item_id, lease.evaluator, lease.expires_at, now))
@@ -585,7 +620,7 @@ class Store(GradingReads, EvalSetReads):
         self._next_retention = now + 3600
         try:
             self.prune(older_than_days=self.retention_days, db=self._db)
-        except sqlite3.Error as exc:
+        except DB_ERRORS as exc:
             log.error("retention failed", extra={"error": str(exc)})
 
     def _save_counters(self) -> None:
@@ -599,13 +634,17 @@ class Store(GradingReads, EvalSetReads):
         try:
             with self._db.conn:
                 self._db.table("counters").insert_all(rows, replace=True)
-        except sqlite3.Error as exc:  # counted elsewhere already; saving them is best effort
+        except DB_ERRORS as exc:  # counted elsewhere already; saving them is best effort
             log.debug("could not save counters", extra={"error": str(exc)})
 
     # -- reads and maintenance (any thread; each uses its own connection) ----------------------
 
     def _reader(self) -> sqlite_utils.Database:
-        return connect(self.path)
+        if self.url is None:
+            return connect(self.path)
+        if self._pool is None:
+            self._pool = pg.Pool(self.url)
+        return self._pool.database()  # type: ignore[return-value]  # the same calls, on PostgreSQL
 
     def prune(self, *, older_than_days: float, db: sqlite_utils.Database | None = None) -> int:
         """Delete exchanges (with their outputs, feedback and ungraded grading items) older than the
@@ -710,10 +749,10 @@ class Store(GradingReads, EvalSetReads):
         db = self._reader()
         try:
             return [tuple(r) for r in db.execute(
-                """select v.judge_key, o.name, count(*), sum(v.error is not null),
+                """select v.judge_key, o.name, count(*), sum(case when v.error is not null then 1 else 0 end),
                           avg(case when v.error is null then v.score end)
                    from verdicts v join outputs o on o.id = v.output_id
-                   group by v.judge_key, o.name order by v.judge_key, o.role != 'production', o.name"""
+                   group by v.judge_key, o.name, o.role order by v.judge_key, o.role != 'production', o.name"""
             ).fetchall()]
         finally:
             db.conn.close()
@@ -769,9 +808,11 @@ class Store(GradingReads, EvalSetReads):
             n = db.execute("select count(*) from exchanges").fetchone()[0]
             rows = db.execute(
                 """select name, role, count(*),
-                          sum(status = 'ok'), sum(status = 'error'), sum(status = 'timeout'),
-                          sum(status = 'cancelled'), avg(case when status = 'ok' then latency_ms end),
-                          coalesce(sum(cost_usd), 0), sum(status = 'partial')
+                          sum(case when status = 'ok' then 1 else 0 end), sum(case when status = 'error' then 1 else 0 end),
+                          sum(case when status = 'timeout' then 1 else 0 end),
+                          sum(case when status = 'cancelled' then 1 else 0 end), avg(case when status = 'ok' then latency_ms end),
+                          coalesce(sum(cost_usd), 0),
+                          sum(case when status = 'partial' then 1 else 0 end)
                    from outputs group by name, role order by role != 'production', name"""
             ).fetchall()
             out = []
@@ -830,7 +871,16 @@ def _strings(value: Any) -> Iterable[str]:
             yield from _strings(v)
 
 
-def _reason(exc: sqlite3.Error) -> str:
+def _default_journal(url: str) -> Path:
+    import hashlib
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"shadoweval-{hashlib.sha256(pg.safe_url(url).encode()).hexdigest()[:12]}.pg"
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, pg.Error):
+        return "unavailable" if isinstance(exc, pg.OperationalError) else "postgres_error"
     msg = str(exc).lower()
     if "locked" in msg or "busy" in msg:
         return "locked"

@@ -74,7 +74,7 @@ class EvalSetReads:
             items = {r["id"]: grading_item_from(r) for r in db["grading_items"].rows_where(
                 f"exchange_id in ({marks})", ids)}
             for chunk, item_marks in in_chunks(sorted(items)):
-                for r in db["grades"].rows_where(f"item_id in ({item_marks}) and not skipped", chunk,
+                for r in db["grades"].rows_where(f"item_id in ({item_marks}) and skipped = 0", chunk,
                                                  order_by="created_at"):
                     item = items[r["item_id"]]
                     per[item.exchange_id]["g"].append((item, grade_from(r)))

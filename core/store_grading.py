@@ -108,7 +108,7 @@ class GradingReads:
                 f"""select i.*, exists (select 1 from grading_leases l where l.item_id = i.id and l.evaluator = ?1
                                         and l.expires_at > ?2) as held
                    from grading_items i
-                   where (select count(*) from grades g where g.item_id = i.id and not g.skipped)
+                   where (select count(*) from grades g where g.item_id = i.id and g.skipped = 0)
                        + (select count(*) from grading_leases l where l.item_id = i.id and l.evaluator != ?1
                                                                  and l.expires_at > ?2) < i.evaluators
                      and not exists (select 1 from grades g where g.item_id = i.id and g.evaluator = ?1)
@@ -168,8 +168,8 @@ class GradingReads:
         db = self._reader()
         try:
             queued, done = db.execute(
-                """select count(*), coalesce(sum((select count(*) from grades g
-                                                  where g.item_id = i.id and not g.skipped) >= i.evaluators), 0)
+                """select count(*), coalesce(sum(case when (select count(*) from grades g
+                                                  where g.item_id = i.id and g.skipped = 0) >= i.evaluators then 1 else 0 end), 0)
                    from grading_items i""").fetchone()
             given: dict[str, int] = {}
             skipped: dict[str, int] = {}

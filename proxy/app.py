@@ -403,7 +403,7 @@ def create_app(
     if store is None and settings.store.capture:
         r = settings.redaction
         store = Store(
-            settings.store.path, queue_size=settings.store.queue_size, batch_size=settings.store.batch_size,
+            settings.store_target, journal=settings.store.path, queue_size=settings.store.queue_size, batch_size=settings.store.batch_size,
             flush_interval_ms=settings.store.flush_interval_ms, retention_days=settings.store.retention_days,
             recover=True, max_capture_bytes=settings.store.max_capture_bytes,
             redactor=Redactor(emails=r.emails, card_numbers=r.card_numbers, phone_numbers=r.phone_numbers,

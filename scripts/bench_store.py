@@ -18,6 +18,7 @@ nothing is dropped and the figure is the writer's rate.
 
     .venv/bin/python scripts/bench_store.py                 # 50,000 exchanges per scenario
     .venv/bin/python scripts/bench_store.py -n 20000 --scenarios capture-sse --no-redact
+    .venv/bin/python scripts/bench_store.py --db postgresql://postgres@127.0.0.1:5432/bench   # PostgreSQL
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import orjson
 
+from shadoweval.core.pg import safe_url
 from shadoweval.core.redact import Redactor
 from shadoweval.core.settings import RedactionSettings, StoreSettings
 from shadoweval.core.store import Store
@@ -173,13 +175,13 @@ def thread_cpu_s(native_id: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(scenario: str, n: int, folder: Path, redact: bool, seed: int) -> dict[str, float]:
+def run(scenario: str, n: int, folder: Path, redact: bool, seed: int, db: str | None = None) -> dict[str, float]:
     items, records, req_bytes = build_items(scenario, n, seed)
     s, r = StoreSettings(), RedactionSettings()
     redactor = (Redactor(emails=r.emails, card_numbers=r.card_numbers, phone_numbers=r.phone_numbers)
                 if redact else Redactor(emails=False, card_numbers=False, phone_numbers=False))
     path = folder / f"{scenario}.db"
-    store = Store(path, queue_size=s.queue_size, batch_size=s.batch_size, flush_interval_ms=s.flush_interval_ms,
+    store = Store(db or path, journal=path if db else None, queue_size=s.queue_size, batch_size=s.batch_size, flush_interval_ms=s.flush_interval_ms,
                   redactor=redactor)
     store.start()
     writer = next((t for t in threading.enumerate() if t.name == "shadoweval-store-writer"), None)
@@ -230,16 +232,19 @@ def main() -> int:
     ap.add_argument("--dir", type=Path, default=None, help="where the SQLite files go (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the SQLite files")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--db", metavar="URL", default=None,
+                    help="write to this PostgreSQL URL instead of a SQLite file per scenario (rows accumulate)")
     args = ap.parse_args()
 
     folder = Path(tempfile.mkdtemp(prefix="bench_store-", dir=args.dir))
     print(f"store bench: {args.exchanges} exchanges per scenario, redaction {'off' if args.no_redact else 'on'}, "
           f"settings as `shadoweval serve` (queue {StoreSettings().queue_size}, batch {StoreSettings().batch_size}, "
-          f"flush {StoreSettings().flush_interval_ms} ms), files in {folder}", flush=True)
+          f"flush {StoreSettings().flush_interval_ms} ms), "
+          f"{'into ' + safe_url(args.db) if args.db else 'files in ' + str(folder)}", flush=True)
     rows = []
     try:
         for scenario in [s.strip() for s in args.scenarios.split(",") if s.strip()]:
-            r = run(scenario, args.exchanges, folder, not args.no_redact, args.seed)
+            r = run(scenario, args.exchanges, folder, not args.no_redact, args.seed, args.db)
             rows.append((scenario, r))
             print(f"  {scenario:12} {r['per_s']:8.0f} exchanges/s ({r['wall_s']:.1f} s)", flush=True)
     finally:

@@ -76,3 +76,37 @@ def stored(store: Store, exchange_id: str, timeout: float = 5.0) -> Any:
             assert found is not None, f"exchange {exchange_id} never reached the store"
             return found
         time.sleep(0.02)
+
+
+@contextmanager
+def postgres_database(server: str) -> Iterator[str]:
+    """A fresh, empty database on the PostgreSQL server at URL `server`, as a URL; dropped on exit.
+    Skips the test when the server is unreachable."""
+    import uuid
+    from urllib.parse import urlsplit
+
+    import psycopg
+
+    try:
+        admin = psycopg.connect(server, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as e:
+        reason = " ".join(str(e).split())
+        pytest.skip(f"PostgreSQL tests: SHADOWEVAL_TEST_POSTGRES={server} is unreachable: {reason}")
+    name = f"shadoweval_test_{uuid.uuid4().hex[:16]}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield urlsplit(server)._replace(path="/" + name).geturl()
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """URL of a fresh database on the server named by SHADOWEVAL_TEST_POSTGRES (scripts/test starts a
+    throwaway cluster and sets it), dropped after the test. Skips when there is no server."""
+    server = os.environ.get("SHADOWEVAL_TEST_POSTGRES")
+    if not server:
+        pytest.skip("PostgreSQL tests need SHADOWEVAL_TEST_POSTGRES (scripts/test starts a throwaway cluster): not set")
+    with postgres_database(server) as url:
+        yield url

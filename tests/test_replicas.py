@@ -1,0 +1,78 @@
+"""Two proxy replicas on one PostgreSQL database, as docs/replicas.md runs them: the official openai
+client sends round robin to both (streamed and not), a candidate is mirrored from each, and the
+commands read one store with every exchange in it, once."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import openai
+import psycopg
+
+from shadoweval.cli.mockllm import MockLLM, ThreadedServer
+
+from .conftest import running_proxy
+
+MESSAGES = [{"role": "user", "content": "Where is my invoice?"}]
+
+
+def _cli(*args: str) -> dict:
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "shadoweval.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_two_replicas_share_one_postgres_store(production, postgres_url: str, tmp_path: Path):
+    _, prod = production
+    with ThreadedServer(MockLLM(name="cand-model")) as cand:
+        candidates = [{"name": "cand", "model": "cand-model", "base_url": cand.url + "/v1"}]
+        store = {"url": postgres_url, "flush_interval_ms": 10}
+        with running_proxy(tmp_path / "a", prod.url, candidates=candidates, store=store) as a, \
+                running_proxy(tmp_path / "b", prod.url, candidates=candidates, store=store) as b:
+            ids = []
+            for i in range(40):
+                client = openai.OpenAI(base_url=(a, b)[i % 2].url, api_key="sk-app")
+                if i % 4 < 2:
+                    raw = client.chat.completions.with_raw_response.create(model="prod-model", messages=MESSAGES)
+                    ids.append(raw.headers["x-shadoweval-exchange-id"])
+                else:
+                    with client.chat.completions.with_streaming_response.create(
+                            model="prod-model", messages=MESSAGES, stream=True) as stream:
+                        ids.append(stream.headers["x-shadoweval-exchange-id"])
+                        assert "".join(stream.iter_lines())
+            for proxy in (a, b):
+                assert proxy.store.flush() and proxy.store.status().lost == 0
+            # the candidates answer in the background: wait until both replicas' mirrors are stored
+            deadline = time.monotonic() + 20
+            while True:
+                a.store.flush()
+                b.store.flush()
+                with psycopg.connect(postgres_url) as conn:
+                    (n_cand,) = conn.execute("select count(*) from outputs where role = 'candidate'").fetchone()
+                if n_cand >= 40 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+
+    with psycopg.connect(postgres_url) as conn:
+        stored = [r[0] for r in conn.execute("select id from exchanges")]
+        per_role = dict(conn.execute("select role, count(*) from outputs group by role").fetchall())
+    assert sorted(stored) == sorted(ids) and len(set(stored)) == 40  # every answered exchange, once
+    assert per_role == {"production": 40, "candidate": 40}
+
+    # the commands read the one store: stats, the grading queue, an eval set
+    stats = _cli("stats", "--db", postgres_url, "--json")
+    assert stats["exchanges"] == 40
+    by = {m["name"]: m for m in stats["models"]}
+    assert by["cand"]["outputs"] == 40 and by["production"]["ok"] == 40
+    queued = _cli("grade", "queue", "--db", postgres_url, "-n", "10", "--json")["queued"]
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("select count(*) from grading_items").fetchone() == (queued,) and queued >= 5
+    built = _cli("evalset", "build", "invoices", "--db", postgres_url, "--json")
+    assert built["items"] >= 1
