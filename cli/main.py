@@ -250,6 +250,10 @@ def judge_run(config: str | None, db: str | None, names: tuple[str, ...], since:
 
     limit_threads(settings.judges.threads)
 
+    from shadoweval.core.types import new_id
+
+    worker = new_id()  # this process's claims on outputs: judges of other replicas leave them alone
+
     async def one_pass(bar: Any = None) -> list[RunResult]:
         def planned(phase: str, n: int) -> None:
             if bar is not None:
@@ -258,7 +262,8 @@ def judge_run(config: str | None, db: str | None, names: tuple[str, ...], since:
                                  context=settings.context,
                                  since=parse_time(since), names=candidates, limit=limit, concurrency=width,
                                  llm_concurrency=settings.judges.llm_concurrency,
-                                 progress=bar.update if bar is not None else None, planned=planned)
+                                 progress=bar.update if bar is not None else None, planned=planned,
+                                 worker=worker)
 
     try:
         if follow:

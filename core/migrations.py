@@ -222,6 +222,13 @@ def m010_add_capture_truncation(db: sqlite_utils.Database) -> None:
     db.table("outputs").add_column("original_bytes", int)
 
 
+def m011_create_judge_leases(db: sqlite_utils.Database) -> None:
+    # Which judge worker holds which output for a judge key, until when (types.JudgeLease): workers
+    # of several replicas share the work without judging an output twice.
+    db.table("judge_leases").create({"output_id": str, "judge_key": str, "worker": str, "expires_at": float},
+                                    pk=("output_id", "judge_key"))
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m001_create_exchanges,
     m002_create_counters,
@@ -233,6 +240,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     m008_create_report_runs,
     m009_add_exchange_owner,
     m010_add_capture_truncation,
+    m011_create_judge_leases,
 ]
 
 

@@ -57,6 +57,7 @@ from .types import (
     Feedback,
     Grade,
     GradingItem,
+    JudgeLease,
     Lease,
     Output,
     ReportRun,
@@ -68,7 +69,8 @@ log = logging.getLogger("shadoweval.store")
 
 __all__ = ["Store", "StoreStatus", "StoreUnavailable", "connect", "iso"]
 
-Record = Exchange | Output | Feedback | Verdict | ContextsFound | GradingItem | Grade | Lease | EvalSet | ReportRun
+Record = (Exchange | Output | Feedback | Verdict | ContextsFound | GradingItem | Grade | Lease | JudgeLease | EvalSet
+          | ReportRun)
 # A builder is called in the writer thread: parsing and shaping raw captures happens there, off
 # the event loop.
 Item = Record | Callable[[], Iterable[Record]]
@@ -349,7 +351,7 @@ class Store(GradingReads, EvalSetReads):
             if type(item) is _Durable:
                 waiters.append(item.done)
                 item = item.item
-            if isinstance(item, (Exchange, Output, Feedback, Verdict, ContextsFound, GradingItem, Grade, Lease, EvalSet,
+            if isinstance(item, (Exchange, Output, Feedback, Verdict, ContextsFound, GradingItem, Grade, Lease, JudgeLease, EvalSet,
                                  ReportRun)):
                 records.append(item)
             elif isinstance(item, _Flush):
@@ -383,10 +385,13 @@ class Store(GradingReads, EvalSetReads):
                                                  "grading_items": [], "grades": [], "report_runs": []}
         found: list[tuple[str, str]] = []
         leases: list[Lease] = []
+        claims: list[JudgeLease] = []
         evalsets: list[EvalSet] = []
         for r in records:
             if isinstance(r, Lease):
                 leases.append(r)
+            elif isinstance(r, JudgeLease):
+                claims.append(r)
             elif isinstance(r, EvalSet):
                 evalsets.append(r)
             elif isinstance(r, ReportRun):
@@ -436,6 +441,8 @@ class Store(GradingReads, EvalSetReads):
                                               [(r["item_id"], r["evaluator"]) for r in rows["grades"]])
                 for lease in leases:
                     self._grant(self._db.conn, lease)
+                for claim in claims:
+                    self._claim(self._db.conn, claim)
                 for es in evalsets:
                     self._save_evalset(self._db.conn, es)
         except DB_ERRORS as exc:
@@ -483,6 +490,38 @@ class Store(GradingReads, EvalSetReads):
                                                              and l.expires_at > ?4) < i.evaluators""",
             (lease.item_id, lease.evaluator, lease.expires_at, now))
         conn.execute("delete from grading_leases where expires_at <= ?", (now,))
+
+    def _claim(self, conn: sqlite3.Connection, claim: JudgeLease) -> None:
+        """Each output goes to this worker unless another holds a live claim on it: one upsert whose
+        condition the database checks under the row's lock, so two workers racing for an output on
+        PostgreSQL (or two processes on one SQLite file) cannot both get it."""
+        now = time.time()
+        conn.executemany(
+            """insert into judge_leases (output_id, judge_key, worker, expires_at) values (?, ?, ?, ?)
+               on conflict (output_id, judge_key) do update set worker = excluded.worker,
+                   expires_at = excluded.expires_at
+               where judge_leases.worker = excluded.worker or judge_leases.expires_at <= ?""",
+            [(o, claim.judge_key, claim.worker, claim.expires_at, now) for o in claim.output_ids])
+
+    def claim_outputs(self, judge_key: str, output_ids: Iterable[str], worker: str, *, lease_s: float = 900.0,
+                      ) -> set[str]:
+        """Claim outputs to judge under `judge_key` for `worker` (one id per judge process); return
+        the ones it holds now. Goes through the writer like every write, then reads the outcome."""
+        ids = tuple(dict.fromkeys(output_ids))
+        if not ids:
+            return set()
+        if not self.submit(JudgeLease(ids, judge_key, worker, time.time() + lease_s)) or not self.flush(30.0):
+            raise StoreUnavailable("the store did not confirm the judge lease")
+        held: set[str] = set()
+        db = self._reader()
+        try:
+            for chunk, marks in in_chunks(list(ids)):
+                held.update(r[0] for r in db.execute(
+                    f"select output_id from judge_leases where judge_key = ? and worker = ? and expires_at > ? "
+                    f"and output_id in ({marks})", [judge_key, worker, time.time(), *chunk]))
+        finally:
+            db.conn.close()
+        return held
 
     def _exchange_row(self, e: Exchange) -> dict[str, Any]:
         request = self.redactor.json(e.request) if e.request is not None else None
@@ -664,6 +703,8 @@ class Store(GradingReads, EvalSetReads):
                                [cutoff])
                 if "grading_leases" in db.table_names():
                     db.execute("delete from grading_leases where item_id not in (select id from grading_items)")
+                if "judge_leases" in db.table_names():
+                    db.execute("delete from judge_leases where expires_at < ?", [time.time()])
                 n = db.execute("delete from exchanges where created_at < ?", [cutoff]).rowcount
         finally:
             if own:
@@ -695,7 +736,8 @@ class Store(GradingReads, EvalSetReads):
             db.conn.close()
 
     def outputs_to_judge(
-        self, judge_key: str, *, since: float | None = None, names: tuple[str, ...] = (), limit: int | None = None
+        self, judge_key: str, *, since: float | None = None, names: tuple[str, ...] = (), limit: int | None = None,
+        worker: str | None = None,
     ) -> list[tuple[Exchange, Output, Output | None]]:
         """Answered outputs with no verdict under `judge_key` yet, oldest first, each with its exchange
         and production's output for the same exchange (None when there is none or it is production's)."""
@@ -703,6 +745,10 @@ class Store(GradingReads, EvalSetReads):
         try:
             where = ["o.status = 'ok'", "not exists (select 1 from verdicts v where v.output_id = o.id and v.judge_key = ?)"]
             params: list[Any] = [judge_key]
+            if worker is not None:  # outputs another judge worker is on right now are theirs
+                where.append("not exists (select 1 from judge_leases l where l.output_id = o.id and l.judge_key = ? "
+                             "and l.worker != ? and l.expires_at > ?)")
+                params += [judge_key, worker, time.time()]
             if since is not None:
                 where.append("o.created_at >= ?")
                 params.append(iso(since))

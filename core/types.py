@@ -281,6 +281,18 @@ class Grade:
 
 
 @dataclass(frozen=True, slots=True)
+class JudgeLease:
+    """A judge worker claims outputs for one judge key until `expires_at`, so that workers on other
+    processes or machines (several replicas' judges on one PostgreSQL store) never judge the same
+    output twice. Granted per output only where no other worker holds a live claim."""
+
+    output_ids: tuple[str, ...]
+    judge_key: str
+    worker: str
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class Lease:
     """An evaluator holds a grading item until `expires_at`, so that concurrent graders are not shown
     the same item beyond its number of evaluators. The store grants it only while the item has room."""

@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from shadoweval.core.context import extract_contexts
 from shadoweval.core.settings import ContextSettings
@@ -31,9 +32,12 @@ class RunResult:
 
 
 def plan(store: Store, judges: Sequence[Judge], *, since: float | None = None, names: tuple[str, ...] = (),
-         limit: int | None = None, context: ContextSettings | None = None) -> list[tuple[Judge, Todo]]:
-    """For each judge, the outputs it has not judged yet, their exchanges' passages found."""
-    work = [(j, store.outputs_to_judge(key_of(j), since=since, names=names, limit=limit)) for j in judges]
+         limit: int | None = None, context: ContextSettings | None = None,
+         worker: str | None = None) -> list[tuple[Judge, Todo]]:
+    """For each judge, the outputs it has not judged yet (and no other `worker` is on), their
+    exchanges' passages found."""
+    work = [(j, store.outputs_to_judge(key_of(j), since=since, names=names, limit=limit, worker=worker))
+            for j in judges]
     return with_contexts(store, work, context)
 
 
@@ -60,12 +64,16 @@ def with_contexts(store: Store, work: list[tuple[Judge, Todo]],
 
 
 async def run_plan(store: Store, work: list[tuple[Judge, Todo]], *, concurrency: int = 8,
-                   progress: Callable[[int], None] | None = None) -> list[RunResult]:
+                   progress: Callable[[int], None] | None = None, worker: str | None = None) -> list[RunResult]:
     """Judge everything in the plan; the store must be started. Returns counts per judge.
 
     The work goes exchange by exchange, every judge on every output of one exchange before the next:
     the offline judges read an exchange's passages once (a cache keeps what was read), and the
-    outputs of one exchange share them, so grouping roughly halves what the embedding model does."""
+    outputs of one exchange share them, so grouping roughly halves what the embedding model does.
+
+    With `worker` (one id per judging process), outputs are claimed in the store a chunk at a time
+    before they are judged (Store.claim_outputs), and only the ones this worker got are judged: judge
+    workers of several replicas on one store share the work and never judge an output twice."""
     sem = asyncio.Semaphore(max(1, concurrency))
     counts = [[0, 0] for _ in work]  # judged, errors, per judge
 
@@ -81,9 +89,26 @@ async def run_plan(store: Store, work: list[tuple[Judge, Todo]], *, concurrency:
 
     items = [(ex.id, k, j, ex, out, prod) for k, (j, todo) in enumerate(work) for ex, out, prod in todo]
     items.sort(key=lambda t: (t[0], t[1]))  # stable: within a judge, the planned order
-    await asyncio.gather(*(one(k, j, ex, out, prod) for _, k, j, ex, out, prod in items))
+    step = CLAIM_CHUNK if worker is not None else max(len(items), 1)
+    for start in range(0, len(items), step):
+        chunk = items[start:start + step]
+        if worker is not None:
+            chunk = await asyncio.to_thread(_claimed, store, chunk, worker)
+        await asyncio.gather(*(one(k, j, ex, out, prod) for _, k, j, ex, out, prod in chunk))
     await asyncio.to_thread(store.flush, 60.0)
     return [RunResult(key_of(j), counts[k][0], counts[k][1]) for k, (j, _) in enumerate(work)]
+
+
+CLAIM_CHUNK = 64  # outputs claimed at a time: small enough that a claim outlives the chunk's judging
+
+
+def _claimed(store: Store, chunk: list[Any], worker: str) -> list[Any]:
+    """The items of `chunk` whose output this worker could claim for the item's judge."""
+    by_key: dict[str, list[str]] = {}
+    for _, _, j, _, out, _ in chunk:
+        by_key.setdefault(key_of(j), []).append(out.id)
+    held = {(key, o) for key, ids in by_key.items() for o in store.claim_outputs(key, ids, worker)}
+    return [item for item in chunk if (key_of(item[2]), item[4].id) in held]
 
 
 async def run_cascade(store: Store, offline: Sequence[Judge], llm: Sequence[Judge], *, policy: CascadePolicy,
@@ -91,14 +116,16 @@ async def run_cascade(store: Store, offline: Sequence[Judge], llm: Sequence[Judg
                       since: float | None = None, names: tuple[str, ...] = (), limit: int | None = None,
                       concurrency: int = 8, llm_concurrency: int = 4,
                       progress: Callable[[int], None] | None = None,
-                      planned: Callable[[str, int], None] | None = None) -> list[RunResult]:
+                      planned: Callable[[str, int], None] | None = None,
+                      worker: str | None = None) -> list[RunResult]:
     """Offline judges on everything not judged yet, then each LLM judge on what the policy selects.
 
-    `planned(phase, n)` is told how many outputs each phase will judge (for a progress bar)."""
-    work = plan(store, offline, since=since, names=names, limit=limit, context=context)
+    `planned(phase, n)` is told how many outputs each phase will judge (for a progress bar).
+    `worker`: claim outputs before judging them (see run_plan), for workers sharing one store."""
+    work = plan(store, offline, since=since, names=names, limit=limit, context=context, worker=worker)
     if planned:
         planned("offline", sum(len(t) for _, t in work))
-    results = await run_plan(store, work, concurrency=concurrency, progress=progress)
+    results = await run_plan(store, work, concurrency=concurrency, progress=progress, worker=worker)
     if not llm or policy.share == "none":
         return results
     seen: dict[str, tuple[list[Verdict], list[Feedback]]] = {}
@@ -113,7 +140,7 @@ async def run_cascade(store: Store, offline: Sequence[Judge], llm: Sequence[Judg
     llm_work: list[tuple[Judge, Todo]] = []
     for j in llm:
         chosen: Todo = []
-        for ex, out, prod in store.outputs_to_judge(key_of(j), since=since, names=names, limit=limit):
+        for ex, out, prod in store.outputs_to_judge(key_of(j), since=since, names=names, limit=limit, worker=worker):
             if getattr(j, "needs_production", False) and prod is None:
                 continue  # a pairwise judge has nothing to compare production's own answer with
             verdicts, feedback = looked_up(ex.id)
@@ -124,4 +151,4 @@ async def run_cascade(store: Store, offline: Sequence[Judge], llm: Sequence[Judg
         llm_work.extend(with_contexts(store, [(j, chosen)], context))
     if planned:
         planned("llm", sum(len(t) for _, t in llm_work))
-    return results + await run_plan(store, llm_work, concurrency=llm_concurrency, progress=progress)
+    return results + await run_plan(store, llm_work, concurrency=llm_concurrency, progress=progress, worker=worker)

@@ -265,3 +265,55 @@ def test_a_database_outage_loses_counted_records_and_writing_resumes(tmp_path: P
         store.stop()
         subprocess.run([str(ROOT / "scripts" / "postgres"), "stop", str(cluster)], capture_output=True, timeout=60)
         shutil.rmtree(pg_dir, ignore_errors=True)
+
+
+class _CountingJudge:
+    """Records every output it is asked to judge; slow enough that two workers overlap."""
+
+    name, version, args = "count", "1", {}  # noqa: RUF012
+
+    def __init__(self, calls: list[str]) -> None:
+        self.calls = calls
+
+    async def judge(self, subject):  # noqa: ANN001, ANN201
+        import asyncio
+
+        from shadoweval.judges.base import verdict
+
+        self.calls.append(subject.output.id)
+        await asyncio.sleep(0.002)
+        return verdict(self, subject, score=1.0)
+
+
+def test_two_judge_workers_never_judge_an_output_twice(target: str):
+    # two judging processes (e.g. one per replica) on one store: every output judged once in all
+    import asyncio
+
+    from shadoweval.judges.runner import plan, run_plan
+
+    seed = Store(target, flush_interval_ms=5)
+    seed.start()
+    for _ in range(150):
+        _pair(seed)
+    assert seed.flush()
+    seed.stop()
+    calls: list[str] = []
+
+    def work(worker: str) -> None:
+        store = Store(target, flush_interval_ms=5)
+        store.start()
+        try:
+            judge = _CountingJudge(calls)
+            asyncio.run(run_plan(store, plan(store, [judge], worker=worker), concurrency=4, worker=worker))
+        finally:
+            store.stop()
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in ("replica-a", "replica-b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == len(set(calls)) == 300  # all 300 outputs, none twice
+    check = Store(target)
+    assert check.outputs_to_judge("count@1") == []
+    assert sum(n for _, _, n, _, _ in check.verdict_summary()) == 300
