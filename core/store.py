@@ -466,13 +466,19 @@ class Store(GradingReads, EvalSetReads):
     def _save_evalset(self, conn: sqlite3.Connection, es: EvalSet) -> None:
         """A version is immutable: one whose id (name and content) is stored already is left as it
         is; a new one takes the next version number of its name."""
-        if conn.execute("select 1 from evalsets where id = ?", (es.id,)).fetchone():
-            return
+        if self.url is not None:  # replicas numbering versions of one name: one at a time
+            conn.execute("select pg_advisory_xact_lock(hashtext(?))", ("evalset:" + es.name,))
         head, items = evalset_rows(es)
-        (head["version"],) = conn.execute("select coalesce(max(version), 0) + 1 from evalsets where name = ?",
-                                          (es.name,)).fetchone()
-        conn.execute(f"insert into evalsets ({', '.join(head)}) values ({', '.join('?' * len(head))})",
-                     tuple(head.values()))
+        # one statement reads the next number and writes it, so that two processes writing one
+        # SQLite file cannot both take it; a version already stored is left as it is
+        inserted = conn.execute(
+            """insert into evalsets (id, name, version, created_at, manifest_json, items)
+               select ?, ?, coalesce(max(version), 0) + 1, ?, ?, ? from evalsets where name = ?
+               having not exists (select 1 from evalsets where id = ?)""",
+            (head["id"], head["name"], head["created_at"], head["manifest_json"], head["items"], es.name, es.id),
+        ).rowcount
+        if not inserted:
+            return
         if items:
             cols = list(items[0])
             conn.executemany(f"insert into evalset_items ({', '.join(cols)}) values ({', '.join('?' * len(cols))})",
@@ -480,8 +486,12 @@ class Store(GradingReads, EvalSetReads):
 
     def _grant(self, conn: sqlite3.Connection, lease: Lease) -> None:
         """Grant (or renew) a lease only while the item has room: its grades plus other graders'
-        live leases stay below its number of evaluators. Atomic because only this thread writes."""
+        live leases stay below its number of evaluators. Atomic on SQLite because a write
+        transaction holds the file; on PostgreSQL, where several replicas' writers grant leases, the
+        item's row is locked first, so the second grant counts the first."""
         now = time.time()
+        if self.url is not None:
+            conn.execute("select 1 from grading_items where id = ? for update", (lease.item_id,))
         conn.execute(
             """insert or replace into grading_leases (item_id, evaluator, expires_at)
                select ?1, ?2, ?3 from grading_items i where i.id = ?1

@@ -317,3 +317,60 @@ def test_two_judge_workers_never_judge_an_output_twice(target: str):
     check = Store(target)
     assert check.outputs_to_judge("count@1") == []
     assert sum(n for _, _, n, _, _ in check.verdict_summary()) == 300
+
+
+def test_two_replicas_never_overfill_a_grading_item(target: str):
+    # each replica's writer grants leases: an item with one place goes to one grader, not two
+    seed = Store(target, flush_interval_ms=5)
+    seed.start()
+    items = []
+    for _ in range(15):
+        items.append(_item(*_pair(seed)))
+        seed.submit(items[-1])
+    assert seed.flush()
+    seed.stop()
+    stores = [Store(target, flush_interval_ms=1) for _ in range(2)]
+    for s in stores:
+        s.start()
+    got: dict[str, list[str]] = {}
+    barrier = threading.Barrier(4)
+
+    def grader(name: str, store: Store) -> None:
+        barrier.wait()
+        while (item := store.next_item(name, lease_s=60)) is not None:
+            got.setdefault(item.id, []).append(name)
+            store.submit(Grade(new_id(), item.id, name, time.time(), preference="tie"))
+            store.flush()
+
+    threads = [threading.Thread(target=grader, args=(f"g{i}", stores[i % 2])) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in stores:
+        s.stop()
+    assert sorted(got) == sorted(i.id for i in items)
+    assert all(len(names) == 1 for names in got.values()), got
+
+
+def test_two_replicas_number_eval_set_versions_without_a_clash(target: str):
+    stores = [Store(target, flush_interval_ms=1) for _ in range(2)]
+    for s in stores:
+        s.start()
+    barrier = threading.Barrier(2)
+
+    def build(i: int) -> None:
+        barrier.wait()
+        for k in range(10):
+            stores[i].submit(EvalSet(f"es-{i}-{k}", "nightly", 0, time.time(), {"k": k}))
+            stores[i].flush()
+
+    threads = [threading.Thread(target=build, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [s.status().lost for s in stores] == [0, 0]
+    assert sorted(e.version for e in stores[0].evalsets("nightly")) == list(range(1, 21))
+    for s in stores:
+        s.stop()
