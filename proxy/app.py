@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
@@ -423,10 +424,15 @@ def create_app(
             store.start()
         mirror = Mirror.from_settings(settings, store=store, metrics=metrics, callers=callers)
         await mirror.start()
+        # what startup loaded (litellm, psycopg with a PostgreSQL store, ...) lives as long as the
+        # process: out of the collector's way, so that collecting each request's short-lived objects
+        # stays cheap (with psycopg loaded a capture took 30 us instead of 25 in the writer)
+        gc.collect()
+        gc.freeze()
         proxy.mirror = mirror
         log.info("proxy ready", extra={"production": settings.production.base_url,
                                        "candidates": [t.name for t in mirror.targets],
-                                       "store": str(store.path) if store else None})
+                                       "store": store.location if store else None})
         try:
             yield
         finally:

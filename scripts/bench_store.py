@@ -36,7 +36,6 @@ from pathlib import Path
 
 import orjson
 
-from shadoweval.core.pg import safe_url
 from shadoweval.core.redact import Redactor
 from shadoweval.core.settings import RedactionSettings, StoreSettings
 from shadoweval.core.store import Store
@@ -224,6 +223,12 @@ def run(scenario: str, n: int, folder: Path, redact: bool, seed: int, db: str | 
     }
 
 
+def _safe(url: str) -> str:
+    from shadoweval.core.pg import safe_url  # only with --db: psycopg loaded slows the SQLite figures
+
+    return safe_url(url)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", "--exchanges", type=int, default=50_000, help="exchanges per scenario")
@@ -240,7 +245,7 @@ def main() -> int:
     print(f"store bench: {args.exchanges} exchanges per scenario, redaction {'off' if args.no_redact else 'on'}, "
           f"settings as `shadoweval serve` (queue {StoreSettings().queue_size}, batch {StoreSettings().batch_size}, "
           f"flush {StoreSettings().flush_interval_ms} ms), "
-          f"{'into ' + safe_url(args.db) if args.db else 'files in ' + str(folder)}", flush=True)
+          f"{'into ' + _safe(args.db) if args.db else 'files in ' + str(folder)}", flush=True)
     rows = []
     try:
         for scenario in [s.strip() for s in args.scenarios.split(",") if s.strip()]:
