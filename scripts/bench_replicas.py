@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Replicas on one PostgreSQL store vs one proxy on SQLite (issue #16), measured on this machine.
+"""Replicas on one PostgreSQL store vs one proxy on SQLite, measured on this machine.
 
 Four parts, each printed as it finishes, then a sizing summary:
 
