@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
-from shadoweval.core.settings import Settings, SettingsError, load_settings
+from shadoweval.core.settings import Settings, SettingsError, is_postgres_url, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -23,7 +23,7 @@ def settings_from_flags(config: str | None, host: str | None = None, port: int |
     """The settings a command runs with: `--config`'s file (or the defaults), the environment, then
     the flags given; a settings error becomes a click error (exit 1, one line)."""
     overrides = {"server": {k: v for k, v in {"host": host, "port": port}.items() if v is not None},
-                 "store": ({"url": db} if db.startswith(("postgresql://", "postgres://")) else {"path": db}) if db else {}}
+                 "store": ({"url": db} if is_postgres_url(db) else {"path": db}) if db else {}}
     try:
         return load_settings(config, overrides=overrides)
     except SettingsError as exc:
@@ -95,13 +95,9 @@ def until_option(help: str = f"Exchanges before: {WHEN_HELP}.") -> Callable[[F],
     return click.option("--until", type=WHEN, help=help)
 
 
-def is_postgres(target: str | Path) -> bool:
-    return str(target).startswith(("postgresql://", "postgres://"))
-
-
 def must_exist_here(target: str | Path, must_exist: bool = True) -> None:
     """A clear error when the SQLite file does not exist (a PostgreSQL database is checked on use)."""
-    if must_exist and not is_postgres(target) and not Path(target).exists():
+    if must_exist and not is_postgres_url(str(target)) and not Path(target).exists():
         raise click.ClickException(f"no store at {target}")
 
 

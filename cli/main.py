@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING, Any
 import click
 import orjson
 
+from shadoweval.core.settings import is_postgres_url
 from shadoweval.proxy import __version__
 
 from .common import (
     config_option,
     db_option,
-    is_postgres,
     json_option,
     must_exist_here,
     parse_time,
@@ -35,7 +35,20 @@ if TYPE_CHECKING:
     from shadoweval.judges.calibrate import CalibrationReport
 
 
-@click.group()
+class _Group(click.Group):
+    """Errors shadoweval raises on purpose (ShadowevalError: the store unreachable, a bad setting...)
+    carry a message written for the reader: shown as one line, exit 1, not as a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from shadoweval.core.errors import ShadowevalError
+
+        try:
+            return super().invoke(ctx)
+        except ShadowevalError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Group)
 @click.version_option(__version__, prog_name="shadoweval")
 def main() -> None:
     """Shadow-mode evaluation: mirror real LLM traffic to candidate models and compare."""
@@ -51,7 +64,7 @@ for _command in (grade, agreement, evalset, replay, replay_server, report, gate,
 @config_option
 @click.option("--host", help="Interface to listen on (default 127.0.0.1).")
 @click.option("--port", type=int, help="Port to listen on (default 8080).")
-@db_option("SQLite file for captured exchanges.")
+@db_option("Where captured exchanges go: a SQLite file or a postgresql:// URL (default: the configuration's store).")
 def serve(config: str | None, host: str | None, port: int | None, db: str | None) -> None:
     """Run the proxy: point your app's base_url at http://HOST:PORT/v1."""
     import uvicorn
@@ -105,7 +118,7 @@ def _start_judging(settings: Any, config: str | None) -> Any:
 
     cmd = [sys.executable, "-m", "shadoweval.cli", "judge", "run", "--follow", "--parent-pid", str(os.getpid())]
     env = dict(os.environ)
-    if is_postgres(settings.store_target):
+    if is_postgres_url(settings.store_target):
         # the URL may carry a password: in the child's environment, not on its command line
         env["SHADOWEVAL_STORE_URL"] = settings.store_target
         env.pop("SHADOWEVAL_STORE_URL_ENV", None)

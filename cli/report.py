@@ -13,7 +13,6 @@ import click
 import orjson
 
 from .common import (
-    is_postgres,
     json_option,
     opened_store,
     parse_time,
@@ -113,7 +112,7 @@ def gate(candidate: str, policy: str | None, config: str | None, db: str | None,
     default, or "better"), printing the rule in words and the evidence. Exit 0: pass. Exit 1: fail,
     with every reason. Exit 3: the evidence cannot decide yet (unknown candidate, no pairs, nothing
     graded while the rule needs people), with how many more pairs to grade."""
-    from shadoweval.core.settings import GateSettings
+    from shadoweval.core.settings import GateSettings, is_postgres_url
 
     settings = settings_from_flags(config, db=db)
     rules = settings.gate
@@ -123,7 +122,7 @@ def gate(candidate: str, policy: str | None, config: str | None, db: str | None,
             rules = GateSettings.model_validate({**settings.gate.model_dump(), **data.get("gate", data)})
         except (tomllib.TOMLDecodeError, ValueError) as exc:
             raise click.ClickException(f"{policy}: {exc}") from None
-    if not is_postgres(settings.store_target) and not Path(settings.store.path).exists():
+    if not is_postgres_url(settings.store_target) and not Path(settings.store.path).exists():
         _undecided(candidate, f"no store at {settings.store.path}: nothing has been captured yet", as_json)
     body = report_body(settings, since, None, (candidate,), clusters=False, policy=rules)
     (entry,) = body["candidates"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .common import is_postgres
+from shadoweval.core.settings import is_postgres_url
 
 
 @click.group()
@@ -13,7 +13,8 @@ def store() -> None:
 
 
 @store.command("copy")
-@click.option("--from", "source", required=True, metavar="FILE", help="The SQLite store to copy (it is only read).")
+@click.option("--from", "source", required=True, metavar="FILE",
+              help="The SQLite store to copy (brought to the current schema first, as by any command that opens it).")
 @click.option("--to", "target", required=True, metavar="URL",
               help="The PostgreSQL database, postgresql://... (or the name of an environment variable holding it, "
                    "as $NAME, so no password is typed on the command line).")
@@ -31,7 +32,7 @@ def store_copy(source: str, target: str, batch: int) -> None:
         name, target = target[1:], os.environ.get(target[1:], "")
         if not target:
             raise click.ClickException(f"--to ${name}: the environment variable {name} is not set")
-    if not is_postgres(target):
+    if not is_postgres_url(target):
         raise click.ClickException("--to must be a postgresql:// URL (the SQLite file is --from)")
     shown: dict[str, int] = {}
 

@@ -26,16 +26,12 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg.rows import dict_row
 
-__all__ = ["Database", "Error", "OperationalError", "PgConnection", "Pool", "is_postgres_url", "safe_url", "translate"]
+__all__ = ["Database", "Error", "OperationalError", "PgConnection", "Pool", "safe_url", "translate"]
 
 Error = psycopg.Error
 OperationalError = psycopg.OperationalError
 _TYPES = {str: "text", int: "bigint", float: "double precision", bytes: "bytea", bool: "bigint"}
 _LOCK_KEY = 0x5AD0E7A1  # pg_advisory_lock key of the store's migrations
-
-
-def is_postgres_url(target: str) -> bool:
-    return target.startswith(("postgresql://", "postgres://"))
 
 
 def safe_url(url: str) -> str:
@@ -165,12 +161,19 @@ class Pool:
                                     kwargs={"autocommit": True, "connect_timeout": 5},
                                     check=ConnectionPool.check_connection)
         self._keys: dict[str, list[str]] = {}
+        self._statements: dict[str, Statement] = {}
         self._lock = threading.Lock()
+        self._reached = False
 
     def database(self) -> Database:
+        if not self._reached:
+            # once, directly: an unreachable server fails now with its own reason ("connection
+            # refused"), not after the pool's 10 s wait with "couldn't get a connection"
+            psycopg.connect(self.url, connect_timeout=5).close()
+            self._reached = True
         raw = self._pool.getconn()
         db = Database.__new__(Database)
-        db._init(raw, self._keys, self._lock, release=self._pool.putconn)
+        db._init(raw, self._keys, self._lock, release=self._pool.putconn, statements=self._statements)
         return db
 
     def close(self) -> None:
@@ -185,11 +188,12 @@ class Database:
         self._init(raw, {}, threading.Lock())
 
     def _init(self, raw: psycopg.Connection[Any], keys: dict[str, list[str]], lock: threading.Lock,
-              release: Any = None) -> None:
+              release: Any = None, statements: dict[str, Statement] | None = None) -> None:
         self.conn = PgConnection(raw, self, release)
-        self._keys = keys  # shared by a pool's connections: conflict keys do not change
+        # shared by a pool's connections, so each statement is translated once per process
+        self._keys = keys  # conflict keys do not change
         self._keys_lock = lock
-        self._statements: dict[str, Statement] = {}
+        self._statements = {} if statements is None else statements
 
     # -- SQL ---------------------------------------------------------------------------------
 

@@ -13,7 +13,8 @@ import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -110,7 +111,7 @@ class StoreSettings(_Section):
     @field_validator("url")
     @classmethod
     def _postgres_url(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith(("postgresql://", "postgres://")):
+        if v is not None and not is_postgres_url(v):
             raise ValueError("a PostgreSQL URL starts with postgresql:// (the SQLite file is `path`)")
         return v
     capture: bool = Field(True, description="Store exchanges at all (off: forward and mirror only).")
@@ -574,14 +575,31 @@ class SettingsError(ShadowevalError, ValueError):
     """The configuration cannot be used; the message says which setting and why."""
 
 
+REQUIRED = object()  # settings_table's default of a setting that has none
+
+
 def settings_table() -> Iterator[tuple[str, str, Any, str]]:
-    """(section, key, default, help) for every setting, candidates' included, in declaration order."""
+    """(section, key, default, help) for every setting, candidates' included, in declaration order;
+    the default is REQUIRED for a setting that must be given (None is a default: unset)."""
     models: list[tuple[str, type[_Section]]] = [*SECTIONS.items(), ("candidates", CandidateSettings),
                                                 ("intents", IntentSettings), ("evaluators", EvaluatorSettings)]
     for section, model in models:
         for key, f in model.model_fields.items():
-            default = None if f.is_required() else f.get_default(call_default_factory=True)
+            default = REQUIRED if f.is_required() else f.get_default(call_default_factory=True)
             yield section, key, default, f.description or ""
+
+
+def is_postgres_url(target: str) -> bool:
+    """Whether a store target (`--db`, `[store] url`) names PostgreSQL rather than a SQLite file."""
+    return target.startswith(("postgresql://", "postgres://"))
+
+
+def env_settable(annotation: Any) -> bool:
+    """Whether a setting of this type can come from SHADOWEVAL_<SECTION>_<KEY>: one scalar, optional
+    or not (`str`, `int | None`, ...)."""
+    args = [a for a in get_args(annotation) if a is not type(None)] if get_origin(annotation) in (Union, UnionType) \
+        else [annotation]
+    return len(args) == 1 and args[0] in (str, int, float, bool)
 
 
 def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
@@ -589,7 +607,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     for section, model in SECTIONS.items():
         for key, f in model.model_fields.items():
-            if f.annotation not in (str, int, float, bool):
+            if not env_settable(f.annotation):
                 continue
             value = env.get(f"{ENV_PREFIX}{section.upper()}_{key.upper()}")
             if value is not None:

@@ -34,6 +34,7 @@ from .journal import ACCEPTED, SETTLED, Journal
 from .metrics import Metrics, standard_metrics
 from .migrations import migrate
 from .redact import Redactor
+from .settings import is_postgres_url
 from .store_evalsets import EvalSetReads, evalset_rows
 from .store_grading import GradingReads, StoreUnavailable
 from .store_rows import (
@@ -109,14 +110,6 @@ class _CountingQueue(queue.Queue[tuple[float, Any]]):
             self.counts[ACCEPTED] += 1
 
 
-# psycopg (core/pg.py) is imported only by a store on PostgreSQL: loaded, its many objects make every
-# garbage collection of the writer's young records slower (bench_store's capture: 25 -> 33 us/exchange).
-
-
-def is_postgres_url(target: str) -> bool:
-    return target.startswith(("postgresql://", "postgres://"))
-
-
 def connect(path: str | Path, *, readonly: bool = False) -> sqlite_utils.Database:
     """A connection set up the way every reader and the writer want it."""
     if readonly:
@@ -163,7 +156,9 @@ class Store(GradingReads, EvalSetReads):
         `path` is a SQLite file or a PostgreSQL URL (`postgresql://...`). `journal`: with PostgreSQL,
         the local file whose folder keeps this machine's crash journal (default: the temp folder)."""
         self.url = str(path) if is_postgres_url(str(path)) else None
-        # what a failing database raises
+        # what a failing database raises. psycopg (core/pg.py) loads only for a store on PostgreSQL:
+        # loaded, its many objects make every garbage collection of the writer's young records slower
+        # (bench_store's capture: 25 -> 33 us/exchange)
         self._errors: tuple[type[Exception], ...] = (sqlite3.Error,)
         if self.url is not None:
             from . import pg
@@ -714,11 +709,14 @@ class Store(GradingReads, EvalSetReads):
     def _reader(self) -> sqlite_utils.Database:
         if self.url is None:
             return connect(self.path)
-        if self._pool is None:
-            from . import pg
+        from . import pg
 
+        if self._pool is None:
             self._pool = pg.Pool(self.url)
-        return self._pool.database()  # type: ignore[return-value]  # the same calls, on PostgreSQL
+        try:
+            return self._pool.database()  # type: ignore[return-value]  # the same calls, on PostgreSQL
+        except pg.Error as exc:
+            raise StoreUnavailable(f"cannot reach {self.location}: {' '.join(str(exc).split())}") from None
 
     def prune(self, *, older_than_days: float, db: sqlite_utils.Database | None = None) -> int:
         """Delete exchanges (with their outputs, feedback and ungraded grading items) older than the

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import pg
+from .settings import is_postgres_url
 from .store import Store
 
 # parents before children, so a reader of a half-done copy never sees an output without its exchange
@@ -34,7 +35,7 @@ class Copied:
 def copy_store(source: str | Path, target: str, *, batch: int = 2000,
                progress: Callable[[str, int, int], None] | None = None) -> list[Copied]:
     """Copy every table of the SQLite store `source` into the PostgreSQL database `target`."""
-    if not pg.is_postgres_url(target):
+    if not is_postgres_url(target):
         raise ValueError("the target of a copy is a postgresql:// URL")
     src_path = Path(source)
     if not src_path.exists():

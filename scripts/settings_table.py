@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from shadoweval.core.settings import ENV_PREFIX, SECTIONS, settings_table
+from shadoweval.core.settings import ENV_PREFIX, REQUIRED, SECTIONS, env_settable, settings_table
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 LISTS = ("candidates", "intents", "evaluators")  # [[arrays of tables]]: one entry each
@@ -60,7 +60,7 @@ SECTION_INTROS = {
 def _env_name(section: str, key: str) -> str:
     """The environment variable that sets this setting, or '' when only the file can."""
     model = SECTIONS.get(section)
-    if model is None or model.model_fields[key].annotation not in (str, int, float, bool):
+    if model is None or not env_settable(model.model_fields[key].annotation):
         return ""
     return f"`{ENV_PREFIX}{section.upper()}_{key.upper()}`"
 
@@ -77,7 +77,8 @@ def render() -> str:
                 lines += [SECTION_INTROS[section], ""]
             lines += ["| setting | default | meaning |", "|---|---|---|"] if lists else \
                      ["| setting | default | environment | meaning |", "|---|---|---|---|"]
-        shown = "(required)" if default is None else f"`{default!r}`".replace("|", "\\|")
+        shown = "(required)" if default is REQUIRED else "(unset)" if default is None else \
+            f"`{default!r}`".replace("|", "\\|")
         meaning = help_text.replace("|", "/")
         env = "" if section in LISTS else f" {_env_name(section, key) or '-'} |"
         lines.append(f"| `{key}` | {shown} |{env} {meaning} |")

@@ -76,3 +76,41 @@ def test_two_replicas_share_one_postgres_store(production, postgres_url: str, tm
         assert conn.execute("select count(*) from grading_items").fetchone() == (queued,) and queued >= 5
     built = _cli("evalset", "build", "invoices", "--db", postgres_url, "--json")
     assert built["items"] >= 1
+
+
+def test_serve_on_postgres_judges_in_the_background_into_the_same_database(postgres_url: str, tmp_path: Path):
+    # `serve --db postgresql://...` starts its background judge as a child process: the child must
+    # judge the PostgreSQL store (it is handed the URL in its environment), not a local SQLite file
+    import socket
+
+    with ThreadedServer(MockLLM(name="prod-model")) as prod:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        config = tmp_path / "c.toml"
+        config.write_text(f'[production]\nbase_url = "{prod.url}/v1"\n[store]\nflush_interval_ms = 20\n'
+                          f'[judges]\ninterval_s = 1\n')
+        env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HF_HUB_OFFLINE": "1"}
+        serve = subprocess.Popen([sys.executable, "-m", "shadoweval.cli", "serve", "--config", str(config),
+                                  "--port", str(port), "--db", postgres_url], env=env, cwd=tmp_path,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-app")
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    client.chat.completions.create(model="prod-model", messages=MESSAGES)
+                    break
+                except openai.APIConnectionError:
+                    assert time.monotonic() < deadline and serve.poll() is None
+                    time.sleep(0.2)
+            judged = 0
+            while not judged and time.monotonic() < deadline + 60:
+                time.sleep(0.5)
+                with psycopg.connect(postgres_url) as conn:
+                    (judged,) = conn.execute("select count(*) from verdicts").fetchone()
+        finally:
+            serve.terminate()
+            serve.wait(30)
+    assert judged > 0
+    assert not list(tmp_path.glob("*.db"))  # nothing went to a SQLite file beside it

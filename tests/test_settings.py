@@ -73,3 +73,16 @@ def test_bad_config_says_what_and_where(tmp_path, toml, message):
 def test_missing_config_file(tmp_path):
     with pytest.raises(SettingsError, match="not found"):
         load_settings(tmp_path / "nope.toml", env={})
+
+
+def test_the_store_target_comes_from_the_file_the_environment_or_a_named_variable():
+    # the background judge of a PostgreSQL `serve` is handed the URL as SHADOWEVAL_STORE_URL
+    url = "postgresql://app:s3cret@db.internal/shadoweval"
+    assert load_settings(None, env={}).store_target == "shadoweval.db"
+    assert load_settings(None, env={"SHADOWEVAL_STORE_URL": url}).store_target == url
+    named = load_settings(None, overrides={"store": {"url_env": "DB_URL"}}, env={"DB_URL": url})
+    assert named.store_target == url and named.store.url is None  # the password stays with the secrets
+    with pytest.raises(SettingsError, match="DB_URL"):
+        load_settings(None, overrides={"store": {"url_env": "DB_URL"}}, env={})
+    with pytest.raises(SettingsError, match="postgresql://"):
+        load_settings(None, env={"SHADOWEVAL_STORE_URL": "mysql://x"})

@@ -92,3 +92,10 @@ def test_copy_says_what_is_wrong(tmp_path: Path):
     assert bad.returncode == 1 and "postgresql://" in bad.stderr
     bad = _run("store", "copy", "--from", "a.db", "--to", "$SHADOWEVAL_NO_SUCH_VAR", check=False)
     assert bad.returncode == 1 and "SHADOWEVAL_NO_SUCH_VAR is not set" in bad.stderr
+
+
+def test_an_unreachable_database_is_one_clear_line_without_the_password():
+    for args in (("stats",), ("report",), ("grade", "queue", "-n", "3")):
+        bad = _run(*args, "--db", "postgresql://app:s3cret@127.0.0.1:1/x", check=False)
+        assert bad.returncode == 1 and "Traceback" not in bad.stderr, bad.stderr
+        assert "cannot reach postgresql://app:***@127.0.0.1:1/x" in bad.stderr and "s3cret" not in bad.stderr
