@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import re
 import threading
+import weakref
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,10 +54,29 @@ _NUMBERED = re.compile(r"\?(\d+)")
 _PLACEHOLDER = re.compile(r"\?(\d*)")
 
 
+_VALUES = re.compile(r"^\s*insert\s+into\s+(\w+)\s*\(([^)]*)\)\s*values\s*\(\s*%s(?:\s*,\s*%s)*\s*\)(.*)$",
+                     re.I | re.S)
+COPY_FROM_ROWS = 16  # a batch of at least this many rows goes through COPY (below, row by row is as quick)
+
+
+@dataclass(frozen=True, slots=True)
+class Bulk:
+    """How a one-row `insert ... values (?, ...)` takes a batch: COPY into a temporary table
+    shaped like its columns, then one `insert ... select` from it with the same conflict rule.
+    COPY is what PostgreSQL reads fastest, and the client barely works to send it."""
+
+    stage: str  # the temporary table (one per connection, emptied as it is read)
+    create: str
+    copy: str
+    insert: str
+    key: tuple[int, ...] | None  # where rows replace each other: positions of the conflict key
+
+
 @dataclass(frozen=True, slots=True)
 class Statement:
     sql: str
     numbered: bool  # parameters given by position, referenced as ?N: bind them by name
+    bulk: Bulk | None = None  # set for an insert of one row of values
 
 
 def translate(sql: str, conflict_keys: Mapping[str, Sequence[str]] | None = None) -> Statement:
@@ -65,6 +86,7 @@ def translate(sql: str, conflict_keys: Mapping[str, Sequence[str]] | None = None
     out = _JSON_KEY.sub(r"(\1::jsonb ->> ?)", out)
     out = re.sub(r"\[(\w+)\]", r'"\1"', out)
     m = _INSERT.match(out)
+    key: tuple[int, ...] | None = None
     if m:
         verb, table, cols = m.group(1).lower(), m.group(2), [c.strip().strip('"') for c in m.group(3).split(",")]
         out = out[: m.start()] + f"insert into {table} ({m.group(3)})" + out[m.end():]
@@ -75,11 +97,14 @@ def translate(sql: str, conflict_keys: Mapping[str, Sequence[str]] | None = None
             if not keys:
                 raise ValueError(f"no conflict key known for table {table}")
             rest = [c for c in cols if c not in keys]
+            if rest and all(k in cols for k in keys):
+                key = tuple(cols.index(k) for k in keys)
             action = ("do update set " + ", ".join(f'"{c}" = excluded."{c}"' for c in rest)) if rest else "do nothing"
             out += f" on conflict ({', '.join(chr(34) + k + chr(34) for k in keys)}) {action}"
     numbered = bool(_NUMBERED.search(out))
     if not numbered:
-        return Statement(out.replace("?", "%s"), False)
+        out = out.replace("?", "%s")
+        return Statement(out, False, _bulk(out, key))
     last = 0
 
     def name(m: re.Match[str]) -> str:  # SQLite's rule: a bare ? is one more than the largest so far
@@ -89,6 +114,23 @@ def translate(sql: str, conflict_keys: Mapping[str, Sequence[str]] | None = None
         return f"%(p{n})s"
 
     return Statement(_PLACEHOLDER.sub(name, out), True)
+
+
+def _bulk(sql: str, key: tuple[int, ...] | None) -> Bulk | None:
+    v = _VALUES.match(sql)
+    if v is None or "%s" in v.group(3):
+        return None
+    table, cols, tail = v.group(1), v.group(2).strip(), v.group(3)
+    stage = f"_in_{table}_{zlib.crc32(cols.encode()):08x}"
+    return Bulk(stage,
+                # `_n`: the order rows came in, which the new rows' rowid keeps
+                f"create temporary table if not exists {stage} on commit delete rows as "
+                f"select {cols} from {table} with no data; "
+                f"alter table {stage} add column if not exists _n bigserial",
+                f"copy {stage} ({cols}) from stdin",
+                f"with rows as (delete from {stage} returning *) "
+                f"insert into {table} ({cols}) select {cols} from rows order by _n{tail}",
+                key)
 
 
 def _param(value: Any) -> Any:
@@ -125,6 +167,8 @@ class PgConnection:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        if exc[0] is not None:
+            _forget_stages(self.raw)  # a rollback may have undone their creation
         self._tx.pop().__exit__(*exc)
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> psycopg.Cursor[Any]:
@@ -132,10 +176,38 @@ class PgConnection:
         return self.raw.execute(stmt.sql, _params(stmt, params))
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
-        """Run one statement per row; return the rows affected, all together."""
+        """Run the statement once per row; return the rows affected, all together. An insert of
+        values with many rows goes through COPY (`Bulk`), with the same outcome as row by row."""
         stmt = self._db.statement(sql)
+        rows = rows if isinstance(rows, list) else list(rows)
+        if stmt.bulk is not None and len(rows) >= COPY_FROM_ROWS:
+            if self._tx:
+                return self._copy(stmt.bulk, rows)
+            with self:
+                return self._copy(stmt.bulk, rows)
         with self.raw.cursor() as cur:
             cur.executemany(stmt.sql, [_params(stmt, r) for r in rows])
+            return max(cur.rowcount, 0)
+
+    def _copy(self, bulk: Bulk, rows: list[Sequence[Any]]) -> int:
+        if bulk.key is not None:
+            # one statement may not update a row twice: of rows replacing each other, the last
+            # one's values win, in the first one's place, as row by row
+            key = bulk.key
+            latest = {tuple(r[i] for i in key): r for r in rows}
+            if len(latest) < len(rows):
+                rows = list(latest.values())
+        with _STAGES_LOCK:
+            stages = _STAGES.setdefault(self.raw, set())
+            new = bulk.stage not in stages
+            stages.add(bulk.stage)
+        with self.raw.cursor() as cur:
+            if new:
+                cur.execute(bulk.create)
+            with cur.copy(bulk.copy) as copy:
+                for r in rows:
+                    copy.write_row([int(v) if isinstance(v, bool) else v for v in r])
+            cur.execute(bulk.insert)
             return max(cur.rowcount, 0)
 
     @property
@@ -147,6 +219,16 @@ class PgConnection:
             self._release(self.raw)
         else:
             self.raw.close()
+
+
+# per connection, the staging tables it has made (temporary tables live as long as their connection)
+_STAGES: weakref.WeakKeyDictionary[psycopg.Connection[Any], set[str]] = weakref.WeakKeyDictionary()
+_STAGES_LOCK = threading.Lock()
+
+
+def _forget_stages(raw: psycopg.Connection[Any]) -> None:
+    with _STAGES_LOCK:
+        _STAGES.pop(raw, None)
 
 
 class Pool:

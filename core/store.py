@@ -80,6 +80,7 @@ Item = Record | Callable[[], Iterable[Record]]
 
 _STOP = object()
 _LOSING_S = 10.0  # the store reports itself not ok for this long after it lost a record
+_REOPEN_FIRST, _REOPEN_LAST = 0.1, 1.0  # seconds between attempts to reach PostgreSQL again
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +189,7 @@ class Store(GradingReads, EvalSetReads):
         self._next_retention = 0.0
         self._next_counters = 0.0
         self._next_open_attempt = 0.0
+        self._reopen_delay = _REOPEN_FIRST
 
     @property
     def location(self) -> str:
@@ -320,11 +322,18 @@ class Store(GradingReads, EvalSetReads):
                 migrate(db)  # type: ignore[arg-type]  # pg.Database speaks the part of sqlite_utils' API used
             self._db = db  # type: ignore[assignment]
             self._last_error = None
+            self._reopen_delay = _REOPEN_FIRST
         except pg.Error as exc:
             self._db = None
             self._last_error = f"cannot open {pg.safe_url(self.url)}: {exc}"
-            self._next_open_attempt = time.monotonic() + 1.0
+            self._reopen_later()
             log.error("store unavailable", extra={"path": pg.safe_url(self.url), "error": str(exc)})
+
+    def _reopen_later(self) -> None:
+        """A refused connection costs next to nothing, so the writer tries again soon: 0.1 s after a
+        failure, doubling up to a second, so that writing resumes within that of the server's return."""
+        self._next_open_attempt = time.monotonic() + self._reopen_delay
+        self._reopen_delay = min(self._reopen_delay * 2, _REOPEN_LAST)
 
     def _run(self) -> None:
         stopping = False
@@ -467,9 +476,9 @@ class Store(GradingReads, EvalSetReads):
             reason = _reason(exc)
             self._lose(len(records), reason)
             if self.url is not None and self._db is not None and self._db.conn.broken:  # type: ignore[attr-defined]
-                # the server went away: reconnect at the next batch, from a second on
+                # the server went away: reconnect at a next batch, soon (a restart), then less often
                 self._db = None
-                self._next_open_attempt = time.monotonic() + 1.0
+                self._reopen_later()
             if self._last_error != str(exc):
                 log.error("store write failed", extra={"reason": reason, "error": str(exc), "lost": len(records)})
             self._last_error = str(exc)
