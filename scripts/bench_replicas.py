@@ -5,8 +5,10 @@ Four parts, each printed as it finishes, then a sizing summary:
 
 1. load: c64, non-streaming and streaming, against (a) one `shadoweval serve` on SQLite, (b) two
    `shadoweval serve` replicas on one PostgreSQL database, the load split round robin by running
-   two loadgen processes at c32 each (one per replica), and (c) the mock upstream directly, to
-   compute the latency the proxy adds. After each run: answered (loadgen's successes) vs rows
+   two loadgen processes at c32 each (one per replica), and the mock upstream directly, to
+   compute the latency the proxy adds. Two more systems separate the store from the second
+   process: (c) two replicas on a SQLite file each and (d) one replica on PostgreSQL; (b)/(c)
+   and (d)/(a) compare the engines with as many proxy processes on each side. After each run: answered (loadgen's successes) vs rows
    stored, distinct ids (duplicates), and what /metrics counts as lost.
 2. writer rate: scripts/bench_store.py on SQLite and on PostgreSQL (`--db URL`): exchanges/s
    and CPU seconds per 1,000 exchanges of the writer thread and process, plus PostgreSQL's CPU.
@@ -19,7 +21,8 @@ Four parts, each printed as it finishes, then a sizing summary:
 
 CPU pinning (--pin auto, 2+ cores): load generators, the mock and bench_store's producer on CPU 0;
 the proxies and PostgreSQL on CPU 1, so that SQLite's writing (inside the proxy) and
-PostgreSQL's (in its server) are charged to the same core. Loss counters count records (an
+PostgreSQL's (in its server) are charged to the same core (`--pg-cpu load` moves PostgreSQL
+to CPU 0: a database with a core of its own, as in production). Loss counters count records (an
 exchange is two: the exchange row and production's output row); the script converts.
 Figures only: it never asserts. Everything it starts (processes, the PostgreSQL cluster) is
 stopped on exit, Ctrl-C included.
@@ -100,15 +103,18 @@ class Proc:
 class Runner:
     """Starts processes in their own process groups and remembers them, to stop them all at exit."""
 
-    def __init__(self, work: Path, pin: bool) -> None:
+    def __init__(self, work: Path, pin: bool, pg_cpu: str = "server") -> None:
         self.work = work
         self.pin = pin
+        self.pg_cpu = pg_cpu  # where PostgreSQL runs: with the proxies ("server") or the load ("load")
         self.procs: list[Proc] = []
         self.clusters: list[Path] = []
 
     def cpus(self, which: str) -> list[str]:
         if not self.pin or not shutil.which("taskset"):
             return []
+        if which == "pg":
+            which = self.pg_cpu
         return ["taskset", "-c", "0" if which == "load" else "1"]
 
     def start(self, name: str, argv: list[str], *, cpus: str, env: dict[str, str] | None = None) -> Proc:
@@ -250,7 +256,7 @@ class Cluster:
     def pg_ctl(self, *args: str) -> subprocess.CompletedProcess[bytes]:
         binary = self.bin() / "pg_ctl"
         owner = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
-        return subprocess.run(self.runner.cpus("server") + owner + [str(binary), "-D", str(self.dir / "data"), *args],
+        return subprocess.run(self.runner.cpus("pg") + owner + [str(binary), "-D", str(self.dir / "data"), *args],
                               cwd="/", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     @staticmethod
@@ -281,7 +287,7 @@ class Cluster:
 def start_cluster(runner: Runner) -> Cluster:
     d = runner.work / "pg"
     runner.clusters.append(d)
-    r = subprocess.run(runner.cpus("server") + [str(PG_SCRIPT), "start", str(d)], capture_output=True, text=True)
+    r = subprocess.run(runner.cpus("pg") + [str(PG_SCRIPT), "start", str(d)], capture_output=True, text=True)
     if r.returncode:
         raise SystemExit(f"scripts/postgres start failed: {r.stderr.strip()}")
     url = r.stdout.strip().splitlines()[-1]
@@ -472,6 +478,30 @@ class Loadgen:
         return [self.result(p, js, d + 30) for p, js in started]
 
 
+SYSTEMS = {"a": "(a) 1x SQLite", "b": "(b) 2x PostgreSQL", "c": "(c) 2x SQLite", "d": "(d) 1x PostgreSQL"}
+# (numerator, denominator, what the ratio isolates)
+COMPARISONS = [("b", "a", "the target: two replicas on PostgreSQL vs one on SQLite"),
+               ("b", "c", "the store alone, two replicas each"),
+               ("d", "a", "the store alone, one replica each"),
+               ("c", "a", "a second replica process alone, SQLite each")]
+
+
+def compare(num: Cell, den: Cell, direct: Cell, n: str, d: str) -> str:
+    """`num` against `den`: req/s, end-to-end p50/p99 ratios (within 10%?), added latency."""
+    ratio = num.load.rps / den.load.rps if den.load.rps else None
+    e2e = [(num.load.pct(q) or 0) / (den.load.pct(q) or 1) for q in (50, 99)]
+    add_n = [(num.load.pct(q) or 0) - (direct.load.pct(q) or 0) for q in (50, 99)]
+    add_d = [(den.load.pct(q) or 0) - (direct.load.pct(q) or 0) for q in (50, 99)]
+
+    def verdict(ok: bool) -> str:
+        return "within" if ok else "NOT within"
+
+    return (f"({n})/({d}) req/s = {fmt(ratio, '.3f')} -> {verdict(ratio is not None and ratio >= 1 - TOLERANCE)} 10%; "
+            f"end-to-end p50 = {e2e[0]:.3f} -> {verdict(e2e[0] <= 1 + TOLERANCE)}; p99 = {e2e[1]:.3f} -> "
+            f"{verdict(e2e[1] <= 1 + TOLERANCE)}; added p50 {add_n[0]:+.2f} vs {add_d[0]:+.2f} ms, added p99 "
+            f"{add_n[1]:+.2f} vs {add_d[1]:+.2f} ms")
+
+
 def fmt(x: float | None, spec: str = ".2f") -> str:
     return "-" if x is None else f"{x:{spec}}"
 
@@ -561,6 +591,42 @@ class Bench:
         cell.pg_cpu_s = pg_cpu.seconds
         cell.answered = cell.load.ok
 
+    @property
+    def systems(self) -> list[str]:
+        return [SYSTEMS[k] for k in self.args.systems.split(",")]
+
+    def run_system(self, system: str, rep: int, mode: str) -> Cell:
+        """One cell of part 1: start the system's replicas on a fresh store, load them, count."""
+        letter, n, engine = system[1], int(system[4]), "pg" if "PostgreSQL" in system else "sqlite"
+        stream, c_all = mode == "stream", self.args.concurrency
+        names = [f"{letter}{i if n > 1 else ''}-{rep}-{mode}" for i in range(n)]
+        tags = [f"{letter}{i}" if n > 1 else "single" for i in range(n)]
+        cell = Cell(mode, system, Load(), rep=rep)
+        if engine == "pg":
+            url = self.new_db()
+            cfg = self.config(f"{letter}-{rep}-{mode}.pg", url)
+            reps = [start_replica(self.runner, name, cfg) for name in names]
+        else:
+            dbs = [self.runner.work / f"{name}.db" for name in names]
+            reps = [start_replica(self.runner, name, self.config(name, str(db))) for name, db in zip(names, dbs, strict=True)]
+        self.measure([(x.url, tag) for x, tag in zip(reps, tags, strict=True)], c_all // n, stream, cell, reps,
+                     pg=engine == "pg")
+        for m in settle(reps):
+            for k, v in records_lost(m).items():
+                cell.lost_records[k] = cell.lost_records.get(k, 0) + v
+        for x in reps:
+            x.proc.stop()
+        if engine == "pg":
+            cell.stored, cell.distinct = pg_counts(url)
+            per = [pg_counts(url, tag)[0] for tag in tags]
+        else:
+            counts = [sqlite_counts(db) for db in dbs]
+            cell.stored, cell.distinct = sum(c[0] for c in counts), sum(c[1] for c in counts)
+            per = [c[0] for c in counts]
+        if n > 1:
+            cell.per_replica = ", ".join(f"{tag} stored {k}" for tag, k in zip(tags, per, strict=True))
+        return cell
+
     def part_load(self) -> None:
         a = self.args
         cells: list[Cell] = []
@@ -573,31 +639,9 @@ class Bench:
                 self.measure([(self.mock_url, None)], c_all, stream, direct, [])
                 cells.append(direct)
 
-                log(f"part 1, repeat {rep + 1}, {mode}: (a) one replica on SQLite")
-                db = self.runner.work / f"a-{rep}-{mode}.db"
-                r = start_replica(self.runner, f"a-{rep}-{mode}", self.config(f"a-{rep}-{mode}", str(db)))
-                cell = Cell(mode, "(a) 1x SQLite", Load(), rep=rep)
-                self.measure([(r.url, "single")], c_all, stream, cell, [r])
-                cell.lost_records = records_lost(settle([r])[0])
-                r.proc.stop()
-                cell.stored, cell.distinct = sqlite_counts(db)
-                cells.append(cell)
-
-                log(f"part 1, repeat {rep + 1}, {mode}: (b) two replicas on PostgreSQL")
-                url = self.new_db()
-                cfg = self.config(f"b-{rep}-{mode}.pg", url)
-                reps = [start_replica(self.runner, f"b{i}-{rep}-{mode}", cfg) for i in range(2)]
-                cell = Cell(mode, "(b) 2x PostgreSQL", Load(), rep=rep)
-                self.measure([(x.url, x.name[:2]) for x in reps], c_all // 2, stream, cell, reps, pg=True)
-                ms = settle(reps)
-                for m in ms:
-                    for k, v in records_lost(m).items():
-                        cell.lost_records[k] = cell.lost_records.get(k, 0) + v
-                cell.stored, cell.distinct = pg_counts(url)
-                cell.per_replica = ", ".join(f"{x.name[:2]} stored {pg_counts(url, x.name[:2])[0]}" for x in reps)
-                for x in reps:
-                    x.proc.stop()
-                cells.append(cell)
+                for system in self.systems:
+                    log(f"part 1, repeat {rep + 1}, {mode}: {system}")
+                    cells.append(self.run_system(system, rep, mode))
 
         # pooled over repeats
         pooled: dict[tuple[str, str], Cell] = {}
@@ -622,13 +666,13 @@ class Bench:
         out(f"## 1. Load: c{a.concurrency}, {a.duration:g} s measured per cell x {a.repeat} repeat(s), "
             f"mock latency {a.latency_ms:g} ms (stream: 20 chunks, {a.chunk_delay_ms:g} ms apart)")
         out()
-        out(f"(b) = two loadgen processes at c{a.concurrency // 2} each, one per replica (round robin by process). "
+        out(f"Two replicas = two loadgen processes at c{a.concurrency // 2} each, one per replica (round robin by process). "
             "Added = this row minus the direct row, same mode; percentiles pooled over repeats.")
         out()
         rows = []
         for mode in ("nonstream", "stream"):
             d = pooled[(mode, "direct (mock)")]
-            for system in ("direct (mock)", "(a) 1x SQLite", "(b) 2x PostgreSQL"):
+            for system in ("direct (mock)", *self.systems):
                 cp = pooled[(mode, system)]
                 measured = len(cp.load.samples) or 1
                 p50, p99 = cp.load.pct(50), cp.load.pct(99)
@@ -661,17 +705,13 @@ class Bench:
                 f"{cell.busy}{extra}")
         out()
         for mode in ("nonstream", "stream"):
-            pa, pb, d = pooled[(mode, "(a) 1x SQLite")], pooled[(mode, "(b) 2x PostgreSQL")], pooled[(mode, "direct (mock)")]
-            ratio = pb.load.rps / pa.load.rps if pa.load.rps else None
-            add_a = [(pa.load.pct(q) or 0) - (d.load.pct(q) or 0) for q in (50, 99)]
-            add_b = [(pb.load.pct(q) or 0) - (d.load.pct(q) or 0) for q in (50, 99)]
-            ok_rps = ratio is not None and ratio >= 1 - TOLERANCE
-            e2e = [(pb.load.pct(q) or 0) / (pa.load.pct(q) or 1) for q in (50, 99)]
-            out(f"- {mode}: (b)/(a) req/s = {fmt(ratio, '.3f')} -> {'within' if ok_rps else 'NOT within'} 10%; "
-                f"end-to-end p50 (b)/(a) = {e2e[0]:.3f} -> {'within' if e2e[0] <= 1 + TOLERANCE else 'NOT within'} "
-                f"10%; p99 (b)/(a) = {e2e[1]:.3f} -> {'within' if e2e[1] <= 1 + TOLERANCE else 'NOT within'} 10%; "
-                f"added p50 {add_b[0]:+.2f} vs {add_a[0]:+.2f} ms, added p99 {add_b[1]:+.2f} vs {add_a[1]:+.2f} ms")
-            self.figures[f"load_{mode}"] = {"a": pa, "b": pb}
+            d = pooled[(mode, "direct (mock)")]
+            for num, den, what in COMPARISONS:
+                if (mode, SYSTEMS[num]) in pooled and (mode, SYSTEMS[den]) in pooled:
+                    out(f"- {mode}: {compare(pooled[(mode, SYSTEMS[num])], pooled[(mode, SYSTEMS[den])], d, num, den)}"
+                        f" ({what})")
+            if (mode, SYSTEMS["b"]) in pooled:
+                self.figures[f"load_{mode}"] = {"b": pooled[(mode, SYSTEMS["b"])]}
         out()
 
     # -- part 2: writer rate ----------------------------------------------------------------------
@@ -927,6 +967,8 @@ def prepare_bench() -> Path:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", default="load,writer,outage,kill", help="comma list of load, writer, outage, kill")
+    ap.add_argument("--systems", default="a,b,c,d",
+                    help="part 1 systems: a = 1x SQLite, b = 2x PostgreSQL, c = 2x SQLite (two files), d = 1x PostgreSQL")
     ap.add_argument("--quick", action="store_true", help="shorter cells, one repeat, fewer store exchanges (~3 min)")
     ap.add_argument("--concurrency", type=int, default=64, help="part 1 and 4 total concurrency (split in two for replicas)")
     ap.add_argument("--duration", type=float, default=None, help="measured seconds per part 1 cell (default 10, quick 5)")
@@ -945,6 +987,10 @@ def main() -> int:
     ap.add_argument("--kill-before", type=float, default=5.0, help="seconds of load before the kill -9")
     ap.add_argument("--kill-after", type=float, default=5.0, help="seconds the survivor's load runs after it")
     ap.add_argument("--pin", choices=["auto", "none"], default="auto")
+    ap.add_argument("--pg-cpu", choices=["server", "load"], default="server",
+                    help="with --pin auto: PostgreSQL on the proxies' CPU (default: SQLite's writing and "
+                         "PostgreSQL's are charged to the same core) or on the load generators' (a database "
+                         "host of its own, as in production)")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (logs, SQLite files)")
     args = ap.parse_args()
     args.duration = args.duration or (5.0 if args.quick else 10.0)
@@ -970,7 +1016,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench_replicas-"))
     os.chmod(work, 0o755)  # the cluster folder inside belongs to the postgres user
     pin = args.pin == "auto" and (os.cpu_count() or 1) >= 2
-    runner = Runner(work, pin)
+    runner = Runner(work, pin, args.pg_cpu)
     t0 = time.monotonic()
     try:
         bench = Bench(args, runner, prepare_bench())
