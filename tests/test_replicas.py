@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import openai
 import psycopg
+import pytest
 
 from shadoweval.cli.mockllm import MockLLM, ThreadedServer
 
@@ -114,3 +116,23 @@ def test_serve_on_postgres_judges_in_the_background_into_the_same_database(postg
             serve.wait(30)
     assert judged > 0
     assert not list(tmp_path.glob("*.db"))  # nothing went to a SQLite file beside it
+
+
+@pytest.mark.parametrize("front", ["round robin in the app", "nginx"])
+def test_the_replicas_page_example_runs(postgres_url: str, front: str):
+    """scripts/replicas_example.py, the docs' example run for real: two `shadoweval serve` processes,
+    the demo's app through nginx (where installed) or alternating itself, every request stored once."""
+    argv = [sys.executable, str(Path(__file__).resolve().parent.parent / "scripts" / "replicas_example.py"),
+            "--db", postgres_url, "-n", "9"]
+    if front == "nginx":
+        if not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):
+            pytest.skip("nginx is not installed (apt-get install nginx); the round-robin variant ran instead")
+    else:
+        argv.append("--no-nginx")
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert ("nginx on 127.0.0.1" in proc.stdout) == (front == "nginx")
+    assert "ok   every answered request stored exactly once (9 sent, 9 stored, 9 distinct)" in proc.stdout
+    assert "ok   both replicas took a share" in proc.stdout
+    assert "FAIL" not in proc.stdout
