@@ -81,11 +81,11 @@ def grading_server(settings: Any) -> Any:
     return app
 
 
-def serve_demo_grading(db: Path, port: int) -> None:
+def serve_demo_grading(db: str | Path, port: int) -> None:
     """After the demo: queue a sample of its pairs and serve the grading page with a one-off token."""
     import uvicorn
 
-    from shadoweval.core.settings import load_settings
+    from shadoweval.core.settings import is_postgres_url, load_settings
     from shadoweval.datasets.grading.queue import build_queue
     from shadoweval.datasets.grading.sampling import SamplingPlan
 
@@ -93,11 +93,12 @@ def serve_demo_grading(db: Path, port: int) -> None:
         result = build_queue(store, SamplingPlan(30, seed=1, double_rate=0.2), slice_by=("route",))
     token = secrets.token_urlsafe(12)
     settings = load_settings(None, overrides={
-        "store": {"path": str(db)}, "server": {"port": port},
+        "store": {"url": str(db)} if is_postgres_url(str(db)) else {"path": str(db)}, "server": {"port": port},
         "evaluators": [{"name": "you", "token_sha256": hashlib.sha256(token.encode()).hexdigest(), "admin": True}]})
     click.echo(f"\nqueued {len(result.items)} pairs for grading (policies and probabilities recorded)")
     click.echo(f"grading page: http://127.0.0.1:{port}/grade/   sign in with: {token}")
-    click.echo(f"afterwards: shadoweval agreement --db {db}   |   Ctrl-C stops the page")
+    shown = db if not is_postgres_url(str(db)) else "<the same URL>"
+    click.echo(f"afterwards: shadoweval agreement --db {shown}   |   Ctrl-C stops the page")
     uvicorn.run(grading_server(settings), host="127.0.0.1", port=port, log_level="warning", server_header=False)
 
 

@@ -495,7 +495,8 @@ def _print_calibration(report: CalibrationReport) -> None:
 
 
 @main.command()
-@db_option("SQLite file the demo writes.", default="shadoweval-demo.db", show_default=True)
+@db_option("SQLite file the demo writes anew, or a PostgreSQL URL (an empty database).",
+           default="shadoweval-demo.db", show_default=True)
 @click.option("--questions", type=int, default=0, help="Send only the first N questions (0: all).")
 @click.option("--judge/--no-judge", default=True, show_default=True, help="Run the offline judges at the end.")
 @click.option("--grade", is_flag=True, help="Then queue pairs and serve the grading page (Ctrl-C stops it).")
@@ -504,11 +505,11 @@ def demo(db: str, questions: int, judge: bool, grade: bool, grade_port: int) -> 
     """Run the built-in demo: a RAG support app, production and two candidates, all local."""
     from .demo.run import run_demo
 
-    code = run_demo(Path(db), limit=questions or None, judge=judge)
+    code = run_demo(db, limit=questions or None, judge=judge)
     if code == 0 and grade:
         from .grade import serve_demo_grading
 
-        serve_demo_grading(Path(db), grade_port)
+        serve_demo_grading(db, grade_port)
     sys.exit(code)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import openai
+import psycopg
 
 from shadoweval.cli.mockllm import MockLLM, ThreadedServer, free_port
 from shadoweval.core.store import Store
@@ -128,6 +129,28 @@ def test_demo_runs_and_captures(tmp_path):
     assert n == 6 and by["careful"].ok == 6 and by["drifting"].ok == 6 and by["production"].ok == 6
     # the careful candidate is slower than the drifting one, as scripted
     assert by["careful"].mean_latency_ms > by["drifting"].mean_latency_ms
+
+
+def test_demo_runs_into_postgres_and_never_overwrites_it(postgres_url: str, tmp_path):
+    """`shadoweval demo --db postgresql://...`: the same demo into an empty database (judged, with its
+    report); a second run refuses a database that holds traffic instead of deleting anything."""
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([str(BIN), "demo", "--db", postgres_url, "--questions", "6"], capture_output=True,
+                         text=True, timeout=180, cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "captured 6 exchanges" in out.stdout and "compared with production" in out.stdout
+    assert (tmp_path / "shadoweval-demo-report.html").exists()
+    assert not list(tmp_path.glob("*.db"))  # nothing written to a local SQLite file
+    n, rows = Store(postgres_url).stats()
+    by = {r.name: r for r in rows}
+    assert n == 6 and by["careful"].ok == 6 and by["drifting"].ok == 6 and by["production"].ok == 6
+    with psycopg.connect(postgres_url) as conn:
+        judged = conn.execute("select count(distinct output_id) from verdicts where judge = 'grounded'").fetchone()
+    assert judged is not None and judged[0] >= 18  # every answer of the three models (and the twin's)
+    again = subprocess.run([str(BIN), "demo", "--db", postgres_url, "--questions", "2", "--no-judge"],
+                           capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert again.returncode != 0 and "needs an empty database" in again.stderr and "6 exchanges" in again.stderr
+    assert Store(postgres_url).stats()[0] == 6
 
 
 def test_proxy_does_not_import_heavy_or_judge_modules():

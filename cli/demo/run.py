@@ -24,8 +24,9 @@ import httpx
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 
+from shadoweval.core.errors import ShadowevalError
 from shadoweval.core.messages import last_user_text
-from shadoweval.core.settings import load_settings
+from shadoweval.core.settings import is_postgres_url, load_settings
 from shadoweval.core.store import Store
 from shadoweval.proxy.app import create_app
 
@@ -98,19 +99,26 @@ def _cited_out_of_range(text: str | None, n_docs: int) -> int:
     return sum(1 for m in re.findall(r"\[(\d+)\]", text or "") if not 1 <= int(m) <= n_docs)
 
 
-def run_demo(db: Path, *, limit: int | None = None, judge: bool = True, out: Any = print) -> int:
+def run_demo(db: str | Path, *, limit: int | None = None, judge: bool = True, out: Any = print) -> int:
+    """The demo into `db`: a SQLite file (made anew) or a PostgreSQL URL (an empty database)."""
     data = load_demo()
     questions = data.questions[:limit] if limit else data.questions
-    if db.exists():
+    postgres = is_postgres_url(str(db))
+    if postgres:
+        _must_be_empty(str(db))
+    elif Path(db).exists():
         for suffix in ("", "-wal", "-shm"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
+    shown = _safe(str(db)) if postgres else str(db)
     out(f"shadoweval demo: the support assistant of {data.company}, {len(questions)} questions, "
         f"{len(data.documents)} knowledge-base documents")
     with ExitStack() as stack:
         servers = {p: stack.enter_context(ThreadedServer(scripted(data, p))) for p in PERSONAS}
         settings = load_settings(None, env={}, overrides={
             "production": {"base_url": servers["production"].url + "/v1"},
-            "store": {"path": str(db), "flush_interval_ms": 20},
+            # with PostgreSQL, `path` only places this machine's crash journal (next to the report)
+            "store": {"url": str(db), "path": "shadoweval-demo.db", "flush_interval_ms": 20} if postgres
+            else {"path": str(db), "flush_interval_ms": 20},
             "twin": {"sample_rate": 0.25},
             "candidates": [
                 {"name": "careful", "model": PERSONAS["careful"][0], "base_url": servers["careful"].url + "/v1",
@@ -134,18 +142,39 @@ def run_demo(db: Path, *, limit: int | None = None, judge: bool = True, out: Any
         for eid, comment in zip(ids[1:8:5], ["That is not what the warranty page says.", "Didn't answer my question."], strict=False):
             httpx.post(proxy.url + "/shadoweval/feedback", json={"exchange_id": eid, "rating": "down", "comment": comment})
         _wait_for_mirrors(app.store, ids, expected=3, timeout=60)
-    code = _report(Path(db), data, questions, ids, out)
+    code = _report(db, shown, data, questions, ids, out)
     if judge:
-        _judge(Path(db), ids, out)
-        _compare(Path(db), out)
+        _judge(db, ids, out)
+        _compare(db, shown, out)
     out("")
-    out(f"explore it: shadoweval stats --db {db}   |   sqlite3 {db} 'select name, status, text from outputs limit 5'")
-    out(f"judge it again, or with an LLM tier: shadoweval judge run --db {db}   (see docs/judges.md)")
-    out("grade pairs yourself in the browser: ./scripts/demo --grade   (see docs/grading.md)")
+    look = f"psql {shown} -c" if postgres else f"sqlite3 {shown}"
+    out(f"explore it: shadoweval stats --db {shown}   |   {look} 'select name, status, text from outputs limit 5'")
+    out(f"judge it again, or with an LLM tier: shadoweval judge run --db {shown}   (see docs/judges.md)")
+    again = " --db <another empty database>" if postgres else ""
+    out(f"grade pairs yourself in the browser: ./scripts/demo{again} --grade   (see docs/grading.md)")
     return code
 
 
-def _judge(db: Path, ids: list[str], out: Any) -> None:
+def _safe(url: str) -> str:
+    from shadoweval.core.pg import safe_url  # psycopg loads only for PostgreSQL
+
+    return safe_url(url)
+
+
+def _must_be_empty(url: str) -> None:
+    """The demo writes into a PostgreSQL database only when it holds no traffic yet: it never deletes."""
+    store = Store(url)
+    store.start()
+    try:
+        n, _ = store.stats()
+    finally:
+        store.stop()
+    if n:
+        raise ShadowevalError(f"the demo needs an empty database: {_safe(url)} already holds {n} exchanges "
+                              "(create another database for it)")
+
+
+def _judge(db: str | Path, ids: list[str], out: Any) -> None:
     """Run the offline judges on the demo traffic and show what they found, per model."""
     import asyncio
 
@@ -195,7 +224,7 @@ def _judge(db: Path, ids: list[str], out: Any) -> None:
         out(f"  least supported sentence of drifting: {weakest['drifting'][1]!r}")
 
 
-def _compare(db: Path, out: Any) -> None:
+def _compare(db: str | Path, shown: str, out: Any) -> None:
     """The switch decision's summary: each candidate against production (`shadoweval report`)."""
     from shadoweval.datasets.report.build import build_report
     from shadoweval.datasets.report.html import write_html
@@ -203,7 +232,8 @@ def _compare(db: Path, out: Any) -> None:
 
     body = build_report(Store(db).exchange_bundles(), load_settings(None, env={}).report,
                         embed=get_embedder("minilm").encode)
-    page = write_html(body, db.with_name(db.stem + "-report.html"))
+    page = write_html(body, Path("shadoweval-demo-report.html") if is_postgres_url(str(db))
+                      else Path(db).with_name(Path(db).stem + "-report.html"))
     out("")
     out("compared with production (offline judges' preference, 95% intervals; nobody has graded yet):")
     for c in body["candidates"]:
@@ -213,8 +243,8 @@ def _compare(db: Path, out: Any) -> None:
         out(f"  {c['candidate']:10} {c['call']:14} {win}, p95 latency {lat['candidate']:.0f} ms vs "
             f"{lat['production']:.0f} ms" + (f"; {len(c['flags'])} slices worse" if c["flags"] else ""))
     out(f"  the full report (plots, slices, where each loses): {page.resolve()}")
-    out(f"  the same in the terminal: shadoweval report --db {db}   |   the switch decision: shadoweval gate "
-        f"--db {db} --candidate careful")
+    out(f"  the same in the terminal: shadoweval report --db {shown}   |   the switch decision: shadoweval gate "
+        f"--db {shown} --candidate careful")
 
 
 def _share(vs: list[Any], label: str) -> str:
@@ -237,11 +267,12 @@ def _wait_for_mirrors(store: Store | None, ids: list[str], *, expected: int, tim
         time.sleep(0.2)
 
 
-def _report(db: Path, data: DemoData, questions: list[dict[str, Any]], ids: list[str], out: Any) -> int:
+def _report(db: str | Path, shown: str, data: DemoData, questions: list[dict[str, Any]], ids: list[str],
+            out: Any) -> int:
     store = Store(db)
     n, rows = store.stats()
     out("")
-    out(f"captured {n} exchanges in {db}")
+    out(f"captured {n} exchanges in {shown}")
     out(f"  {'model':16} {'answers':>7} {'ok':>4} {'errors':>6} {'mean ms':>8} {'p95 ms':>7} {'est. cost $':>11}")
     for r in rows:
         out(f"  {r.name:16} {r.outputs:7} {r.ok:4} {r.errors + r.timeouts:6} {r.mean_latency_ms or 0:8.0f} "
