@@ -18,12 +18,17 @@ STORE_PATH_HELP = "SQLite file or postgresql:// URL (default: the configuration'
 WHEN_HELP = "7d, 24h, 30m or an ISO date"
 
 
+def store_setting(target: str) -> dict[str, str]:
+    """The `[store]` setting that names TARGET: `url` for a PostgreSQL URL, else `path` (a SQLite file)."""
+    return {"url": target} if is_postgres_url(target) else {"path": target}
+
+
 def settings_from_flags(config: str | None, host: str | None = None, port: int | None = None,
                         db: str | None = None) -> Settings:
     """The settings a command runs with: `--config`'s file (or the defaults), the environment, then
     the flags given; a settings error becomes a click error (exit 1, one line)."""
     overrides = {"server": {k: v for k, v in {"host": host, "port": port}.items() if v is not None},
-                 "store": ({"url": db} if is_postgres_url(db) else {"path": db}) if db else {}}
+                 "store": store_setting(db) if db else {}}
     try:
         return load_settings(config, overrides=overrides)
     except SettingsError as exc:

@@ -24,6 +24,7 @@ from .common import (
     settings_from_flags,
     since_option,
     store_options,
+    store_setting,
 )
 
 
@@ -93,7 +94,7 @@ def serve_demo_grading(db: str | Path, port: int) -> None:
         result = build_queue(store, SamplingPlan(30, seed=1, double_rate=0.2), slice_by=("route",))
     token = secrets.token_urlsafe(12)
     settings = load_settings(None, overrides={
-        "store": {"url": str(db)} if is_postgres_url(str(db)) else {"path": str(db)}, "server": {"port": port},
+        "store": store_setting(str(db)), "server": {"port": port},
         "evaluators": [{"name": "you", "token_sha256": hashlib.sha256(token.encode()).hexdigest(), "admin": True}]})
     click.echo(f"\nqueued {len(result.items)} pairs for grading (policies and probabilities recorded)")
     click.echo(f"grading page: http://127.0.0.1:{port}/grade/   sign in with: {token}")

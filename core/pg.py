@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 import threading
-import weakref
 import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -159,6 +158,10 @@ class PgConnection:
         self._db = db
         self._release = release
         self._tx: list[Any] = []
+        # the staging tables (`Bulk`) made on this connection; temporary tables live as long as it
+        # does. A pool's connection gets a new wrapper per checkout: it then makes them again (if
+        # not exists), which costs a statement, not a mistake
+        self._stages: set[str] = set()
 
     def __enter__(self) -> PgConnection:
         tx = self.raw.transaction()
@@ -168,7 +171,7 @@ class PgConnection:
 
     def __exit__(self, *exc: Any) -> None:
         if exc[0] is not None:
-            _forget_stages(self.raw)  # a rollback may have undone their creation
+            self._stages.clear()  # a rollback may have undone their creation
         self._tx.pop().__exit__(*exc)
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> psycopg.Cursor[Any]:
@@ -197,16 +200,13 @@ class PgConnection:
             latest = {tuple(r[i] for i in key): r for r in rows}
             if len(latest) < len(rows):
                 rows = list(latest.values())
-        with _STAGES_LOCK:
-            stages = _STAGES.setdefault(self.raw, set())
-            new = bulk.stage not in stages
-            stages.add(bulk.stage)
         with self.raw.cursor() as cur:
-            if new:
+            if bulk.stage not in self._stages:
                 cur.execute(bulk.create)
+                self._stages.add(bulk.stage)
             with cur.copy(bulk.copy) as copy:
                 for r in rows:
-                    copy.write_row([int(v) if isinstance(v, bool) else v for v in r])
+                    copy.write_row([_param(v) for v in r])
             cur.execute(bulk.insert)
             return max(cur.rowcount, 0)
 
@@ -219,16 +219,6 @@ class PgConnection:
             self._release(self.raw)
         else:
             self.raw.close()
-
-
-# per connection, the staging tables it has made (temporary tables live as long as their connection)
-_STAGES: weakref.WeakKeyDictionary[psycopg.Connection[Any], set[str]] = weakref.WeakKeyDictionary()
-_STAGES_LOCK = threading.Lock()
-
-
-def _forget_stages(raw: psycopg.Connection[Any]) -> None:
-    with _STAGES_LOCK:
-        _STAGES.pop(raw, None)
 
 
 class Pool:

@@ -478,7 +478,15 @@ class Loadgen:
         return [self.result(p, js, d + 30) for p, js in started]
 
 
-SYSTEMS = {"a": "(a) 1x SQLite", "b": "(b) 2x PostgreSQL", "c": "(c) 2x SQLite", "d": "(d) 1x PostgreSQL"}
+@dataclass(frozen=True)
+class System:
+    label: str
+    replicas: int
+    engine: str  # "sqlite" (a file per replica) or "pg" (one database for all)
+
+
+SYSTEMS = {"a": System("(a) 1x SQLite", 1, "sqlite"), "b": System("(b) 2x PostgreSQL", 2, "pg"),
+           "c": System("(c) 2x SQLite", 2, "sqlite"), "d": System("(d) 1x PostgreSQL", 1, "pg")}
 # (numerator, denominator, what the ratio isolates)
 COMPARISONS = [("b", "a", "the target: two replicas on PostgreSQL vs one on SQLite"),
                ("b", "c", "the store alone, two replicas each"),
@@ -593,15 +601,16 @@ class Bench:
 
     @property
     def systems(self) -> list[str]:
-        return [SYSTEMS[k] for k in self.args.systems.split(",")]
+        return self.args.systems.split(",")
 
-    def run_system(self, system: str, rep: int, mode: str) -> Cell:
+    def run_system(self, letter: str, rep: int, mode: str) -> Cell:
         """One cell of part 1: start the system's replicas on a fresh store, load them, count."""
-        letter, n, engine = system[1], int(system[4]), "pg" if "PostgreSQL" in system else "sqlite"
+        system = SYSTEMS[letter]
+        n, engine = system.replicas, system.engine
         stream, c_all = mode == "stream", self.args.concurrency
         names = [f"{letter}{i if n > 1 else ''}-{rep}-{mode}" for i in range(n)]
         tags = [f"{letter}{i}" if n > 1 else "single" for i in range(n)]
-        cell = Cell(mode, system, Load(), rep=rep)
+        cell = Cell(mode, system.label, Load(), rep=rep)
         if engine == "pg":
             url = self.new_db()
             cfg = self.config(f"{letter}-{rep}-{mode}.pg", url)
@@ -639,9 +648,9 @@ class Bench:
                 self.measure([(self.mock_url, None)], c_all, stream, direct, [])
                 cells.append(direct)
 
-                for system in self.systems:
-                    log(f"part 1, repeat {rep + 1}, {mode}: {system}")
-                    cells.append(self.run_system(system, rep, mode))
+                for letter in self.systems:
+                    log(f"part 1, repeat {rep + 1}, {mode}: {SYSTEMS[letter].label}")
+                    cells.append(self.run_system(letter, rep, mode))
 
         # pooled over repeats
         pooled: dict[tuple[str, str], Cell] = {}
@@ -672,7 +681,7 @@ class Bench:
         rows = []
         for mode in ("nonstream", "stream"):
             d = pooled[(mode, "direct (mock)")]
-            for system in ("direct (mock)", *self.systems):
+            for system in ("direct (mock)", *(SYSTEMS[k].label for k in self.systems)):
                 cp = pooled[(mode, system)]
                 measured = len(cp.load.samples) or 1
                 p50, p99 = cp.load.pct(50), cp.load.pct(99)
@@ -707,11 +716,11 @@ class Bench:
         for mode in ("nonstream", "stream"):
             d = pooled[(mode, "direct (mock)")]
             for num, den, what in COMPARISONS:
-                if (mode, SYSTEMS[num]) in pooled and (mode, SYSTEMS[den]) in pooled:
-                    out(f"- {mode}: {compare(pooled[(mode, SYSTEMS[num])], pooled[(mode, SYSTEMS[den])], d, num, den)}"
+                if (mode, SYSTEMS[num].label) in pooled and (mode, SYSTEMS[den].label) in pooled:
+                    out(f"- {mode}: {compare(pooled[(mode, SYSTEMS[num].label)], pooled[(mode, SYSTEMS[den].label)], d, num, den)}"
                         f" ({what})")
-            if (mode, SYSTEMS["b"]) in pooled:
-                self.figures[f"load_{mode}"] = {"b": pooled[(mode, SYSTEMS["b"])]}
+            if (mode, SYSTEMS["b"].label) in pooled:
+                self.figures[f"load_{mode}"] = {"b": pooled[(mode, SYSTEMS["b"].label)]}
         out()
 
     # -- part 2: writer rate ----------------------------------------------------------------------

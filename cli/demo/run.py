@@ -30,6 +30,7 @@ from shadoweval.core.settings import is_postgres_url, load_settings
 from shadoweval.core.store import Store
 from shadoweval.proxy.app import create_app
 
+from ..common import store_setting
 from ..mockllm import MockLLM, ThreadedServer
 
 # Which real model each stand-in pretends to be, so cost estimates use real prices.
@@ -114,11 +115,12 @@ def run_demo(db: str | Path, *, limit: int | None = None, judge: bool = True, ou
         f"{len(data.documents)} knowledge-base documents")
     with ExitStack() as stack:
         servers = {p: stack.enter_context(ThreadedServer(scripted(data, p))) for p in PERSONAS}
+        store = {**store_setting(str(db)), "flush_interval_ms": 20}
+        if postgres:
+            store["path"] = "shadoweval-demo.db"  # with a URL it only places this machine's crash journal
         settings = load_settings(None, env={}, overrides={
             "production": {"base_url": servers["production"].url + "/v1"},
-            # with PostgreSQL, `path` only places this machine's crash journal (next to the report)
-            "store": {"url": str(db), "path": "shadoweval-demo.db", "flush_interval_ms": 20} if postgres
-            else {"path": str(db), "flush_interval_ms": 20},
+            "store": store,
             "twin": {"sample_rate": 0.25},
             "candidates": [
                 {"name": "careful", "model": PERSONAS["careful"][0], "base_url": servers["careful"].url + "/v1",
