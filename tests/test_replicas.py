@@ -73,9 +73,11 @@ def test_two_replicas_share_one_postgres_store(production, postgres_url: str, tm
     assert stats["exchanges"] == 40
     by = {m["name"]: m for m in stats["models"]}
     assert by["cand"]["outputs"] == 40 and by["production"]["ok"] == 40
-    queued = _cli("grade", "queue", "--db", postgres_url, "-n", "10", "--json")["queued"]
+    # -n is the expected number queued (each pair drawn with its inclusion probability), not a count:
+    # 20 of 40 pairs in expectation queues none with probability ~1e-12
+    queued = _cli("grade", "queue", "--db", postgres_url, "-n", "20", "--json")["queued"]
     with psycopg.connect(postgres_url) as conn:
-        assert conn.execute("select count(*) from grading_items").fetchone() == (queued,) and queued >= 5
+        assert conn.execute("select count(*) from grading_items").fetchone() == (queued,) and queued >= 1
     built = _cli("evalset", "build", "invoices", "--db", postgres_url, "--json")
     assert built["items"] >= 1
 
