@@ -89,7 +89,7 @@ class CitationContext:
         self.threshold = self.model.threshold("citations") if threshold is None else threshold
         self.args: dict[str, Any] = {"threshold": self.threshold, "model": model_id(self.model),
                                      "embedder": embedder}
-        self.reader = reader_for(get_embedder(embedder))
+        self.reader = reader_for(get_embedder(embedder), self.model.reader_layers)
 
     def _assess(self, answer: str, passages: list[dict[str, Any]], reader: Reader, question: str = ""
                 ) -> dict[str, Any]:

@@ -41,9 +41,10 @@ class Embedder(Protocol):
         special tokens), one matrix per text; texts longer than the model's window are chunked."""
         ...
 
-    def read(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]]) -> list[Reading]:
+    def read(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]], layers: int = 0) -> list[Reading]:
         """For each text, its meaningful token vectors and one unit-length vector per character span
-        (a sentence of it), from one pass of the model over the text."""
+        (a sentence of it), from one pass of the model over the text; `layers` > 0: the output of that
+        layer of the model rather than its last (a model without layers ignores it)."""
         ...
 
 
@@ -103,6 +104,7 @@ class MiniLMEmbedder(_Cached):
         self.batch_size = batch_size
         # a SentenceTransformer, typed as Any: read() reaches into its modules (model[0].auto_model), which are dynamic
         self._model: Any = None
+        self._cut: dict[int, Any] = {}
 
     def _load(self) -> Any:
         with _SHARED_LOCK:
@@ -178,10 +180,32 @@ class MiniLMEmbedder(_Cached):
         return [np.concatenate(vs) if vs else np.zeros((0, 384), dtype=np.float32) for vs in per_text]
 
 
-    def read(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]]) -> list[Reading]:
+    def _reader_model(self, layers: int) -> Any:
+        """The transformer, or a view of it that stops after its first `layers` layers (same weights)."""
+        import copy
+
+        import torch
+
+        full = self._load()[0].auto_model
+        if layers <= 0 or layers >= len(full.encoder.layer):
+            return full
+        with _SHARED_LOCK:
+            cut = self._cut.get(layers)
+            if cut is None:
+                cut = copy.copy(full)
+                cut._modules = dict(full._modules)
+                encoder = copy.copy(full.encoder)
+                encoder._modules = dict(full.encoder._modules)
+                encoder.layer = torch.nn.ModuleList(list(full.encoder.layer)[:layers])
+                cut.encoder = encoder
+                self._cut[layers] = cut
+            return cut
+
+    def read(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]], layers: int = 0) -> list[Reading]:
         """One forward pass per window of 256 tokens: the meaningful tokens' vectors, and each span's
         vector as the mean of the token vectors inside it (mean pooling, as the model's own sentence
-        embedding does, but in the context of the whole passage)."""
+        embedding does, but in the context of the whole passage). `layers` > 0 reads the output of
+        that layer instead of the last (the first layers only run: faster)."""
         import torch
 
         model = self._load()
@@ -198,7 +222,7 @@ class MiniLMEmbedder(_Cached):
             pieces += [(i, a, min(a + window, n)) for a in starts]
         per_text_vecs: list[list[np.ndarray]] = [[] for _ in texts]
         per_text_pos: list[list[np.ndarray]] = [[] for _ in texts]
-        transformer = model[0].auto_model
+        transformer = self._reader_model(layers)
         cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
         order = sorted(range(len(pieces)), key=lambda k: pieces[k][2] - pieces[k][1])
         for b in range(0, len(order), self.batch_size):
@@ -300,7 +324,7 @@ class HashingEmbedder(_Cached):
                 out[i] /= norm
         return out
 
-    def read(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]]) -> list[Reading]:
+    def read(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]], layers: int = 0) -> list[Reading]:
         tokens = self.token_vectors(texts)
         out = []
         for t, toks, text_spans in zip(texts, tokens, spans, strict=True):

@@ -122,7 +122,7 @@ class Groundedness:
         self.sentence_cut = sentence_cut
         self.args: dict[str, Any] = {"threshold": self.threshold, "sentence_cut": sentence_cut,
                                      "model": model_id(self.model), "embedder": embedder}
-        self.reader = reader_for(get_embedder(embedder))
+        self.reader = reader_for(get_embedder(embedder), self.model.reader_layers)
 
     async def judge(self, s: Subject) -> Verdict:
         passages = [p for p in contexts_of(s.exchange) if (p.get("text") or "").strip()]

@@ -145,8 +145,9 @@ class Reader:
     """Turns passages and claims into what the model reads, with an LRU cache of passages (the same
     passages come back for every output of an exchange, and the same documents across exchanges)."""
 
-    def __init__(self, embedder: Embedder, *, cache_size: int = 2_000) -> None:
+    def __init__(self, embedder: Embedder, *, cache_size: int = 2_000, layers: int = 0) -> None:
         self.embedder = embedder
+        self.layers = layers  # read the output of this layer of the embedder (0: its last)
         self._cache: OrderedDict[str, Evidence] = OrderedDict()
         self._size = cache_size
         self._lock = threading.Lock()
@@ -176,7 +177,7 @@ class Reader:
     def _build(self, texts: list[str]) -> list[Evidence]:
         spans = [units_of(t) for t in texts]
         out = []
-        for t, sp, (toks, uv, starts) in zip(texts, spans, self.embedder.read(texts, spans), strict=True):
+        for t, sp, (toks, uv, starts) in zip(texts, spans, self.embedder.read(texts, spans, self.layers), strict=True):
             us = [t[lo:hi] for lo, hi in sp]
             cw = content_words(t)
             out.append(Evidence(
@@ -209,7 +210,8 @@ class Reader:
             found = {t: self._claims[t] for t in texts if t in self._claims}
         todo = list(dict.fromkeys(t for t in texts if t not in found))
         if todo:
-            found.update(zip(todo, self.embedder.read(todo, [[(0, len(t))] for t in todo]), strict=True))
+            found.update(zip(todo, self.embedder.read(todo, [[(0, len(t))] for t in todo], self.layers),
+                                   strict=True))
         with self._lock:
             for t in texts:
                 self._claims[t] = found[t]
@@ -329,6 +331,12 @@ class SupportModel:
         z = ((rows - self.mean) / self.scale) @ self.coef + self.intercept
         return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
 
+    @property
+    def reader_layers(self) -> int:
+        """Which layer of MiniLM the signals were computed from (0: the last, as models before this
+        field were trained)."""
+        return int(self.meta.get("reader_layers", 0))
+
     def threshold(self, judge: str) -> float:
         return float(self.meta.get("thresholds", {}).get(judge, 0.5))
 
@@ -367,15 +375,15 @@ def model_id(model: SupportModel) -> str:
     return str(model.meta.get("id") or "unversioned")
 
 
-_READERS: dict[int, Reader] = {}
+_READERS: dict[tuple[int, int], Reader] = {}
 _READERS_LOCK = threading.Lock()
 
 
-def reader_for(embedder: Embedder) -> Reader:
-    """One reader (and one passage cache) per embedder, shared by both judges: the citation judge
-    then reads the passages the groundedness judge has just read for free."""
+def reader_for(embedder: Embedder, layers: int = 0) -> Reader:
+    """One reader (and one passage cache) per embedder and layer, shared by both judges: the citation
+    judge then reads the passages the groundedness judge has just read for free."""
     with _READERS_LOCK:
-        r = _READERS.get(id(embedder))
+        r = _READERS.get((id(embedder), layers))
         if r is None:
-            r = _READERS[id(embedder)] = Reader(embedder)
+            r = _READERS[(id(embedder), layers)] = Reader(embedder, layers=layers)
         return r

@@ -34,6 +34,8 @@ from .text import content_words, numbers, sentences, strip_citations
 
 SIGNALS_VERSION = "2"
 SEED = 20261204
+# Which layer of all-MiniLM-L6-v2's six the signals read (0: the last). See the model card.
+READER_LAYERS = 0
 TRAIN_SOURCES = ("summedits", "factcheckgpt_claims", "wice_claims")
 # Chosen by the mean AUC of the training sources held out in turn (docs/judges-model-card.md).
 C = 0.001
@@ -165,9 +167,10 @@ def synthetic_negatives(examples: Iterable[Example], *, per_example: int = 1, se
 
 # --- signals, cached -------------------------------------------------------------------------------
 
-def _key(ex: Example, mode: str) -> str:
+def _key(ex: Example, mode: str, layers: int = 0) -> str:
     h = hashlib.sha256()
-    for part in (SIGNALS_VERSION, mode, ex.claim, *ex.passages):
+    version = f"{SIGNALS_VERSION}/layer{layers}" if layers else SIGNALS_VERSION
+    for part in (version, mode, ex.claim, *ex.passages):
         h.update(part.encode("utf-8", "replace"))
         h.update(b"\0")
     return h.hexdigest()[:32]
@@ -217,15 +220,15 @@ def signals(examples: list[Example], reader: Reader, cache: SignalCache, *, mode
     t0 = time.perf_counter()
     done = 0
     for i, ex in enumerate(examples):
-        key = _key(ex, mode)
+        key = _key(ex, mode, reader.layers)
         value = cache.get(key)
         if value is None:
             sents = sentences(ex.claim) or [ex.claim]
             if mode == "whole":
                 value = _vector(features(reader.claims([ex.claim])[0], reader.evidence(list(ex.passages))))
-            elif len(sents) == 1 and cache.get(_key(ex, "whole")) is not None:
+            elif len(sents) == 1 and cache.get(_key(ex, "whole", reader.layers)) is not None:
                 # one sentence: the same row as the whole claim
-                value = [[cache.get(_key(ex, "whole")), len(content_words(strip_citations(sents[0])))]]
+                value = [[cache.get(_key(ex, "whole", reader.layers)), len(content_words(strip_citations(sents[0])))]]
             else:
                 evidence = reader.evidence(list(ex.passages))
                 value = [[_vector(features(c, evidence)), len(content_words(c.text))] for c in reader.claims(sents)]
@@ -447,7 +450,7 @@ def held_out_folds(sources: list[SourceData], *, c: float, prior: float, synthet
 
 def train(paths: list[str | Path], *, out: str | Path, cache_path: str | Path | None, limit: int | None = None,
           c: float = C, prior: float = PRIOR, synthetic_share: float = SYNTHETIC_SHARE, seed: int = SEED, threads: int = 0,
-          progress: Callable[[str], None] = print) -> SupportModel:
+          layers: int = READER_LAYERS, progress: Callable[[str], None] = print) -> SupportModel:
     """Rebuild the support model from labeled files; thresholds from out-of-source predictions."""
     from .embed import get_embedder, limit_threads
     from .grounded import answer_score
@@ -456,7 +459,7 @@ def train(paths: list[str | Path], *, out: str | Path, cache_path: str | Path | 
     random.seed(seed)
     np.random.seed(seed % 2**32)
     limit_threads(threads)
-    reader = Reader(get_embedder("minilm"), cache_size=500)
+    reader = Reader(get_embedder("minilm"), cache_size=500, layers=layers)
     cache = SignalCache(cache_path)
     sources = [load_source(p, reader, cache, limit=limit, seed=seed, progress=progress) for p in paths]
     progress(f"signals ready in {time.perf_counter() - t0:.0f} s; fitting")
@@ -487,6 +490,7 @@ def train(paths: list[str | Path], *, out: str | Path, cache_path: str | Path | 
         "method": "logistic regression on MiniLM and text signals, class- and source-balanced",
         "c": c, "prior": prior, "synthetic_share": synthetic_share, "seed": seed, "limit": limit,
         "thresholds": thresholds, "held_out": folds, "signals_version": SIGNALS_VERSION,
+        **({"reader_layers": layers} if layers else {}),
         "seconds": round(time.perf_counter() - t0, 1),
     })
     model.save(out)

@@ -114,7 +114,7 @@ def validate(train_paths: list[Path], shared_dir: Path | None, *, model_path: st
     from .training import SignalCache
 
     embedder = get_embedder("minilm")
-    reader = Reader(embedder, cache_size=500)
+    reader = Reader(embedder, cache_size=500, layers=load_model(model_path).reader_layers)
     cache = SignalCache(cache_path)
     sources = [load_source(p, reader, cache, limit=limit, progress=progress) for p in train_paths]
     rng = random.Random(SEED)

@@ -108,7 +108,7 @@ def test_shipped_model_is_small_and_orders_fixed_pairs(real):
     from shadoweval.judges.embed import get_embedder
     from shadoweval.judges.support import reader_for
 
-    reader = reader_for(get_embedder("minilm"))
+    reader = reader_for(get_embedder("minilm"), model.reader_layers)
     ev = reader.evidence([PASSAGE])
     claims = reader.claims([
         "The Eiffel Tower was completed in 1889.",  # supported
@@ -120,6 +120,32 @@ def test_shipped_model_is_small_and_orders_fixed_pairs(real):
     ])
     p = [model.probability(features(c, ev)) for c in claims]
     assert min(p[:2]) > max(p[2:]), p
+
+
+def test_reading_fewer_layers_leaves_the_model_whole(real):
+    # the support model may read an earlier layer of MiniLM: the first layers run on the same weights,
+    # and the full model (sentence embeddings for the other judges) is not cut
+    from shadoweval.judges.embed import MiniLMEmbedder
+
+    e = MiniLMEmbedder()
+    spans = [[(0, len(PASSAGE))]]
+    (t6, s6, p6), = e.read([PASSAGE], spans)
+    (t4, s4, p4), = e.read([PASSAGE], spans, layers=4)
+    (t6b, _, _), = e.read([PASSAGE], spans)
+    assert t4.shape == t6.shape and np.array_equal(p4, p6)
+    assert np.allclose(t6, t6b) and not np.allclose(t4, t6, atol=1e-2)
+    assert len(e._load()[0].auto_model.encoder.layer) == 6 and len(e._reader_model(4).encoder.layer) == 4
+    assert e._reader_model(4).embeddings is e._load()[0].auto_model.embeddings
+    # layer 4 of the model by hand: the same vectors
+    import torch
+
+    model = e._load()[0].auto_model
+    enc = e._load().tokenizer(PASSAGE, return_tensors="pt")
+    with torch.inference_mode():
+        hidden = model(**enc, output_hidden_states=True).hidden_states[4][0, 1:-1].float().numpy()
+    v = hidden / np.linalg.norm(hidden, axis=1, keepdims=True)
+    assert float(np.max(v @ t4.T, axis=0).min()) > 0.99  # every token read matches its own layer-4 state
+    assert float(np.max(v @ t6.T, axis=0).min()) < 0.99
 
 
 def test_judges_handle_bad_input_with_a_reason(real):
@@ -180,6 +206,21 @@ def test_training_pipeline_on_a_tiny_slice_gives_a_loadable_model(real, tmp_path
     j = judges.create("grounded", model=str(tmp_path / "m.json"))
     v = asyncio.run(j.judge(_subject("The Eiffel Tower was completed in 1889.", [{"id": "1", "text": PASSAGE}])))
     assert v.error is None and 0 <= v.score <= 1
+    assert j.reader.layers == 0 and "reader_layers" not in back.meta
+
+
+@needs_train
+def test_a_model_trained_on_an_earlier_layer_is_judged_with_that_layer(real, tmp_path):
+    paths = [SHARED_TRAIN / f"{n}.jsonl.gz" for n in training.TRAIN_SOURCES]
+    cache = tmp_path / "cache.jsonl"
+    four = training.train(paths, out=tmp_path / "m4.json", cache_path=cache, limit=8, layers=4, progress=lambda _: None)
+    assert four.meta["reader_layers"] == 4 and load_model(str(tmp_path / "m4.json")).reader_layers == 4
+    # its signals are cached apart from the last layer's: the same records give other rows
+    six = training.train(paths, out=tmp_path / "m6.json", cache_path=cache, limit=8, progress=lambda _: None)
+    keys = [json.loads(line)[0] for line in cache.read_text().splitlines()]
+    assert len(keys) == len(set(keys)) and not np.allclose(four.mean, six.mean)
+    for name in ("grounded", "citations"):
+        assert judges.create(name, model=str(tmp_path / "m4.json")).reader.layers == 4
 
 
 @needs_train
@@ -218,9 +259,9 @@ def test_the_sentences_of_an_answer_are_read_once_for_both_judges():
             super().__init__()
             self.read_texts: list[str] = []
 
-        def read(self, texts, spans):
+        def read(self, texts, spans, layers=0):
             self.read_texts += list(texts)
-            return super().read(texts, spans)
+            return super().read(texts, spans, layers)
 
     e = Counting()
     reader = Reader(e)
