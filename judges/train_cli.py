@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from .support import MODEL_PATH
-from .training import READER_LAYERS, SEED, TRAIN_SOURCES, train
+from .training import SEED, TRAIN_SOURCES, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,15 +23,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--limit", type=int, help="use only the first N records of each file (tests, quick tries)")
     ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: every core)")
-    ap.add_argument("--layers", type=int, default=READER_LAYERS or 6, choices=range(1, 7), metavar="{1..6}",
-                    help=f"read the output of this MiniLM layer, 1-6 (default {READER_LAYERS or 6}; fewer is faster)")
+    ap.add_argument("--layers", type=int, default=6, choices=range(1, 7), metavar="{1..6}",
+                    help="read the output of this MiniLM layer (default 6, the last, as the shipped model; fewer is faster)")
     args = ap.parse_args(argv)
     paths = args.source or [str(Path(args.train_dir) / f"{name}.jsonl.gz") for name in TRAIN_SOURCES]
     missing = [p for p in paths if not Path(p).is_file()]
     if missing:
         ap.error(f"no training file at {', '.join(missing)}")
     train(paths, out=args.out, cache_path=args.cache or None, limit=args.limit, seed=args.seed,
-          threads=args.threads, layers=0 if args.layers >= 6 else args.layers, progress=lambda line: print(line, flush=True))
+          # layers=0 is the last layer, recorded as models before --layers were (no reader_layers field)
+          threads=args.threads, layers=0 if args.layers == 6 else args.layers,
+          progress=lambda line: print(line, flush=True))
 
 
 if __name__ == "__main__":

@@ -34,8 +34,6 @@ from .text import content_words, numbers, sentences, strip_citations
 
 SIGNALS_VERSION = "2"
 SEED = 20261204
-# Which layer of all-MiniLM-L6-v2's six the signals read (0: the last). See the model card.
-READER_LAYERS = 0
 TRAIN_SOURCES = ("summedits", "factcheckgpt_claims", "wice_claims")
 # Chosen by the mean AUC of the training sources held out in turn (docs/judges-model-card.md).
 C = 0.001
@@ -450,7 +448,7 @@ def held_out_folds(sources: list[SourceData], *, c: float, prior: float, synthet
 
 def train(paths: list[str | Path], *, out: str | Path, cache_path: str | Path | None, limit: int | None = None,
           c: float = C, prior: float = PRIOR, synthetic_share: float = SYNTHETIC_SHARE, seed: int = SEED, threads: int = 0,
-          layers: int = READER_LAYERS, progress: Callable[[str], None] = print) -> SupportModel:
+          layers: int = 0, progress: Callable[[str], None] = print) -> SupportModel:
     """Rebuild the support model from labeled files; thresholds from out-of-source predictions."""
     from .embed import get_embedder, limit_threads
     from .grounded import answer_score

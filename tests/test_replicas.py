@@ -74,10 +74,10 @@ def test_two_replicas_share_one_postgres_store(production, postgres_url: str, tm
     by = {m["name"]: m for m in stats["models"]}
     assert by["cand"]["outputs"] == 40 and by["production"]["ok"] == 40
     # -n is the expected number queued (each pair drawn with its inclusion probability), not a count:
-    # 20 of 40 pairs in expectation queues none with probability ~1e-12
-    queued = _cli("grade", "queue", "--db", postgres_url, "-n", "20", "--json")["queued"]
+    # asking for more than there are gives every pair probability 1, so exactly the 40 are queued
+    queued = _cli("grade", "queue", "--db", postgres_url, "-n", "1000", "--json")["queued"]
     with psycopg.connect(postgres_url) as conn:
-        assert conn.execute("select count(*) from grading_items").fetchone() == (queued,) and queued >= 1
+        assert conn.execute("select count(*) from grading_items").fetchone() == (queued,) and queued == 40
     built = _cli("evalset", "build", "invoices", "--db", postgres_url, "--json")
     assert built["items"] >= 1
 
