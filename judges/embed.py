@@ -17,9 +17,9 @@ import os
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -57,6 +57,53 @@ def chunks(text: str, size: int = 180, overlap: int = 20) -> list[str]:
     if len(ws) <= size + overlap:
         return [text]
     return [" ".join(ws[i:i + size + overlap]) for i in range(0, len(ws) - overlap, size)]
+
+
+V = TypeVar("V")
+
+
+class SizedLRU(Generic[V]):
+    """A least-recently-used map bounded by entries and by bytes. Token matrices are large and their
+    size follows the text's (a 40,000-character page reads as ~10,000 x 384 floats, 15 MB; a
+    150-word passage as 0.3 MB), so a count alone does not bound a judge worker's memory. Not
+    thread-safe: its owner holds its own lock."""
+
+    def __init__(self, max_items: int, max_bytes: int, size_of: Callable[[V], int]) -> None:
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self._size_of = size_of
+        self._items: OrderedDict[str, tuple[V, int]] = OrderedDict()
+        self.nbytes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._items
+
+    def get(self, key: str) -> V | None:
+        hit = self._items.get(key)
+        if hit is None:
+            return None
+        self._items.move_to_end(key)
+        return hit[0]
+
+    def put(self, key: str, value: V) -> None:
+        size = self._size_of(value)
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.nbytes -= old[1]
+        if size > self.max_bytes:  # larger than the whole budget: used once, not kept
+            return
+        self._items[key] = (value, size)
+        self.nbytes += size
+        while len(self._items) > self.max_items or self.nbytes > self.max_bytes:
+            _, (_, freed) = self._items.popitem(last=False)
+            self.nbytes -= freed
+
+
+def reading_bytes(reading: Reading) -> int:
+    return sum(a.nbytes for a in reading)
 
 
 class _Cached:
@@ -98,8 +145,7 @@ class MiniLMEmbedder(_Cached):
     def __init__(self, model_dir: str | None = None, *, batch_size: int = 64, cache_size: int = 20_000) -> None:
         super().__init__(cache_size)
         # token matrices are large (a 1,000-character passage is about 200 x 384 floats): keep few
-        self._tokens: OrderedDict[str, np.ndarray] = OrderedDict()
-        self.token_cache_size = 256
+        self._tokens: SizedLRU[np.ndarray] = SizedLRU(256, 128 << 20, lambda a: a.nbytes)
         self.model_dir = model_dir
         self.batch_size = batch_size
         # a SentenceTransformer, typed as Any: read() reaches into its modules (model[0].auto_model), which are dynamic
@@ -153,13 +199,8 @@ class MiniLMEmbedder(_Cached):
             fresh.update(zip(late, self._token_vectors(late), strict=True))
         out = [fresh[t] if t in fresh else found[t] for t in texts]
         with self._lock:
-            for t in texts:
-                if t in fresh:
-                    self._tokens[t] = fresh[t]
-                elif t in self._tokens:
-                    self._tokens.move_to_end(t)
-            while len(self._tokens) > self.token_cache_size:
-                self._tokens.popitem(last=False)
+            for t, m in fresh.items():
+                self._tokens.put(t, m)
         return out
 
     def _token_vectors(self, texts: Sequence[str]) -> list[np.ndarray]:

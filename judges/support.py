@@ -31,7 +31,6 @@ import json
 import math
 import re
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -40,13 +39,16 @@ from typing import Any
 
 import numpy as np
 
-from .embed import Embedder, Reading
+from .embed import Embedder, Reading, SizedLRU, reading_bytes
 from .text import STOPWORDS, content_words, numbers, sentences, strip_citations
 
 MODEL_PATH = Path(__file__).with_name("support_model.json")
 # Passages longer than this are cut before they are read: a 100 KB page costs no more than ~40 kB.
 MAX_PASSAGE_CHARS = 40_000
 MAX_CLAIM_CHARS = 2_000
+# memory for passages' readings per reader (both judges share one): ~500 typical passages (100
+# exchanges' worth), or 8 of the longest pages
+CACHE_MB = 128
 
 FEATURES = (
     "align_mean", "align_p10", "align_min", "unaligned_share", "align_local", "sent_sim", "word_cov",
@@ -145,14 +147,15 @@ class Reader:
     """Turns passages and claims into what the model reads, with an LRU cache of passages (the same
     passages come back for every output of an exchange, and the same documents across exchanges)."""
 
-    def __init__(self, embedder: Embedder, *, cache_size: int = 2_000, layers: int = 0) -> None:
+    def __init__(self, embedder: Embedder, *, cache_size: int = 2_000, cache_mb: int = CACHE_MB,
+                 layers: int = 0) -> None:
         self.embedder = embedder
         self.layers = layers  # read the output of this layer of the embedder (0: its last)
-        self._cache: OrderedDict[str, Evidence] = OrderedDict()
-        self._size = cache_size
+        # bounded in bytes too: a long page's reading is 50x a short passage's (see SizedLRU)
+        self._cache: SizedLRU[Evidence] = SizedLRU(cache_size, cache_mb << 20, evidence_bytes)
         self._lock = threading.Lock()
         # readings of claim sentences: both offline judges read the same sentences of an answer
-        self._claims: OrderedDict[str, Reading] = OrderedDict()
+        self._claims: SizedLRU[Reading] = SizedLRU(cache_size, max(1, cache_mb // 4) << 20, reading_bytes)
 
     def evidence(self, texts: Sequence[str]) -> list[Evidence]:
         texts = [t[:MAX_PASSAGE_CHARS] for t in texts]
@@ -160,15 +163,16 @@ class Reader:
             missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
         if missing:
             built = self._build(missing)
+            fresh = dict(zip(missing, built, strict=True))
             with self._lock:
-                for t, e in zip(missing, built, strict=True):
-                    self._cache[t] = e
-                while len(self._cache) > self._size:
-                    self._cache.popitem(last=False)
+                for t, e in fresh.items():
+                    self._cache.put(t, e)
+        else:
+            fresh = {}
         with self._lock:
             out = []
             for t in texts:
-                got = self._cache.get(t)
+                got = fresh.get(t) or self._cache.get(t)
                 if got is None:  # evicted by a concurrent reader in between: build it again
                     got = self._build([t])[0]
                 out.append(got)
@@ -207,18 +211,20 @@ class Reader:
 
     def _read_claims(self, texts: list[str]) -> list[Reading]:
         with self._lock:
-            found = {t: self._claims[t] for t in texts if t in self._claims}
+            found = {t: hit for t in texts if (hit := self._claims.get(t)) is not None}
         todo = list(dict.fromkeys(t for t in texts if t not in found))
         if todo:
-            found.update(zip(todo, self.embedder.read(todo, [[(0, len(t))] for t in todo], self.layers),
-                                   strict=True))
-        with self._lock:
-            for t in texts:
-                self._claims[t] = found[t]
-                self._claims.move_to_end(t)
-            while len(self._claims) > self._size:
-                self._claims.popitem(last=False)
+            fresh = dict(zip(todo, self.embedder.read(todo, [[(0, len(t))] for t in todo], self.layers), strict=True))
+            found.update(fresh)
+            with self._lock:
+                for t, r in fresh.items():
+                    self._claims.put(t, r)
         return [found[t] for t in texts]
+
+
+def evidence_bytes(e: Evidence) -> int:
+    """About what a passage's reading holds: its arrays, plus its text and word sets (~8 bytes a character)."""
+    return e.tokens.nbytes + e.unit_vectors.nbytes + e.token_starts.nbytes + 8 * len(e.text)
 
 
 def known_from(question: str) -> frozenset[str]:

@@ -283,3 +283,44 @@ def test_bfloat16_reading_can_be_switched_off(monkeypatch, real):
     either = e.read([PASSAGE], [[(0, len(PASSAGE))]])[0]  # bfloat16 where the CPU has it
     assert fp32[0].shape == either[0].shape
     assert float((fp32[1] * either[1]).sum()) > 0.999  # the passage's vector barely moves
+
+
+def test_lru_is_bounded_by_bytes_as_well_as_entries():
+    from shadoweval.judges.embed import SizedLRU
+
+    lru: SizedLRU[np.ndarray] = SizedLRU(10, 1000, lambda a: a.nbytes)
+    for i in range(5):
+        lru.put(str(i), np.zeros(50, np.float32))  # 200 bytes each: all five fit
+    assert len(lru) == 5 and lru.nbytes == 1000
+    assert lru.get("0") is not None  # used: now the newest
+    lru.put("big", np.zeros(100, np.float32))  # 400 bytes: the two least recently used go
+    assert "1" not in lru and "2" not in lru and "0" in lru and lru.nbytes == 1000
+    lru.put("huge", np.zeros(300, np.float32))  # over the whole budget: not kept, nothing evicted for it
+    assert "huge" not in lru and len(lru) == 4
+    lru.put("0", np.zeros(10, np.float32))  # replacing an entry counts its new size only
+    assert lru.nbytes == 1000 - 200 + 40
+    many: SizedLRU[int] = SizedLRU(3, 10**9, lambda _: 1)
+    for i in range(5):
+        many.put(str(i), i)
+    assert len(many) == 3 and "1" not in many and many.get("4") == 4
+
+
+def test_a_reader_keeps_long_pages_within_its_memory_budget():
+    class Counting(HashingEmbedder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.reads = 0
+
+        def read(self, texts, spans, layers=0):
+            self.reads += len(texts)
+            return super().read(texts, spans, layers)
+
+    e = Counting()
+    reader = Reader(e, cache_mb=1)
+    pages = [f"Page {i}. " + PASSAGE * 10 for i in range(6)]  # ~4,300 characters, ~0.7 MB read each
+    for p in pages:
+        reader.evidence([p])
+    assert 0 < reader._cache.nbytes <= 1 << 20 and len(reader._cache) < len(pages)
+    reads = e.reads
+    assert reader.evidence([pages[-1]])[0].text == pages[-1] and e.reads == reads  # the newest is still kept
+    assert reader.evidence([pages[0]])[0].text == pages[0] and e.reads == reads + 1  # the oldest was let go
