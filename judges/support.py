@@ -59,6 +59,7 @@ _MARKUP = re.compile(r"^\s*(?:[-*•]|\d{1,2}[.)])\s+|\*\*|__|`|^\s*#+\s*|\s\d{1
 # "High Upfront Costs:" at the start of a list item is a label, not a name.
 _LABEL = re.compile(r"^\s*[A-Z][\w'-]*(?:\s+[\w'-]+){0,6}:\s")
 _NEGATION = re.compile(r"\b(?:not|no|never|none|nobody|nothing|neither|nor|without|cannot|n't)\b|n't\b", re.I)
+_CLAUSE_END = re.compile(r"[,;:.!?()]|\s(?:but|and|or|while|whereas|although|though)\s")
 _CAPITALIZED = re.compile(r"\b[A-Z][a-zA-Z]+\b")
 _LATIN = re.compile(r"[A-Za-z]")
 
@@ -93,7 +94,7 @@ class Evidence:
     bigrams: frozenset[tuple[str, str]]
     numbers: frozenset[str]
     words: frozenset[str]  # lowercased raw words, for names
-    negated_units: list[bool]
+    negated_units: list[frozenset[str]]  # per unit, the words a negation in it governs (see negated_words)
     n_words: int
 
 
@@ -105,10 +106,28 @@ class Claim:
     words: list[str]
     numbers: list[str]
     entities: list[str]
-    negated: bool
+    negated: frozenset[str]  # the words a negation in the claim governs
     readable: bool = True
     why_not: str | None = None
     _cache: dict[Any, Any] = field(default_factory=dict)
+
+
+def negated_words(text: str, scope: int = 3) -> frozenset[str]:
+    """The content words a negation governs: the first `scope` after each negation word, within its
+    clause ("you cannot find it, wait 48 hours" -> {find}). A negation elsewhere in a sentence then
+    does not make an unrelated claim look contradicted."""
+    out: set[str] = set()
+    for m in _NEGATION.finditer(text):
+        clause = _CLAUSE_END.split(text[m.end():], maxsplit=1)[0]
+        out.update(content_words(clause)[:scope])
+    return frozenset(out)
+
+
+def negation_conflict(claim: Claim, unit_words: frozenset[str], unit_negated: frozenset[str]) -> bool:
+    """A word negated on one side and stated plainly on the other (claim vs its closest passage unit)."""
+    said = frozenset(claim.words)
+    return (any(w in unit_words and w not in unit_negated for w in claim.negated)
+            or any(w in said and w not in claim.negated for w in unit_negated))
 
 
 def unreadable(text: str) -> str | None:
@@ -188,7 +207,7 @@ class Reader:
                 text=t, tokens=toks, token_starts=starts, units=us, unit_spans=list(sp), unit_vectors=uv,
                 unit_words=[frozenset(content_words(u)) for u in us], vocabulary=frozenset(cw),
                 bigrams=frozenset(zip(cw, cw[1:], strict=False)), numbers=frozenset(numbers(t)),
-                words=frozenset(_words(t)), negated_units=[bool(_NEGATION.search(u)) for u in us],
+                words=frozenset(_words(t)), negated_units=[negated_words(u) for u in us],
                 n_words=len(t.split())))
         return out
 
@@ -202,10 +221,11 @@ class Reader:
                 why = ("no words to judge" if not c.strip()
                        else "the text is not in a script the offline judge reads (Latin)" if not _LATIN.search(c)
                        else "no content words to judge")
-                out.append(Claim(c, np.zeros((0, 1)), np.zeros(1), [], [], [], False, readable=False, why_not=why))
+                out.append(Claim(c, np.zeros((0, 1)), np.zeros(1), [], [], [], frozenset(), readable=False,
+                                 why_not=why))
                 continue
             toks, vec, _ = next(readings)
-            out.append(Claim(c, toks, vec[0], content_words(c), numbers(c), entities(c), bool(_NEGATION.search(c))))
+            out.append(Claim(c, toks, vec[0], content_words(c), numbers(c), entities(c), negated_words(c)))
         return out
 
 
@@ -279,7 +299,8 @@ def features(claim: Claim, evidence: Sequence[Evidence], *, known: frozenset[str
     ents = list(dict.fromkeys(claim.entities))
     known_words = frozenset().union(*(e.words for e in evidence)) | known
     ent_missing = sum(x not in known_words for x in ents) / len(ents) if ents else 0.0
-    neg_unit = evidence[best_e].negated_units[best_u] if best_sim > -1 else False
+    neg = best_sim > -1 and negation_conflict(claim, evidence[best_e].unit_words[best_u],
+                                              evidence[best_e].negated_units[best_u])
     align_local = 0.0
     if best_sim > -1 and len(claim.tokens):
         e = evidence[best_e]
@@ -299,7 +320,7 @@ def features(claim: Claim, evidence: Sequence[Evidence], *, known: frozenset[str
         "bigram_cov": bigram_cov,
         "num_missing": num_missing,
         "ent_missing": ent_missing,
-        "neg_mismatch": float(claim.negated != neg_unit),
+        "neg_mismatch": float(neg),
         "claim_len": math.log1p(len(ws)),
         "evidence_len": math.log1p(sum(e.n_words for e in evidence)),
     }

@@ -50,6 +50,24 @@ def test_signals_see_swapped_numbers_names_and_negations():
     assert f["right"]["word_cov"] > f["name"]["word_cov"]
 
 
+def test_a_negation_counts_only_against_the_words_it_governs():
+    from shadoweval.judges.support import negated_words
+
+    assert negated_words("The Eiffel Tower is not in Paris.") == {"pari"}
+    assert negated_words("If it arrives but you cannot find it, wait 48 hours.") == {"find"}  # its clause only
+    reader = Reader(HashingEmbedder())
+    page = ("If tracking shows a package as delivered but you cannot find it, wait 48 hours, check with your "
+            "neighbors, and then contact support. Express shipping is not available for Meadow mowers.")
+    ev = reader.evidence([page])
+    plain, flipped, denied = reader.claims([
+        "Wait 48 hours and check with your neighbors.",  # the passage's negation is about finding it
+        "Express shipping is available for Meadow mowers.",  # the passage says it is not
+        "Do not wait 48 hours before you contact support."])
+    assert features(plain, ev)["neg_mismatch"] == 0
+    assert features(flipped, ev)["neg_mismatch"] == 1
+    assert features(denied, ev)["neg_mismatch"] == 1
+
+
 def test_unreadable_claims_say_why_instead_of_guessing():
     reader = Reader(HashingEmbedder())
     empty, foreign, ok = reader.claims(["  ", "東京は日本の首都です。", "Paris is in France."])
