@@ -180,14 +180,10 @@ class Reader:
         texts = [t[:MAX_PASSAGE_CHARS] for t in texts]
         with self._lock:
             missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
-        if missing:
-            built = self._build(missing)
-            fresh = dict(zip(missing, built, strict=True))
-            with self._lock:
-                for t, e in fresh.items():
-                    self._cache.put(t, e)
-        else:
-            fresh = {}
+        fresh = dict(zip(missing, self._build(missing), strict=True)) if missing else {}
+        with self._lock:
+            for t, e in fresh.items():
+                self._cache.put(t, e)
         with self._lock:
             out = []
             for t in texts:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from shadoweval.judges.grounded import answer_score
 from shadoweval.judges.text import content_words, sentences, strip_citations
 from shadoweval.judges.training import (
     SEED,
@@ -83,7 +84,7 @@ def weights(pairs: list[Pair]) -> np.ndarray:
     for i, (_, _, y, source, synthetic) in enumerate(pairs):
         groups.setdefault(("synthetic", 0.0) if synthetic else (source, y), []).append(i)
     w = np.zeros(len(pairs))
-    for (_, _), idx in groups.items():
+    for idx in groups.values():
         w[idx] = 0.5 / len(idx)  # each class of a source half of it; all synthetic negatives half a source
     return w / w.mean()
 
@@ -190,12 +191,9 @@ def main() -> None:
                 claims.append((c, select(c, e.passages), 0.0, "mtrag", False))
                 owner.append(j)
                 size.append(len(content_words(c)))
-    p_claims, owner_a, size_a = score(claims), np.array(owner), np.array(size, float)
-    agg = []
-    for j in range(len(answers)):
-        k = owner_a == j
-        mean = float((p_claims[k] * size_a[k]).sum() / size_a[k].sum()) if k.any() else 0.5
-        agg.append(mean + 0.25 * (p_claims[k].min() - mean) if k.any() else mean)
+    p_claims, owner_a, size_a = score(claims), np.array(owner), np.array(size)
+    agg = [answer_score(p_claims[owner_a == j].tolist(), size_a[owner_a == j].tolist()) if (owner_a == j).any()
+           else 0.5 for j in range(len(answers))]
     report("mtrag_responses.jsonl (answers)", np.array([e.label for e in answers], bool), np.array(agg), threshold)
     print(f"done in {time.time() - t0:.0f} s")
 
