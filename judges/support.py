@@ -49,6 +49,8 @@ MAX_CLAIM_CHARS = 2_000
 # memory for passages' readings per reader (both judges share one): ~500 typical passages (100
 # exchanges' worth), or 8 of the longest pages
 CACHE_MB = 128
+# how far after a negation word the words it governs are looked for (within its clause)
+NEGATION_REACH = 200
 
 FEATURES = (
     "align_mean", "align_p10", "align_min", "unaligned_share", "align_local", "sent_sim", "word_cov",
@@ -118,7 +120,12 @@ def negated_words(text: str, scope: int = 3) -> frozenset[str]:
     does not make an unrelated claim look contradicted."""
     out: set[str] = set()
     for m in _NEGATION.finditer(text):
-        clause = _CLAUSE_END.split(text[m.end():], maxsplit=1)[0]
+        # a negation reaches NEGATION_REACH characters at most: the whole rest of the text each time
+        # made a page of "no no no ..." quadratic (16 s for 40,000 characters)
+        window = text[m.end():m.end() + NEGATION_REACH]
+        clause = _CLAUSE_END.split(window, maxsplit=1)[0]
+        if len(clause) == len(window) and m.end() + NEGATION_REACH < len(text):
+            clause = clause.rsplit(None, 1)[0] if clause.strip() else ""  # not the word the window cuts
         out.update(content_words(clause)[:scope])
     return frozenset(out)
 

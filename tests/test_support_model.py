@@ -55,6 +55,10 @@ def test_a_negation_counts_only_against_the_words_it_governs():
 
     assert negated_words("The Eiffel Tower is not in Paris.") == {"pari"}
     assert negated_words("If it arrives but you cannot find it, wait 48 hours.") == {"find"}  # its clause only
+    # it reaches 200 characters at most, so a page of negations costs linear time, not quadratic
+    assert negated_words("It is not " + "the " * 60 + "apple.") == set()
+    assert negated_words("It is not " + "the " * 40 + "apple.") == {"apple"}
+    assert negated_words("no " * 13_000) == set()
     reader = Reader(HashingEmbedder())
     page = ("If tracking shows a package as delivered but you cannot find it, wait 48 hours, check with your "
             "neighbors, and then contact support. Express shipping is not available for Meadow mowers.")
