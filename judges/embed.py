@@ -23,7 +23,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
-from .text import STOPWORDS, content_words
+from .text import DISCOURSE, STOPWORDS, content_words
 
 _SHARED: dict[str, Embedder] = {}
 _SHARED_LOCK = threading.RLock()
@@ -89,7 +89,7 @@ class SizedLRU(Generic[V]):
         return hit[0]
 
     def put(self, key: str, value: V) -> None:
-        size = self._size_of(value)
+        size = self._size_of(value) + len(key)  # the key is often the text itself
         old = self._items.pop(key, None)
         if old is not None:
             self.nbytes -= old[1]
@@ -108,13 +108,13 @@ def reading_bytes(reading: Reading) -> int:
 
 class _Cached:
     """An LRU cache in front of `_encode`: the same passages come back for every output of an
-    exchange, and the same documents for many exchanges."""
+    exchange, and the same documents for many exchanges. Keyed by the text itself, so bounded in
+    bytes too: 20,000 long pages as keys would otherwise hold gigabytes."""
 
     name = "cached"
 
-    def __init__(self, size: int = 20_000) -> None:
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._size = size
+    def __init__(self, size: int = 20_000, max_mb: int = 64) -> None:
+        self._cache: SizedLRU[np.ndarray] = SizedLRU(size, max_mb << 20, lambda v: v.nbytes)
         self._lock = threading.Lock()
 
     def _encode(self, texts: list[str]) -> np.ndarray:
@@ -124,16 +124,14 @@ class _Cached:
         with self._lock:
             missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
             fresh = dict(zip(missing, self._encode(missing), strict=True)) if missing else {}
-            rows = []
-            for t in texts:  # read before evicting: one call may bring more texts than the cache holds
-                if t in fresh:
-                    rows.append(fresh[t])
-                else:
-                    self._cache.move_to_end(t)
-                    rows.append(self._cache[t])
-            self._cache.update(fresh)
-            while len(self._cache) > self._size:
-                self._cache.popitem(last=False)
+            # read before storing: one call may bring more texts than the cache holds
+            rows: list[np.ndarray] = []
+            for t in texts:
+                hit = fresh[t] if t in fresh else self._cache.get(t)
+                assert hit is not None  # nothing is evicted before the puts below
+                rows.append(hit)
+            for t, v in fresh.items():
+                self._cache.put(t, v)
         return np.stack(rows) if rows else np.zeros((0, 1), dtype=np.float32)
 
 
@@ -336,7 +334,7 @@ def _precision() -> AbstractContextManager[Any]:
 def _meaningful(token: str) -> bool:
     word = token.removeprefix("##")
     return token not in ("[CLS]", "[SEP]", "[PAD]", "[UNK]") and any(ch.isalnum() for ch in word) \
-        and word.lower() not in STOPWORDS
+        and word.lower() not in STOPWORDS and word.lower() not in DISCOURSE
 
 
 _WORD_AT = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")

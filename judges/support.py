@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from .embed import Embedder, Reading, SizedLRU, reading_bytes
-from .text import STOPWORDS, content_words, numbers, sentences, strip_citations
+from .text import STOPWORDS, claim_words, content_words, numbers, sentences, strip_citations
 
 MODEL_PATH = Path(__file__).with_name("support_model.json")
 # Passages longer than this are cut before they are read: a 100 KB page costs no more than ~40 kB.
@@ -60,7 +60,7 @@ FEATURES = (
 _MARKUP = re.compile(r"^\s*(?:[-*•]|\d{1,2}[.)])\s+|\*\*|__|`|^\s*#+\s*|\s\d{1,2}\.$")
 # "High Upfront Costs:" at the start of a list item is a label, not a name.
 _LABEL = re.compile(r"^\s*[A-Z][\w'-]*(?:\s+[\w'-]+){0,6}:\s")
-_NEGATION = re.compile(r"\b(?:not|no|never|none|nobody|nothing|neither|nor|without|cannot|n't)\b|n't\b", re.I)
+_NEGATION = re.compile(r"\b(?:not|no\s+longer|no|never|none|nobody|nothing|neither|nor|without|cannot|n't)\b|n't\b", re.I)
 _CLAUSE_END = re.compile(r"[,;:.!?()]|\s(?:but|and|or|while|whereas|although|though)\s")
 _CAPITALIZED = re.compile(r"\b[A-Z][a-zA-Z]+\b")
 _LATIN = re.compile(r"[A-Za-z]")
@@ -116,8 +116,8 @@ class Claim:
 
 def negated_words(text: str, scope: int = 3) -> frozenset[str]:
     """The content words a negation governs: the first `scope` after each negation word, within its
-    clause ("you cannot find it, wait 48 hours" -> {find}). A negation elsewhere in a sentence then
-    does not make an unrelated claim look contradicted."""
+    clause ("you cannot find it, wait 48 hours" -> {find}; "can no longer be changed" -> {chang}). A
+    negation elsewhere in a sentence then does not make an unrelated claim look contradicted."""
     out: set[str] = set()
     for m in _NEGATION.finditer(text):
         # a negation reaches NEGATION_REACH characters at most: the whole rest of the text each time
@@ -131,7 +131,12 @@ def negated_words(text: str, scope: int = 3) -> frozenset[str]:
 
 
 def negation_conflict(claim: Claim, unit_words: frozenset[str], unit_negated: frozenset[str]) -> bool:
-    """A word negated on one side and stated plainly on the other (claim vs its closest passage unit)."""
+    """A word negated on one side and stated plainly on the other (claim vs its closest passage unit),
+    unless both sides deny some of the same words: "mop pads are not covered by the standard
+    warranty" and "... mop pads ... are not covered. The warranty does not cover drops" deny the
+    same thing, though the unit also names the warranty plainly."""
+    if claim.negated & unit_negated:
+        return False
     said = frozenset(claim.words)
     return (any(w in unit_words and w not in unit_negated for w in claim.negated)
             or any(w in said and w not in claim.negated for w in unit_negated))
@@ -228,7 +233,7 @@ class Reader:
                                  why_not=why))
                 continue
             toks, vec, _ = next(readings)
-            out.append(Claim(c, toks, vec[0], content_words(c), numbers(c), entities(c), negated_words(c)))
+            out.append(Claim(c, toks, vec[0], claim_words(c), numbers(c), entities(c), negated_words(c)))
         return out
 
 

@@ -158,6 +158,16 @@ STOPWORDS = frozenset(
 )
 
 
+# Words that organize an answer rather than state a fact ("Yes, ...", "However, ...", "Please ...").
+# The support model leaves them out of what a claim must find in its passages; word overlap, the
+# baseline it is measured against, keeps them (it uses STOPWORDS alone).
+DISCOURSE = frozenset(
+    "yes yeah please thanks thank sure okay ok certainly absolutely unfortunately fortunately however "
+    "moreover furthermore additionally therefore thus hence instead overall indeed actually basically "
+    "essentially simply".split()
+)
+
+
 def stem(word: str) -> str:
     """A crude suffix stripper: enough to match "prices"/"price", "announced"/"announce"."""
     for suffix in ("ing", "edly", "ed", "es", "s", "ly"):
@@ -169,6 +179,12 @@ def stem(word: str) -> str:
 def content_words(text: str) -> list[str]:
     """Stemmed words that carry meaning (stop words dropped)."""
     return [stem(w) for w in _WORD.findall(text.lower()) if w not in STOPWORDS]
+
+
+def claim_words(text: str) -> list[str]:
+    """Content words without discourse words (DISCOURSE); the content words when that leaves none."""
+    ws = [stem(w) for w in _WORD.findall(text.lower()) if w not in STOPWORDS and w not in DISCOURSE]
+    return ws or content_words(text)
 
 
 def numbers(text: str) -> list[str]:
