@@ -11,6 +11,7 @@ has the same interface and ranks obviously related sentences above unrelated one
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -23,7 +24,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
-from .text import DISCOURSE, STOPWORDS, content_words
+from .text import UNCLAIMED, content_words
 
 _SHARED: dict[str, Embedder] = {}
 _SHARED_LOCK = threading.RLock()
@@ -88,6 +89,24 @@ class SizedLRU(Generic[V]):
         self._items.move_to_end(key)
         return hit[0]
 
+    def get_many(self, keys: Sequence[str], compute: Callable[[list[str]], Sequence[V]],
+                 lock: AbstractContextManager[Any] | None = None) -> list[V]:
+        """The values for `keys` (repeats allowed): those kept, and the rest computed in one call to
+        `compute` (outside `lock`, the owner's, which guards the lookup and the storing; None when the
+        caller holds it already) and then kept. The values are held from the lookup on, so neither
+        an eviction by another thread nor a call bringing more keys than the map holds loses one."""
+        guard = lock if lock is not None else contextlib.nullcontext()
+        with guard:
+            found = {k: v for k in dict.fromkeys(keys) if (v := self.get(k)) is not None}
+        missing = [k for k in dict.fromkeys(keys) if k not in found]
+        if missing:
+            fresh = dict(zip(missing, compute(missing), strict=True))
+            found.update(fresh)
+            with guard:
+                for k, v in fresh.items():
+                    self.put(k, v)
+        return [found[k] for k in keys]
+
     def put(self, key: str, value: V) -> None:
         size = self._size_of(value) + len(key)  # the key is often the text itself
         old = self._items.pop(key, None)
@@ -121,17 +140,8 @@ class _Cached:
         raise NotImplementedError
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        with self._lock:
-            missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
-            fresh = dict(zip(missing, self._encode(missing), strict=True)) if missing else {}
-            # read before storing: one call may bring more texts than the cache holds
-            rows: list[np.ndarray] = []
-            for t in texts:
-                hit = fresh[t] if t in fresh else self._cache.get(t)
-                assert hit is not None  # nothing is evicted before the puts below
-                rows.append(hit)
-            for t, v in fresh.items():
-                self._cache.put(t, v)
+        with self._lock:  # one encode at a time
+            rows = self._cache.get_many(texts, lambda missing: list(self._encode(missing)))
         return np.stack(rows) if rows else np.zeros((0, 1), dtype=np.float32)
 
 
@@ -186,20 +196,7 @@ class MiniLMEmbedder(_Cached):
         return np.asarray(out, dtype=np.float32)
 
     def token_vectors(self, texts: Sequence[str]) -> list[np.ndarray]:
-        with self._lock:
-            missing = list(dict.fromkeys(t for t in texts if t not in self._tokens))
-        fresh = dict(zip(missing, self._token_vectors(missing), strict=True)) if missing else {}
-        with self._lock:
-            found = {t: m for t in texts if t not in fresh and (m := self._tokens.get(t)) is not None}
-        # evicted by another thread in between
-        late = [t for t in dict.fromkeys(texts) if t not in fresh and t not in found]
-        if late:
-            fresh.update(zip(late, self._token_vectors(late), strict=True))
-        out = [fresh[t] if t in fresh else found[t] for t in texts]
-        with self._lock:
-            for t, m in fresh.items():
-                self._tokens.put(t, m)
-        return out
+        return self._tokens.get_many(texts, self._token_vectors, self._lock)
 
     def _token_vectors(self, texts: Sequence[str]) -> list[np.ndarray]:
         model = self._load()
@@ -322,8 +319,6 @@ def _cpu_has_bf16() -> bool:
 
 
 def _precision() -> AbstractContextManager[Any]:
-    import contextlib
-
     import torch
 
     if bf16_reading():
@@ -334,7 +329,7 @@ def _precision() -> AbstractContextManager[Any]:
 def _meaningful(token: str) -> bool:
     word = token.removeprefix("##")
     return token not in ("[CLS]", "[SEP]", "[PAD]", "[UNK]") and any(ch.isalnum() for ch in word) \
-        and word.lower() not in STOPWORDS and word.lower() not in DISCOURSE
+        and word.lower() not in UNCLAIMED
 
 
 _WORD_AT = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")

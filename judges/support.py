@@ -189,21 +189,7 @@ class Reader:
         self._claims: SizedLRU[Reading] = SizedLRU(cache_size, max(1, cache_mb // 4) << 20, reading_bytes)
 
     def evidence(self, texts: Sequence[str]) -> list[Evidence]:
-        texts = [t[:MAX_PASSAGE_CHARS] for t in texts]
-        with self._lock:
-            missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
-        fresh = dict(zip(missing, self._build(missing), strict=True)) if missing else {}
-        with self._lock:
-            for t, e in fresh.items():
-                self._cache.put(t, e)
-        with self._lock:
-            out = []
-            for t in texts:
-                got = fresh.get(t) or self._cache.get(t)
-                if got is None:  # evicted by a concurrent reader in between: build it again
-                    got = self._build([t])[0]
-                out.append(got)
-            return out
+        return self._cache.get_many([t[:MAX_PASSAGE_CHARS] for t in texts], self._build, self._lock)
 
     def _build(self, texts: list[str]) -> list[Evidence]:
         spans = [units_of(t) for t in texts]
@@ -238,16 +224,8 @@ class Reader:
 
 
     def _read_claims(self, texts: list[str]) -> list[Reading]:
-        with self._lock:
-            found = {t: hit for t in texts if (hit := self._claims.get(t)) is not None}
-        todo = list(dict.fromkeys(t for t in texts if t not in found))
-        if todo:
-            fresh = dict(zip(todo, self.embedder.read(todo, [[(0, len(t))] for t in todo], self.layers), strict=True))
-            found.update(fresh)
-            with self._lock:
-                for t, r in fresh.items():
-                    self._claims.put(t, r)
-        return [found[t] for t in texts]
+        return self._claims.get_many(
+            texts, lambda todo: self.embedder.read(todo, [[(0, len(t))] for t in todo], self.layers), self._lock)
 
 
 def evidence_bytes(e: Evidence) -> int:

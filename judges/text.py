@@ -166,6 +166,7 @@ DISCOURSE = frozenset(
     "moreover furthermore additionally therefore thus hence instead overall indeed actually basically "
     "essentially simply".split()
 )
+UNCLAIMED = STOPWORDS | DISCOURSE  # words a claim need not find in its passages
 
 
 def stem(word: str) -> str:
@@ -183,7 +184,7 @@ def content_words(text: str) -> list[str]:
 
 def claim_words(text: str) -> list[str]:
     """Content words without discourse words (DISCOURSE); the content words when that leaves none."""
-    ws = [stem(w) for w in _WORD.findall(text.lower()) if w not in STOPWORDS and w not in DISCOURSE]
+    ws = [stem(w) for w in _WORD.findall(text.lower()) if w not in UNCLAIMED]
     return ws or content_words(text)
 
 
