@@ -341,6 +341,9 @@ class SupportModel:
         return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
 
     def probabilities(self, rows: np.ndarray) -> np.ndarray:
+        """For rows of all the signals (`FEATURES`, in order) or of the model's own."""
+        if rows.shape[-1] != len(self.features):
+            rows = rows[..., [FEATURES.index(f) for f in self.features]]
         z = ((rows - self.mean) / self.scale) @ self.coef + self.intercept
         return 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30)))
 

@@ -117,6 +117,20 @@ def test_model_roundtrip_and_version_id(tmp_path):
         load_model(str(tmp_path / "bad.json"))
 
 
+def test_the_model_does_not_read_the_claims_length():
+    """The claim's length is computed (the signal cache keeps every signal) but not fitted: a model
+    reads only its own features, from a dict or from rows of all the signals."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, len(FEATURES)))
+    y = x[:, FEATURES.index("word_cov")] + x[:, FEATURES.index("claim_len")] > 0
+    m = training.fit(x, y, np.ones(len(y)))
+    assert "claim_len" not in m.features and len(m.features) == len(FEATURES) - 1
+    f = dict(zip(FEATURES, x[0], strict=True))
+    assert m.probability(f) == pytest.approx(m.probability(f | {"claim_len": 50.0}))
+    assert m.probabilities(x[:3]) == pytest.approx([m.probability(dict(zip(FEATURES, r, strict=True))) for r in x[:3]])
+    assert "claim_len" not in load_model().features
+
+
 def test_synthetic_negatives_change_one_fact():
     ex = training.Example("x", "s", "The Eiffel Tower was completed in 1889 by Eiffel's company.", (PASSAGE,), True)
     rng = random.Random(1)
@@ -220,8 +234,8 @@ def test_grounded_evidence_names_the_weakest_sentence(real):
         [{"id": "p1", "text": PASSAGE}])))
     alone = asyncio.run(g.judge(_subject("The Eiffel Tower was completed in 1889.", [{"id": "p1", "text": PASSAGE}])))
     # half its words invented: far below the faithful sentence alone. Whether that falls below the
-    # threshold is the threshold's business: it sits within 0.01 of it (0.308 vs 0.3135 with the
-    # shipped model; an earlier fit put the threshold at 0.3055, which this answer passed)
+    # threshold is the threshold's business: it sits within 0.025 of it (0.301 vs 0.3229 with the
+    # shipped model; an earlier fit put the threshold at 0.3055, which the answer, then at 0.308, passed)
     assert alone.label == "grounded" and v.score < alone.score - 0.4
     assert [u["sentence"] for u in v.evidence["unsupported"]] == ["It was painted gold in 1925 by Pablo Picasso."]
     weakest = v.evidence["least_supported"]
