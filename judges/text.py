@@ -188,6 +188,12 @@ def claim_words(text: str) -> list[str]:
     return ws or content_words(text)
 
 
+def states_fact(text: str) -> bool:
+    """Whether a sentence has a word beyond stop and discourse words: "Yes." or "Unfortunately
+    not." answer the question but state nothing the passages could support; the next sentence does."""
+    return any(w not in UNCLAIMED for w in _WORD.findall(text.lower()))
+
+
 def numbers(text: str) -> list[str]:
     """Numbers as written, without thousands separators or a trailing period ("1,200." -> "1200")."""
     out = []

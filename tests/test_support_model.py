@@ -87,11 +87,26 @@ def test_discourse_words_are_not_facts_to_find():
     assert content_words("Yes, we ship to Canada.") == ["yes", "ship", "canada"]  # word overlap keeps them
     assert claim_words("Yes, we ship to Canada.") == ["ship", "canada"]
     assert claim_words("However, please connect it instead.") == ["connect"]
-    assert claim_words("Yes.") == ["yes"]  # nothing else to judge: kept, not an empty claim
+    assert claim_words("Yes.") == ["yes"]  # word lists stay non-empty (the reader decides what it reads)
     reader = Reader(HashingEmbedder())
     ev = reader.evidence(["We ship to all 50 US states and to Canada."])
     yes, plain = reader.claims(["Yes, we ship to Canada.", "We ship to Canada."])
     assert features(yes, ev)["word_cov"] == features(plain, ev)["word_cov"] == 1.0
+    # a sentence of discourse words alone ("Yes.", "Unfortunately not.") states nothing the passages
+    # could support: not read, with the reason (it used to score ~0.01 and drag its answer down)
+    alone, unfortunately = reader.claims(["Yes.", "Unfortunately not."])
+    assert not alone.readable and not unfortunately.readable and "no fact of its own" in alone.why_not
+
+
+def test_grounded_skips_sentences_that_state_no_fact(real):
+    g = judges.create("grounded")
+    fact = "The Eiffel Tower was completed in 1889."
+    plain = asyncio.run(g.judge(_subject(fact, [{"id": "p1", "text": PASSAGE}])))
+    v = asyncio.run(g.judge(_subject("Yes. " + fact, [{"id": "p1", "text": PASSAGE}])))
+    assert v.score == plain.score and v.label == "grounded"
+    assert v.evidence["skipped"][0]["sentence"] == "Yes." and "no fact" in v.evidence["skipped"][0]["reason"]
+    lone = asyncio.run(g.judge(_subject("Yes.", [{"id": "p1", "text": PASSAGE}])))
+    assert lone.score is None and "could not judge" in lone.error and "no fact of its own" in lone.error
 
 
 def test_unreadable_claims_say_why_instead_of_guessing():
