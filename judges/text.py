@@ -164,7 +164,7 @@ STOPWORDS = frozenset(
 DISCOURSE = frozenset(
     "yes yeah please thanks thank sure okay ok certainly absolutely unfortunately fortunately however "
     "moreover furthermore additionally therefore thus hence instead overall indeed actually basically "
-    "essentially simply".split()
+    "essentially simply probably maybe perhaps possibly".split()
 )
 UNCLAIMED = STOPWORDS | DISCOURSE  # words a claim need not find in its passages
 

@@ -94,8 +94,10 @@ def test_discourse_words_are_not_facts_to_find():
     assert features(yes, ev)["word_cov"] == features(plain, ev)["word_cov"] == 1.0
     # a sentence of discourse words alone ("Yes.", "Unfortunately not.") states nothing the passages
     # could support: not read, with the reason (it used to score ~0.01 and drag its answer down)
-    alone, unfortunately = reader.claims(["Yes.", "Unfortunately not."])
+    alone, unfortunately, hedged, fact = reader.claims(["Yes.", "Unfortunately not.", "Probably not.",
+                                                        "It probably ships to Canada."])
     assert not alone.readable and not unfortunately.readable and "no fact of its own" in alone.why_not
+    assert not hedged.readable and fact.readable and fact.words == ["ship", "canada"]
 
 
 def test_grounded_skips_sentences_that_state_no_fact(real):
