@@ -16,7 +16,8 @@ signals that are each known to carry support, computed with all-MiniLM-L6-v2 and
   unit, and as adjacent pairs;
 - mismatches that embeddings barely see: numbers and names absent from the passages, a negation
   on one side only;
-- sizes: the claim's length and the passages' (long passages make every token find a neighbour).
+- the passages' size (long passages make every token find a neighbour). The claim's length is
+  computed too, but the model does not read it (`training.MODEL_FEATURES`).
 
 Passages are read once (`Evidence`, cached by text), so the judges can ask about any set of them
 (all passages, the cited ones, each one alone, all but one) for the price of a few matrix maxima.

@@ -262,14 +262,14 @@ def balanced_weights(sources: list[str], labels: np.ndarray, *, synthetic: np.nd
 
 
 # Which way each signal may push the probability: more alignment, similarity or coverage can only
-# raise it, a mismatch can only lower it; sizes are free. Signs keep a model fitted on a few sources
+# raise it, a mismatch can only lower it; the passages' size is free. Signs keep a model fitted on a few sources
 # from leaning on their quirks (a signal that happens to anti-correlate with support in one source).
 SIGNS = {"align_mean": 1, "align_p10": 1, "align_min": 1, "unaligned_share": -1, "align_local": 1, "sent_sim": 1,
          "word_cov": 1,
          "word_cov_local": 1, "bigram_cov": 1, "num_missing": -1, "ent_missing": -1, "neg_mismatch": -1,
-         "claim_len": 0, "evidence_len": 0}
-# The signals the model reads: all but the claim's length. Its weight is free (longer claims are
-# not less true), so a fit learns each source's labeling habits from it (long claims were more
+         "evidence_len": 0}
+# The signals the model reads: all but the claim's length. Its weight would be free (longer claims
+# are not less true), so a fit learned each source's labeling habits from it (long claims were more
 # often unsupported in the training sources); without it, held out in turn: 0.549 / 0.790 / 0.751,
 # mean 0.6967, against 0.548 / 0.790 / 0.736, 0.6912 with it (docs/judges-model-card.md).
 MODEL_FEATURES = tuple(f for f in FEATURES if f != "claim_len")
