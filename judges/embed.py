@@ -24,7 +24,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
-from .text import UNCLAIMED, content_words
+from .text import APOSTROPHES, CLITICS, UNCLAIMED, content_words
 
 _SHARED: dict[str, Embedder] = {}
 _SHARED_LOCK = threading.RLock()
@@ -209,7 +209,7 @@ class MiniLMEmbedder(_Cached):
                 tokenizer(chunk, truncation=True, max_length=model.max_seq_length)["input_ids"]) for _, chunk in pieces]
         per_text: list[list[np.ndarray]] = [[] for _ in texts]
         for (i, _), vectors, toks in zip(pieces, outs, tokens, strict=True):
-            keep = [k for k, tok in enumerate(toks) if _meaningful(tok)]
+            keep = [k for k, ok in enumerate(_meaningful_mask(toks)) if ok]
             v = vectors.float().numpy()[keep[: len(vectors)]]
             norms = np.linalg.norm(v, axis=1, keepdims=True)
             per_text[i].append(v / np.where(norms == 0, 1, norms))
@@ -288,7 +288,7 @@ class MiniLMEmbedder(_Cached):
             offsets = np.asarray(enc["offset_mapping"][i]).reshape(-1, 2)[pos]
             with self._lock:
                 toks = tokenizer.convert_ids_to_tokens([enc["input_ids"][i][p] for p in pos])
-            keep = np.array([_meaningful(t) for t in toks], dtype=bool)
+            keep = np.array(_meaningful_mask(toks), dtype=bool)
             tv = vecs[keep]
             tv = tv / np.maximum(np.linalg.norm(tv, axis=1, keepdims=True), 1e-9)
             sv = np.zeros((len(text_spans), dim), dtype=np.float32)
@@ -332,7 +332,20 @@ def _meaningful(token: str) -> bool:
         and word.lower() not in UNCLAIMED
 
 
-_WORD_AT = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+def _meaningful_mask(tokens: Sequence[str]) -> list[bool]:
+    """Which tokens are meaningful (`_meaningful`), leaving out the pieces of contractions and
+    possessives as well: the "s" of "company's", the "ll" of "we'll", and both "don" and "t" of
+    "don't" (an auxiliary and a negation; the negation is read from the text, `support.negated_words`)."""
+    keep = [_meaningful(t) for t in tokens]
+    for k in range(1, len(tokens) - 1):
+        if tokens[k] in ("'", "\u2019", "\u02bc") and tokens[k + 1] in CLITICS and not tokens[k - 1].startswith("["):
+            keep[k + 1] = False
+            if tokens[k + 1] == "t":
+                keep[k - 1] = False
+    return keep
+
+
+_WORD_AT = re.compile(r"[a-z0-9]+(?:'[a-z]+)*")
 
 
 class HashingEmbedder(_Cached):
@@ -363,7 +376,8 @@ class HashingEmbedder(_Cached):
         out = []
         for t, toks, text_spans in zip(texts, tokens, spans, strict=True):
             pieces = [t[lo:hi] for lo, hi in text_spans]
-            starts = np.array([m.start() for m in _WORD_AT.finditer(t.lower()) if content_words(m.group(0))],
+            starts = np.array([m.start() for m in _WORD_AT.finditer(t.lower().translate(APOSTROPHES))
+                               if content_words(m.group(0))],
                               dtype=np.int64)[: len(toks)]
             out.append((toks, self._encode(pieces) if pieces else np.zeros((0, self.dim), np.float32), starts))
         return out

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from .embed import Embedder
-from .text import content_words, numbers, sentences, strip_citations
+from .text import numbers, plain_words, sentences, strip_citations
 
 
 def passage_units(texts: list[str]) -> list[str]:
@@ -29,27 +29,27 @@ def passage_units(texts: list[str]) -> list[str]:
 
 
 def word_overlap(claim: str, texts: list[str]) -> float | None:
-    ws = content_words(strip_citations(claim))
+    ws = plain_words(strip_citations(claim))
     if not ws:
         return None
-    vocabulary = set(content_words(" ".join(texts)))
+    vocabulary = set(plain_words(" ".join(texts)))
     return sum(w in vocabulary for w in ws) / len(ws)
 
 
 def grounded_formula(answer: str, texts: list[str], embedder: Embedder) -> float | None:
     claims = [strip_citations(s) for s in sentences(answer)]
-    claims = [c for c in claims if content_words(c)]
+    claims = [c for c in claims if plain_words(c)]
     units = passage_units(texts)
     if not claims or not units:
         return None
     all_text = " ".join(texts)
-    vocabulary = set(content_words(all_text))
+    vocabulary = set(plain_words(all_text))
     known = set(numbers(all_text))
     vectors = embedder.encode(claims + units)
     sims = vectors[: len(claims)] @ vectors[len(claims):].T
     total = weight = 0.0
     for i, c in enumerate(claims):
-        ws = content_words(c)
+        ws = plain_words(c)
         share = sum(w in vocabulary for w in ws) / len(ws)
         missing = sum(n not in known for n in dict.fromkeys(numbers(c)))
         s = min(1.0, max(0.0, 0.5 * float(sims[i].max()) + 0.5 * share - 0.15 * missing))
@@ -61,15 +61,15 @@ def grounded_formula(answer: str, texts: list[str], embedder: Embedder) -> float
 def citation_formula(claim: str, texts: list[str], embedder: Embedder) -> float | None:
     claim = strip_citations(claim)
     units = passage_units(texts)
-    if not units or not content_words(claim):
+    if not units or not plain_words(claim):
         return None
     claim_tokens, *passage_tokens = embedder.token_vectors([claim, *texts])
     pool = np.concatenate([t for t in passage_tokens if len(t)] or [np.zeros((0, claim_tokens.shape[1]))])
     alignment = float((claim_tokens @ pool.T).max(axis=1).mean()) if len(claim_tokens) and len(pool) else 0.0
     vectors = embedder.encode([claim, *units])
     similarity = float((vectors[1:] @ vectors[0]).max())
-    ws = content_words(claim)
-    coverage = max(sum(w in v for w in ws) / len(ws) for v in map(set, map(content_words, units)))
+    ws = plain_words(claim)
+    coverage = max(sum(w in v for w in ws) / len(ws) for v in map(set, map(plain_words, units)))
     nums = numbers(claim)
     known = set(numbers(" ".join(texts)))
     missing = sum(n not in known for n in nums) / len(nums) if nums else 0.0

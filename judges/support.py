@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from .embed import Embedder, Reading, SizedLRU, reading_bytes
-from .text import STOPWORDS, claim_words, content_words, numbers, sentences, states_fact, strip_citations
+from .text import APOSTROPHES, STOPWORDS, claim_words, content_words, numbers, sentences, states_fact, strip_citations
 
 MODEL_PATH = Path(__file__).with_name("support_model.json")
 # Passages longer than this are cut before they are read: a 100 KB page costs no more than ~40 kB.
@@ -62,7 +62,10 @@ _MARKUP = re.compile(r"^\s*(?:[-*•]|\d{1,2}[.)])\s+|\*\*|__|`|^\s*#+\s*|\s\d{1
 # "High Upfront Costs:" at the start of a list item is a label, not a name.
 _LABEL = re.compile(r"^\s*[A-Z][\w'-]*(?:\s+[\w'-]+){0,6}:\s")
 _NEGATION = re.compile(r"\b(?:not|no\s+longer|no|never|none|nobody|nothing|neither|nor|without|cannot|n't)\b|n't\b", re.I)
-_CLAUSE_END = re.compile(r"[,;:.!?()]|\s(?:but|and|or|while|whereas|although|though)\s")
+# where a negation's reach ends: punctuation, a conjunction, or a word that opens a clause of its own
+# ("this doesn't benefit you unless you buy a cheaper home": the negation does not reach "buy")
+_CLAUSE_END = re.compile(r"[,;:.!?()]|\s(?:but|and|or|while|whereas|although|though|unless|because|since|if|until"
+                         r"|so|which|who|when|where|than)\s")
 _CAPITALIZED = re.compile(r"\b[A-Z][a-zA-Z]+\b")
 _LATIN = re.compile(r"[A-Za-z]")
 
@@ -98,6 +101,7 @@ class Evidence:
     numbers: frozenset[str]
     words: frozenset[str]  # lowercased raw words, for names
     negated_units: list[frozenset[str]]  # per unit, the words a negation in it governs (see negated_words)
+    negated_heads: list[frozenset[str]]  # per unit, the first word each negation governs (what it denies)
     n_words: int
 
 
@@ -120,6 +124,7 @@ def negated_words(text: str, scope: int = 3) -> frozenset[str]:
     clause ("you cannot find it, wait 48 hours" -> {find}; "can no longer be changed" -> {chang}). A
     negation elsewhere in a sentence then does not make an unrelated claim look contradicted."""
     out: set[str] = set()
+    text = text.translate(APOSTROPHES)  # "isn’t" negates as "isn't" does
     for m in _NEGATION.finditer(text):
         # a negation reaches NEGATION_REACH characters at most: the whole rest of the text each time
         # made a page of "no no no ..." quadratic (16 s for 40,000 characters)
@@ -131,16 +136,21 @@ def negated_words(text: str, scope: int = 3) -> frozenset[str]:
     return frozenset(out)
 
 
-def negation_conflict(claim: Claim, unit_words: frozenset[str], unit_negated: frozenset[str]) -> bool:
-    """A word negated on one side and stated plainly on the other (claim vs its closest passage unit),
-    unless both sides deny some of the same words: "mop pads are not covered by the standard
+def negation_conflict(claim: Claim, unit_words: frozenset[str], unit_negated: frozenset[str],
+                      unit_heads: frozenset[str] | None = None) -> bool:
+    """A word the claim negates that its closest passage unit states plainly, or the word a negation
+    of the unit denies (`unit_heads`: the first it governs) that the claim states plainly; no
+    conflict when both sides deny some of the same words: "mop pads are not covered by the standard
     warranty" and "... mop pads ... are not covered. The warranty does not cover drops" deny the
-    same thing, though the unit also names the warranty plainly."""
+    same thing, though the unit also names the warranty plainly. On the passage's side only the
+    denied word counts, not the words after it: "you're not getting a true FICO score" denies
+    getting one, not FICO, so "FICO and VantageScore differ" does not contradict it."""
     if claim.negated & unit_negated:
         return False
     said = frozenset(claim.words)
+    heads = unit_negated if unit_heads is None else unit_heads
     return (any(w in unit_words and w not in unit_negated for w in claim.negated)
-            or any(w in said and w not in claim.negated for w in unit_negated))
+            or any(w in said and w not in claim.negated for w in heads))
 
 
 def unreadable(text: str) -> str | None:
@@ -203,6 +213,7 @@ class Reader:
                 unit_words=[frozenset(content_words(u)) for u in us], vocabulary=frozenset(cw),
                 bigrams=frozenset(zip(cw, cw[1:], strict=False)), numbers=frozenset(numbers(t)),
                 words=frozenset(_words(t)), negated_units=[negated_words(u) for u in us],
+                negated_heads=[negated_words(u, scope=1) for u in us],
                 n_words=len(t.split())))
         return out
 
@@ -288,7 +299,8 @@ def features(claim: Claim, evidence: Sequence[Evidence], *, known: frozenset[str
     known_words = frozenset().union(*(e.words for e in evidence)) | known
     ent_missing = sum(x not in known_words for x in ents) / len(ents) if ents else 0.0
     neg = best_sim > -1 and negation_conflict(claim, evidence[best_e].unit_words[best_u],
-                                              evidence[best_e].negated_units[best_u])
+                                              evidence[best_e].negated_units[best_u],
+                                              evidence[best_e].negated_heads[best_u])
     align_local = 0.0
     if best_sim > -1 and len(claim.tokens):
         e = evidence[best_e]

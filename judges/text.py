@@ -23,6 +23,7 @@ _ABBREV = {"e.g", "i.e", "etc", "vs", "mr", "mrs", "ms", "dr", "prof", "inc", "l
            "fig", "approx", "u.s", "u.k", "a.m", "p.m", "cf", "al"}
 _BOUNDARY = re.compile(r"(?<=[.!?])(?:\s*(?:\[[^\]]{1,20}\]|\^\d+))*\s+(?=[\"'(\[]?[A-Z0-9])|\n\s*\n|\n(?=\s*(?:[-*•]|\d+[.)])\s)")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_WORD_CLITIC = re.compile(r"[a-z0-9]+(?:'[a-z]+)*")  # "o'brien's": a name and a possessive
 
 
 def sentences(text: str) -> list[str]:
@@ -156,6 +157,10 @@ STOPWORDS = frozenset(
     "why how all any both each few more most other some such only own same just also into over under about after "
     "before between through during up down out off again further once".split()
 )
+# The baseline's stop words stay as they were measured (`plain_words`); the judges also drop
+# conjunctions that open a clause, which state no fact of their own.
+BASELINE_STOPWORDS = STOPWORDS
+STOPWORDS = BASELINE_STOPWORDS | frozenset("unless whether because although though since until while whereas".split())
 
 
 # Words that organize an answer rather than state a fact ("Yes, ...", "However, ...", "Please ...").
@@ -177,21 +182,48 @@ def stem(word: str) -> str:
     return word
 
 
+# Typographic apostrophes read as "'" ("isn’t" is "isn't"); one character for one, so offsets hold.
+APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u2032": "'"})
+# What follows the apostrophe of a contraction or a possessive ("don't", "it's", "we'll", "Ireland's").
+CLITICS = frozenset("t s ll re ve d m".split())
+
+
+def words(text: str) -> list[str]:
+    """The words of a text, lowercased, a contraction or possessive reduced to the word it is built
+    on ("company's" -> "company", "you're" -> "you"); a negative contraction ("don't", "isn't",
+    "can't": an auxiliary and a negation) is dropped, like the stop words it is made of."""
+    out = []
+    for w in _WORD_CLITIC.findall(text.lower().translate(APOSTROPHES)):
+        head, mark, tail = w.rpartition("'")
+        if mark and tail in CLITICS:
+            if tail == "t":
+                continue
+            w = head
+        out.append(w)
+    return out
+
+
+def plain_words(text: str) -> list[str]:
+    """Stemmed non-stop words as the word-overlap baseline reads them (`formula.py`), unchanged since
+    it was first measured: contractions and possessives are words of their own ("don't", "company'")."""
+    return [stem(w) for w in _WORD.findall(text.lower()) if w not in BASELINE_STOPWORDS]
+
+
 def content_words(text: str) -> list[str]:
     """Stemmed words that carry meaning (stop words dropped)."""
-    return [stem(w) for w in _WORD.findall(text.lower()) if w not in STOPWORDS]
+    return [stem(w) for w in words(text) if w not in STOPWORDS]
 
 
 def claim_words(text: str) -> list[str]:
     """Content words without discourse words (DISCOURSE); the content words when that leaves none."""
-    ws = [stem(w) for w in _WORD.findall(text.lower()) if w not in UNCLAIMED]
+    ws = [stem(w) for w in words(text) if w not in UNCLAIMED]
     return ws or content_words(text)
 
 
 def states_fact(text: str) -> bool:
     """Whether a sentence has a word beyond stop and discourse words: "Yes." or "Unfortunately
     not." answer the question but state nothing the passages could support; the next sentence does."""
-    return any(w not in UNCLAIMED for w in _WORD.findall(text.lower()))
+    return any(w not in UNCLAIMED for w in words(text))
 
 
 def numbers(text: str) -> list[str]:
