@@ -209,7 +209,7 @@ class MiniLMEmbedder(_Cached):
                 tokenizer(chunk, truncation=True, max_length=model.max_seq_length)["input_ids"]) for _, chunk in pieces]
         per_text: list[list[np.ndarray]] = [[] for _ in texts]
         for (i, _), vectors, toks in zip(pieces, outs, tokens, strict=True):
-            keep = [k for k, ok in enumerate(_meaningful_mask(toks)) if ok]
+            keep = [k for k, ok in enumerate(meaningful_mask(toks)) if ok]
             v = vectors.float().numpy()[keep[: len(vectors)]]
             norms = np.linalg.norm(v, axis=1, keepdims=True)
             per_text[i].append(v / np.where(norms == 0, 1, norms))
@@ -288,7 +288,7 @@ class MiniLMEmbedder(_Cached):
             offsets = np.asarray(enc["offset_mapping"][i]).reshape(-1, 2)[pos]
             with self._lock:
                 toks = tokenizer.convert_ids_to_tokens([enc["input_ids"][i][p] for p in pos])
-            keep = np.array(_meaningful_mask(toks), dtype=bool)
+            keep = np.array(meaningful_mask(toks), dtype=bool)
             tv = vecs[keep]
             tv = tv / np.maximum(np.linalg.norm(tv, axis=1, keepdims=True), 1e-9)
             sv = np.zeros((len(text_spans), dim), dtype=np.float32)
@@ -332,7 +332,7 @@ def _meaningful(token: str) -> bool:
         and word.lower() not in UNCLAIMED
 
 
-def _meaningful_mask(tokens: Sequence[str]) -> list[bool]:
+def meaningful_mask(tokens: Sequence[str]) -> list[bool]:
     """Which tokens are meaningful (`_meaningful`), leaving out the pieces of contractions and
     possessives as well: the "s" of "company's", the "ll" of "we'll", and both "don" and "t" of
     "don't" (an auxiliary and a negation; the negation is read from the text, `support.negated_words`)."""

@@ -131,10 +131,10 @@ def test_contractions_and_possessives_read_as_the_words_they_are_built_on():
 
 
 def test_contraction_pieces_are_not_tokens_a_claim_must_find():
-    from shadoweval.judges.embed import _meaningful_mask
+    from shadoweval.judges.embed import meaningful_mask
 
     toks = ["[CLS]", "you", "don", "'", "t", "need", "the", "company", "\u2019", "s", "approval", "he", "won", "[SEP]"]
-    kept = [t for t, ok in zip(toks, _meaningful_mask(toks), strict=True) if ok]
+    kept = [t for t, ok in zip(toks, meaningful_mask(toks), strict=True) if ok]
     assert kept == ["need", "company", "approval", "won"]  # "won" of its own is a word
 
 
