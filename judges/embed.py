@@ -15,7 +15,6 @@ import contextlib
 import functools
 import hashlib
 import os
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -24,7 +23,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
-from .text import APOSTROPHES, CLITICS, UNCLAIMED, content_words
+from .text import APOSTROPHES, CLITICS, UNCLAIMED, WORD, content_words
 
 _SHARED: dict[str, Embedder] = {}
 _SHARED_LOCK = threading.RLock()
@@ -345,9 +344,6 @@ def meaningful_mask(tokens: Sequence[str]) -> list[bool]:
     return keep
 
 
-_WORD_AT = re.compile(r"[a-z0-9]+(?:'[a-z]+)*")
-
-
 class HashingEmbedder(_Cached):
     """Deterministic fake: stemmed content words and word pairs hashed into `dim` buckets."""
 
@@ -376,7 +372,7 @@ class HashingEmbedder(_Cached):
         out = []
         for t, toks, text_spans in zip(texts, tokens, spans, strict=True):
             pieces = [t[lo:hi] for lo, hi in text_spans]
-            starts = np.array([m.start() for m in _WORD_AT.finditer(t.lower().translate(APOSTROPHES))
+            starts = np.array([m.start() for m in WORD.finditer(t.lower().translate(APOSTROPHES))
                                if content_words(m.group(0))],
                               dtype=np.int64)[: len(toks)]
             out.append((toks, self._encode(pieces) if pieces else np.zeros((0, self.dim), np.float32), starts))

@@ -123,7 +123,14 @@ def negated_words(text: str, scope: int = 3) -> frozenset[str]:
     """The content words a negation governs: the first `scope` after each negation word, within its
     clause ("you cannot find it, wait 48 hours" -> {find}; "can no longer be changed" -> {chang}). A
     negation elsewhere in a sentence then does not make an unrelated claim look contradicted."""
+    return negations(text, scope)[0]
+
+
+def negations(text: str, scope: int = 3) -> tuple[frozenset[str], frozenset[str]]:
+    """In one pass: the words negations govern (`negated_words`), and the first of each, the word
+    it denies (what `negation_conflict` reads on the passage's side)."""
     out: set[str] = set()
+    heads: set[str] = set()
     text = text.translate(APOSTROPHES)  # "isn’t" negates as "isn't" does
     for m in _NEGATION.finditer(text):
         # a negation reaches NEGATION_REACH characters at most: the whole rest of the text each time
@@ -132,12 +139,14 @@ def negated_words(text: str, scope: int = 3) -> frozenset[str]:
         clause = _CLAUSE_END.split(window, maxsplit=1)[0]
         if len(clause) == len(window) and m.end() + NEGATION_REACH < len(text):
             clause = clause.rsplit(None, 1)[0] if clause.strip() else ""  # not the word the window cuts
-        out.update(content_words(clause)[:scope])
-    return frozenset(out)
+        governed = content_words(clause)[:scope]
+        out.update(governed)
+        heads.update(governed[:1])
+    return frozenset(out), frozenset(heads)
 
 
 def negation_conflict(claim: Claim, unit_words: frozenset[str], unit_negated: frozenset[str],
-                      unit_heads: frozenset[str] | None = None) -> bool:
+                      unit_heads: frozenset[str]) -> bool:
     """A word the claim negates that its closest passage unit states plainly, or the word a negation
     of the unit denies (`unit_heads`: the first it governs) that the claim states plainly; no
     conflict when both sides deny some of the same words: "mop pads are not covered by the standard
@@ -148,9 +157,8 @@ def negation_conflict(claim: Claim, unit_words: frozenset[str], unit_negated: fr
     if claim.negated & unit_negated:
         return False
     said = frozenset(claim.words)
-    heads = unit_negated if unit_heads is None else unit_heads
     return (any(w in unit_words and w not in unit_negated for w in claim.negated)
-            or any(w in said and w not in claim.negated for w in heads))
+            or any(w in said and w not in claim.negated for w in unit_heads))
 
 
 def unreadable(text: str) -> str | None:
@@ -208,12 +216,12 @@ class Reader:
         for t, sp, (toks, uv, starts) in zip(texts, spans, self.embedder.read(texts, spans, self.layers), strict=True):
             us = [t[lo:hi] for lo, hi in sp]
             cw = content_words(t)
+            negs = [negations(u) for u in us]
             out.append(Evidence(
                 text=t, tokens=toks, token_starts=starts, units=us, unit_spans=list(sp), unit_vectors=uv,
                 unit_words=[frozenset(content_words(u)) for u in us], vocabulary=frozenset(cw),
                 bigrams=frozenset(zip(cw, cw[1:], strict=False)), numbers=frozenset(numbers(t)),
-                words=frozenset(_words(t)), negated_units=[negated_words(u) for u in us],
-                negated_heads=[negated_words(u, scope=1) for u in us],
+                words=frozenset(_words(t)), negated_units=[n for n, _ in negs], negated_heads=[h for _, h in negs],
                 n_words=len(t.split())))
         return out
 

@@ -23,7 +23,7 @@ _ABBREV = {"e.g", "i.e", "etc", "vs", "mr", "mrs", "ms", "dr", "prof", "inc", "l
            "fig", "approx", "u.s", "u.k", "a.m", "p.m", "cf", "al"}
 _BOUNDARY = re.compile(r"(?<=[.!?])(?:\s*(?:\[[^\]]{1,20}\]|\^\d+))*\s+(?=[\"'(\[]?[A-Z0-9])|\n\s*\n|\n(?=\s*(?:[-*•]|\d+[.)])\s)")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-_WORD_CLITIC = re.compile(r"[a-z0-9]+(?:'[a-z]+)*")  # "o'brien's": a name and a possessive
+WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)*")  # a word with its clitics: "o'brien's", a name and a possessive
 
 
 def sentences(text: str) -> list[str]:
@@ -150,22 +150,21 @@ def _norm_url(url: str) -> str:
 # --- words and numbers ---------------------------------------------------------------------------
 
 NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-STOPWORDS = frozenset(
+# The baseline's stop words stay as they were measured (`plain_words`); the judges also drop
+# conjunctions that open a clause, which state no fact of their own.
+BASELINE_STOPWORDS = frozenset(
     "a an the and or but if of to in on at by for with from as is are was were be been being it its this that "
     "these those there here i you he she we they them his her their our your my me not no do does did so than "
     "then too very can could would should will shall may might must have has had which who whom what when where "
     "why how all any both each few more most other some such only own same just also into over under about after "
     "before between through during up down out off again further once".split()
 )
-# The baseline's stop words stay as they were measured (`plain_words`); the judges also drop
-# conjunctions that open a clause, which state no fact of their own.
-BASELINE_STOPWORDS = STOPWORDS
 STOPWORDS = BASELINE_STOPWORDS | frozenset("unless whether because although though since until while whereas".split())
 
 
 # Words that organize an answer rather than state a fact ("Yes, ...", "However, ...", "Please ...").
 # The support model leaves them out of what a claim must find in its passages; word overlap, the
-# baseline it is measured against, keeps them (it uses STOPWORDS alone).
+# baseline it is measured against, keeps them (it uses BASELINE_STOPWORDS alone).
 DISCOURSE = frozenset(
     "yes yeah please thanks thank sure okay ok certainly absolutely unfortunately fortunately however "
     "moreover furthermore additionally therefore thus hence instead overall indeed actually basically "
@@ -193,7 +192,7 @@ def words(text: str) -> list[str]:
     on ("company's" -> "company", "you're" -> "you"); a negative contraction ("don't", "isn't",
     "can't": an auxiliary and a negation) is dropped, like the stop words it is made of."""
     out = []
-    for w in _WORD_CLITIC.findall(text.lower().translate(APOSTROPHES)):
+    for w in WORD.findall(text.lower().translate(APOSTROPHES)):
         head, mark, tail = w.rpartition("'")
         if mark and tail in CLITICS:
             if tail == "t":

@@ -48,6 +48,10 @@ def main() -> None:
     rng = random.Random(7)
     totals = [0] * 6
     print(f"{'source':22} {'flips caught':>14} {'false, negated':>15} {'false, plain':>13}")
+
+    def row(name: str, c: list[int]) -> str:
+        return f"{name:22} {c[0]:>7} of {c[1]:<4} {c[2]:>8} of {c[3]:<4} {c[4]:>6} of {c[5]:<4}"
+
     for source in training.TRAIN_SOURCES:
         supported = [e for e in training.examples_of(args.train / f"{source}.jsonl.gz") if e.label and len(e.claim) < 600]
         rng.shuffle(supported)
@@ -62,8 +66,8 @@ def main() -> None:
                 plain.append((e.claim, e.passages))
         counts = [*fires(reader, flips), *fires(reader, negated), *fires(reader, plain)]
         totals = [t + c for t, c in zip(totals, counts, strict=True)]
-        print(f"{source:22} {counts[0]:>7} of {counts[1]:<4} {counts[2]:>8} of {counts[3]:<4} {counts[4]:>6} of {counts[5]:<4}")
-    print(f"{'all':22} {totals[0]:>7} of {totals[1]:<4} {totals[2]:>8} of {totals[3]:<4} {totals[4]:>6} of {totals[5]:<4}")
+        print(row(source, counts))
+    print(row("all", totals))
 
 
 if __name__ == "__main__":
