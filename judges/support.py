@@ -55,13 +55,21 @@ NEGATION_REACH = 200
 
 FEATURES = (
     "align_mean", "align_p10", "align_min", "unaligned_share", "align_local", "sent_sim", "word_cov",
-    "word_cov_local", "bigram_cov", "num_missing", "ent_missing", "neg_mismatch", "claim_len", "evidence_len",
+    "word_cov_local", "bigram_cov", "num_missing", "ent_missing", "neg_mismatch", "neg_local", "claim_len",
+    "evidence_len",
 )
 # Markup that is not part of what a sentence claims: list markers, markdown emphasis and headings.
 _MARKUP = re.compile(r"^\s*(?:[-*•]|\d{1,2}[.)])\s+|\*\*|__|`|^\s*#+\s*|\s\d{1,2}\.$")
 # "High Upfront Costs:" at the start of a list item is a label, not a name.
 _LABEL = re.compile(r"^\s*[A-Z][\w'-]*(?:\s+[\w'-]+){0,6}:\s")
-_NEGATION = re.compile(r"\b(?:not|no\s+longer|no|never|none|nobody|nothing|neither|nor|without|cannot|n't)\b|n't\b", re.I)
+_NEGATION = re.compile(r"\b(?:not|no\s+longer|no|never|none|nobody|nothing|nowhere|neither|nor|without|cannot|n't)\b|n't\b",
+                       re.I)
+# phrases with a negation word that deny nothing: "whether or not you buy", "not only X but Y", "not just X"
+_NOT_NEGATING = re.compile(r"\bwhether\s+or\s+not\b|\bnot\s+(?:only|just)\b", re.I)
+# how many words after a negation the word it denies may be: "is not in Paris" denies Paris, but in
+# "cannot do this with an FHA loan" and "don't have to pay" the verb it denies is a stop word, and
+# the first content word after it ("FHA", "pay") is not what is denied
+HEAD_REACH = 2
 # where a negation's reach ends: punctuation, a conjunction, or a word that opens a clause of its own
 # ("this doesn't benefit you unless you buy a cheaper home": the negation does not reach "buy")
 _CLAUSE_END = re.compile(r"[,;:.!?()]|\s(?:but|and|or|while|whereas|although|though|unless|because|since|if|until"
@@ -101,7 +109,7 @@ class Evidence:
     numbers: frozenset[str]
     words: frozenset[str]  # lowercased raw words, for names
     negated_units: list[frozenset[str]]  # per unit, the words a negation in it governs (see negated_words)
-    negated_heads: list[frozenset[str]]  # per unit, the first word each negation governs (what it denies)
+    negated_heads: list[frozenset[str]]  # per unit, the word each negation denies (see negations)
     n_words: int
 
 
@@ -127,11 +135,14 @@ def negated_words(text: str, scope: int = 3) -> frozenset[str]:
 
 
 def negations(text: str, scope: int = 3) -> tuple[frozenset[str], frozenset[str]]:
-    """In one pass: the words negations govern (`negated_words`), and the first of each, the word
-    it denies (what `negation_conflict` reads on the passage's side)."""
+    """In one pass: the words negations govern (`negated_words`), and the word each denies, its
+    first content word when it comes within HEAD_REACH words of the negation (what
+    `negation_conflict` reads on the passage's side). "whether or not", "not only" and "not just"
+    negate nothing."""
     out: set[str] = set()
     heads: set[str] = set()
     text = text.translate(APOSTROPHES)  # "isn’t" negates as "isn't" does
+    text = _NOT_NEGATING.sub(lambda m: " " * len(m.group(0)), text)
     for m in _NEGATION.finditer(text):
         # a negation reaches NEGATION_REACH characters at most: the whole rest of the text each time
         # made a page of "no no no ..." quadratic (16 s for 40,000 characters)
@@ -141,7 +152,7 @@ def negations(text: str, scope: int = 3) -> tuple[frozenset[str], frozenset[str]
             clause = clause.rsplit(None, 1)[0] if clause.strip() else ""  # not the word the window cuts
         governed = content_words(clause)[:scope]
         out.update(governed)
-        heads.update(governed[:1])
+        heads.update(content_words(" ".join(clause.split()[:HEAD_REACH]))[:1])
     return frozenset(out), frozenset(heads)
 
 
@@ -292,11 +303,13 @@ def features(claim: Claim, evidence: Sequence[Evidence], *, known: frozenset[str
     vocab = frozenset().union(*(e.vocabulary for e in evidence))
     word_cov = sum(w in vocab for w in ws) / len(ws)
     # local coverage: the best single unit by words among the ten closest by meaning
-    local = 0.0
+    local, wordiest = 0.0, None
     for i, s in enumerate(sims):
         for j in np.argsort(-s)[:10]:
             uw = evidence[i].unit_words[j]
-            local = max(local, sum(w in uw for w in ws) / len(ws))
+            cov = sum(w in uw for w in ws) / len(ws)
+            if cov > local:
+                local, wordiest = cov, (i, int(j))
     pairs = list(zip(ws, ws[1:], strict=False))
     known_pairs = frozenset().union(*(e.bigrams for e in evidence))
     bigram_cov = sum(p in known_pairs for p in pairs) / len(pairs) if pairs else word_cov
@@ -306,9 +319,17 @@ def features(claim: Claim, evidence: Sequence[Evidence], *, known: frozenset[str
     ents = list(dict.fromkeys(claim.entities))
     known_words = frozenset().union(*(e.words for e in evidence)) | known
     ent_missing = sum(x not in known_words for x in ents) / len(ents) if ents else 0.0
-    neg = best_sim > -1 and negation_conflict(claim, evidence[best_e].unit_words[best_u],
-                                              evidence[best_e].negated_units[best_u],
-                                              evidence[best_e].negated_heads[best_u])
+    # a negation is checked against the unit closest in meaning and the one holding most of the
+    # claim's words ("The tower was not completed in 1889" against "It was completed in 1889": the
+    # closest in meaning can be a sentence that names the tower but says nothing of 1889)
+    checked = [(best_e, best_u)] + ([wordiest] if wordiest and wordiest != (best_e, best_u) else [])
+    # no conflict when either unit denies some of what the claim denies: "the warranty covers defects
+    # only and does not cover drops" agrees with "It does not cover drops", though the unit holding
+    # most of its words says "covers" plainly
+    denied = frozenset().union(*(evidence[i].negated_units[j] for i, j in checked))
+    neg = best_sim > -1 and not (claim.negated & denied) and any(
+        negation_conflict(claim, evidence[i].unit_words[j], evidence[i].negated_units[j], evidence[i].negated_heads[j])
+        for i, j in checked)
     align_local = 0.0
     if best_sim > -1 and len(claim.tokens):
         e = evidence[best_e]
@@ -329,6 +350,9 @@ def features(claim: Claim, evidence: Sequence[Evidence], *, known: frozenset[str
         "num_missing": num_missing,
         "ent_missing": ent_missing,
         "neg_mismatch": float(neg),
+        # the conflict again, as strong as the claim's wording is close to one passage unit: a
+        # sentence copied from the passage and negated is a contradiction, not a near miss
+        "neg_local": float(neg) * local,
         "claim_len": math.log1p(len(ws)),
         "evidence_len": math.log1p(sum(e.n_words for e in evidence)),
     }

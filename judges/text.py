@@ -151,7 +151,7 @@ def _norm_url(url: str) -> str:
 
 NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 # The baseline's stop words stay as they were measured (`plain_words`); the judges also drop
-# conjunctions that open a clause, which state no fact of their own.
+# negation words and conjunctions that open a clause, which state no fact of their own.
 BASELINE_STOPWORDS = frozenset(
     "a an the and or but if of to in on at by for with from as is are was were be been being it its this that "
     "these those there here i you he she we they them his her their our your my me not no do does did so than "
@@ -159,7 +159,12 @@ BASELINE_STOPWORDS = frozenset(
     "why how all any both each few more most other some such only own same just also into over under about after "
     "before between through during up down out off again further once".split()
 )
-STOPWORDS = BASELINE_STOPWORDS | frozenset("unless whether because although though since until while whereas".split())
+# Negation words other than "not" and "no" (already stop words): the negation signal reads them
+# (`support.negations`); as words a claim must find they made "Neither X nor Y" need a passage
+# saying "neither" and "nor", and "cannot" one saying "cannot".
+NEGATION_WORDS = frozenset("never none nothing nobody nowhere without cannot neither nor".split())
+STOPWORDS = (BASELINE_STOPWORDS | NEGATION_WORDS
+             | frozenset("unless whether because although though since until while whereas".split()))
 
 
 # Words that organize an answer rather than state a fact ("Yes, ...", "However, ...", "Please ...").
@@ -185,6 +190,8 @@ def stem(word: str) -> str:
 APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u2032": "'"})
 # What follows the apostrophe of a contraction or a possessive ("don't", "it's", "we'll", "Ireland's").
 CLITICS = frozenset("t s ll re ve d m".split())
+# a clitic with no word before it ("’t" alone, '"Tesla"'s'): not a word "t" or "s"
+_STRAY_CLITIC = re.compile(r"(?<![a-z0-9])'(?:t|s|ll|re|ve|d|m)\b")
 
 
 def words(text: str) -> list[str]:
@@ -192,7 +199,7 @@ def words(text: str) -> list[str]:
     on ("company's" -> "company", "you're" -> "you"); a negative contraction ("don't", "isn't",
     "can't": an auxiliary and a negation) is dropped, like the stop words it is made of."""
     out = []
-    for w in WORD.findall(text.lower().translate(APOSTROPHES)):
+    for w in WORD.findall(_STRAY_CLITIC.sub(" ", text.lower().translate(APOSTROPHES))):
         head, mark, tail = w.rpartition("'")
         if mark and tail in CLITICS:
             if tail == "t":

@@ -32,7 +32,7 @@ import numpy as np
 from .support import FEATURES, Reader, SupportModel, entities, features
 from .text import content_words, numbers, sentences, strip_citations
 
-SIGNALS_VERSION = "10"
+SIGNALS_VERSION = "13"
 SEED = 20261204
 TRAIN_SOURCES = ("summedits", "factcheckgpt_claims", "wice_claims")
 # Chosen by the mean AUC of the training sources held out in turn (docs/judges-model-card.md).
@@ -267,7 +267,7 @@ def balanced_weights(sources: list[str], labels: np.ndarray, *, synthetic: np.nd
 SIGNS = {"align_mean": 1, "align_p10": 1, "align_min": 1, "unaligned_share": -1, "align_local": 1, "sent_sim": 1,
          "word_cov": 1,
          "word_cov_local": 1, "bigram_cov": 1, "num_missing": -1, "ent_missing": -1, "neg_mismatch": -1,
-         "evidence_len": 0}
+         "neg_local": -1, "evidence_len": 0}
 # The signals the model reads: all but the claim's length. Its weight would be free (longer claims
 # are not less true), so a fit learned each source's labeling habits from it (long claims were more
 # often unsupported in the training sources); without it, held out in turn: 0.549 / 0.790 / 0.751,

@@ -3,14 +3,16 @@
 On each training source (../shared/train, seeded sample): synthetic negation flips of supported
 claims (a "not" added or removed: the conflict should fire), supported claims holding a negation
 and supported claims holding none (it should not). This is the check the negation rules of signals
-v6 and v10 were chosen on (docs/judges-model-card.md); it reads MiniLM, so it takes a minute or two.
+v6, v10, v12 and v13 were chosen on (docs/judges-model-card.md); it reads MiniLM, so it takes a minute or two.
 
     .venv/bin/python scripts/check_negations.py [--flips 60] [--negated 80] [--plain 150]
+    .venv/bin/python scripts/check_negations.py --demo   # the demo's answer sentences it fires on
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 from pathlib import Path
@@ -20,9 +22,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from shadoweval.judges import training  # noqa: E402
 from shadoweval.judges.embed import get_embedder  # noqa: E402
-from shadoweval.judges.support import Reader, features, negated_words, reader_for  # noqa: E402
+from shadoweval.judges.support import Reader, features, load_model, negated_words, reader_for  # noqa: E402
+from shadoweval.judges.text import sentences, strip_citations  # noqa: E402
 
 TRAIN = Path(__file__).resolve().parents[1].parent / "shared" / "train"
+DEMO = Path(__file__).resolve().parents[1] / "cli" / "demo" / "northwind.json"
 
 
 def fires(reader: Reader, items: list[tuple[str, tuple[str, ...]]]) -> tuple[int, int]:
@@ -37,14 +41,39 @@ def fires(reader: Reader, items: list[tuple[str, tuple[str, ...]]]) -> tuple[int
     return hit, read
 
 
+def demo(reader: Reader) -> None:
+    """Each demo answer sentence (cli/demo/northwind.json, our own data) read against its question's
+    documents: the ones with a conflict, with the shipped model's probability. The demo's answers are
+    faithful to their documents unless a candidate is designed otherwise, so most hits are false."""
+    data = json.loads(DEMO.read_text(encoding="utf-8"))
+    docs = {d["id"]: d["text"] for d in data["documents"]}
+    model = load_model()
+    read = hit = 0
+    for q in data["questions"]:
+        evidence = reader.evidence([docs[i] for i in q["doc_ids"]])
+        for name, answer in q["answers"].items():
+            for c in reader.claims([strip_citations(s) for s in sentences(answer)]):
+                if c.readable:
+                    f = features(c, evidence)
+                    read += 1
+                    if f["neg_mismatch"]:
+                        hit += 1
+                        print(f"{q['id']} {name:10} {model.probability(f):.3f}  {c.text}")
+    print(f"negation conflicts in {hit} of {read} demo answer sentences")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--train", type=Path, default=TRAIN)
     ap.add_argument("--flips", type=int, default=60)
     ap.add_argument("--negated", type=int, default=80)
     ap.add_argument("--plain", type=int, default=150)
+    ap.add_argument("--demo", action="store_true", help="list the demo's answer sentences it fires on instead")
     args = ap.parse_args()
     reader = reader_for(get_embedder("minilm"), 0)
+    if args.demo:
+        demo(reader)
+        return
     rng = random.Random(7)
     totals = [0] * 6
     print(f"{'source':22} {'flips caught':>14} {'false, negated':>15} {'false, plain':>13}")

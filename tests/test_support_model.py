@@ -130,6 +130,83 @@ def test_contractions_and_possessives_read_as_the_words_they_are_built_on():
     assert features(flipped, ev)["neg_mismatch"] == 1  # "isn’t falling" vs "is falling"
 
 
+def test_negation_words_phrases_that_deny_nothing_and_what_a_passage_denies():
+    from shadoweval.judges.support import negations
+    from shadoweval.judges.text import content_words
+
+    # negation words are read by the negation signal, not words a passage must contain
+    assert content_words("Neither the bank nor the lender can never pay, and you cannot refuse.") == [
+        "bank", "lender", "pay", "refuse"]
+    # phrases with a "not" that deny nothing
+    for text in ("Whether or not you buy a house, taxes apply.", "It is not only the bank but the lender.",
+                 "It is not just a tax."):
+        assert negations(text) == (frozenset(), frozenset()), text
+    # on the passage's side a negation denies its first content word only when it comes right after
+    # it: "cannot do this with an FHA loan" does not deny FHA, "don't have to pay" does not deny paying
+    assert negations("You cannot do this with an FHA loan.") == ({"fha", "loan"}, frozenset())
+    assert negations("You don't have to pay taxes on it.") == ({"pay", "tax"}, frozenset())
+    assert negations("The Eiffel Tower is not in Paris.")[1] == {"pari"}
+    reader = Reader(HashingEmbedder())
+    fha = reader.evidence(["You cannot do this with an FHA loan, but a conventional loan allows it."])
+    named, flipped = reader.claims(["An FHA loan has a lower down payment.", "You can do this with an FHA loan."])
+    assert features(named, fha)["neg_mismatch"] == 0
+    # the cost, known: the passage's denied verb is a stop word ("do"), so a claim that drops the
+    # negation is no longer flagged by this signal (the rule alone left the flips caught on the
+    # training sources level, 95 of 180)
+    assert features(flipped, fha)["neg_mismatch"] == 0
+
+
+def test_no_conflict_when_either_checked_unit_denies_what_the_claim_denies(real):
+    from shadoweval.judges.embed import get_embedder
+    from shadoweval.judges.support import reader_for
+
+    # the demo's warranty page (cli/demo/northwind.json): the unit holding most of the claim's words
+    # states the warranty plainly, the one closest in meaning denies the drops, as the claim does
+    reader = reader_for(get_embedder("minilm"), load_model().reader_layers)
+    ev = reader.evidence([
+        "Every new Northwind robot (Breeze vacuums and Meadow mowers) includes a 2-year limited warranty against "
+        "manufacturing defects, starting on the delivery date. The battery is covered for 12 months. Consumables "
+        "such as brushes, filters, mop pads, dust bags and mower blades are not covered. The warranty does not "
+        "cover damage from drops, submersion in water, or repairs by anyone other than Northwind or an authorized "
+        "service partner. Certified refurbished robots carry a 1-year warranty."])
+    agrees, dropped, defects = reader.claims([
+        "The standard 2-year warranty covers manufacturing defects only and does not cover damage from drops.",
+        "The warranty covers damage from drops.",
+        "The 2-year warranty does not cover manufacturing defects."])
+    assert features(agrees, ev)["neg_mismatch"] == 0  # signals v12 called it a contradiction (0.007)
+    assert features(dropped, ev)["neg_mismatch"] == 1
+    # the cost, known: a flip that denies a word the page denies elsewhere ("cover") goes unseen
+    # (flips caught on the training sources 113 -> 111 of 180, false conflicts 35 -> 26 of 120)
+    assert features(defects, ev)["neg_mismatch"] == 0
+
+
+def test_a_negated_copy_of_a_passage_sentence_is_not_labelled_supported(real):
+    from shadoweval.judges.embed import get_embedder
+    from shadoweval.judges.support import reader_for
+
+    model = load_model()
+    reader = reader_for(get_embedder("minilm"), model.reader_layers)
+    ev = reader.evidence([PASSAGE])
+    claims = reader.claims(["The Eiffel Tower is in Paris.", "The Eiffel Tower was completed in 1889.",
+                            "The Eiffel Tower is not in Paris.", "The Eiffel Tower isn't in Paris.",
+                            "The Eiffel Tower isn\u2019t in Paris.",
+                            # the sentence closest in meaning names the tower; the one saying 1889 says "It"
+                            "The Eiffel Tower was not completed in 1889."])
+    p = [model.probability(features(c, ev)) for c in claims]
+    assert all(q > model.threshold("grounded") for q in p[:2]), p
+    assert all(q < model.threshold("grounded") for q in p[2:]), p
+    assert features(claims[2], ev)["neg_local"] == 1.0
+
+
+def test_a_clitic_with_no_word_before_it_is_not_a_word():
+    from shadoweval.judges.support import unreadable
+    from shadoweval.judges.text import words
+
+    assert words("\u2019t \u2019s 'll") == []
+    assert words("\"Tesla\"'s cars, O'Brien's 'sup") == ["tesla", "cars", "o'brien", "sup"]
+    assert unreadable("\u2019t \u2019s 'll") == "the answer has no content words to judge"
+
+
 def test_contraction_pieces_are_not_tokens_a_claim_must_find():
     from shadoweval.judges.embed import meaningful_mask
 
@@ -289,8 +366,9 @@ def test_grounded_evidence_names_the_weakest_sentence(real):
         [{"id": "p1", "text": PASSAGE}])))
     alone = asyncio.run(g.judge(_subject("The Eiffel Tower was completed in 1889.", [{"id": "p1", "text": PASSAGE}])))
     # half its words invented: far below the faithful sentence alone. Whether that falls below the
-    # threshold is the threshold's business: it sits near it (0.300 vs 0.3482 with the shipped model,
-    # 0.301 vs 0.3229 with the last; an earlier fit put the threshold at 0.3055, which the answer, then at 0.308, passed)
+    # threshold is the threshold's business: it sits near it (0.308 vs 0.3379 with the shipped model;
+    # 0.309 vs 0.3493, 0.300 vs 0.3482 and 0.301 vs 0.3229 with earlier ones; an earlier fit put the
+    # threshold at 0.3055, which the answer, then at 0.308, passed)
     assert alone.label == "grounded" and v.score < alone.score - 0.4
     assert [u["sentence"] for u in v.evidence["unsupported"]] == ["It was painted gold in 1925 by Pablo Picasso."]
     weakest = v.evidence["least_supported"]
