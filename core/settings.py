@@ -313,7 +313,7 @@ class JudgesSettings(_Section):
     llm_share: str = Field(
         "risky", description="Which outputs the LLM tier judges: all, sample (`llm_sample_rate`), risky (offline "
         "score within `risk_margin` of its threshold, offline judges disagree, a `gap` to production, a "
-        "complaint) or none."
+        "complaint, an answer that only says what the documents lack) or none."
     )
     llm_sample_rate: float = Field(0.1, ge=0, le=1, description="Share of outputs judged when `llm_share = sample`.")
     risk_margin: float = Field(0.1, ge=0, description="Offline scores this close to their threshold are risky.")

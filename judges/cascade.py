@@ -8,7 +8,9 @@
 - `risky`: outputs with a reason to doubt the offline verdicts: an offline score within
   `risk_margin` of that judge's calibrated threshold, offline judges that disagree (one passes the
   output, another fails it), a large gap between the candidate's and production's offline scores on
-  the same exchange, or an end-user complaint (negative rating or a comment);
+  the same exchange, an end-user complaint (negative rating or a comment), or an answer the offline
+  judges could not judge because it only says what the documents do not hold (a refusal: right
+  when the documents lack it, wrong when they hold it, which only a reader can tell);
 - `none`: no LLM judging.
 
 The reasons an output was chosen are returned with it (and logged by the runner), so a report can
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from shadoweval.core.types import Feedback, Output, Verdict
+
+from .text import ABSENT_REASON
 
 Share = Literal["all", "sample", "risky", "none"]
 
@@ -63,6 +67,8 @@ def risk_reasons(output: Output, verdicts: Iterable[Verdict], *, production: Seq
             reasons.append(f"gap_vs_production:{v.judge}")
     if any(f.is_complaint for f in feedback):
         reasons.append("complaint")
+    reasons += [f"refusal:{v.judge}" for v in verdicts
+                if v.output_id == output.id and v.error is not None and ABSENT_REASON in v.error]
     return reasons
 
 

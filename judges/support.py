@@ -41,7 +41,18 @@ from typing import Any
 import numpy as np
 
 from .embed import Embedder, Reading, SizedLRU, reading_bytes
-from .text import APOSTROPHES, STOPWORDS, claim_words, content_words, numbers, sentences, states_fact, strip_citations
+from .text import (
+    ABSENT_REASON,
+    APOSTROPHES,
+    STOPWORDS,
+    claim_words,
+    content_words,
+    numbers,
+    says_what_is_absent,
+    sentences,
+    states_fact,
+    strip_citations,
+)
 
 MODEL_PATH = Path(__file__).with_name("support_model.json")
 # Passages longer than this are cut before they are read: a 100 KB page costs no more than ~40 kB.
@@ -238,7 +249,8 @@ class Reader:
 
     def claims(self, texts: Sequence[str]) -> list[Claim]:
         cleaned = [clean(t) for t in texts]
-        readable = [bool(content_words(c)) and bool(_LATIN.search(c)) and states_fact(c) for c in cleaned]
+        readable = [bool(content_words(c)) and bool(_LATIN.search(c)) and states_fact(c) and not says_what_is_absent(c)
+                    for c in cleaned]
         readings = iter(self._read_claims([c for c, ok in zip(cleaned, readable, strict=True) if ok]))
         out = []
         for c, ok in zip(cleaned, readable, strict=True):
@@ -246,7 +258,8 @@ class Reader:
                 why = ("no words to judge" if not c.strip()
                        else "the text is not in a script the offline judge reads (Latin)" if not _LATIN.search(c)
                        else "no content words to judge" if not content_words(c)
-                       else "it states no fact of its own (only words such as 'Yes' or 'However')")
+                       else "it states no fact of its own (only words such as 'Yes' or 'However')" if not states_fact(c)
+                       else ABSENT_REASON)
                 out.append(Claim(c, np.zeros((0, 1)), np.zeros(1), [], [], [], frozenset(), readable=False,
                                  why_not=why))
                 continue

@@ -232,6 +232,35 @@ def states_fact(text: str) -> bool:
     return any(w not in UNCLAIMED for w in words(text))
 
 
+# A sentence about what the retrieved documents do not hold ("The documents do not mention a student
+# discount", "I don't have pricing for it in the documents available to me"): a statement about the
+# documents, true when they lack it, which no passage can support; read as a claim, it scored near 0
+# and marked an honest "not in the documents" answer ungrounded. First person or the documents as
+# subject, a negation, and the documents named; "I don't have to pay" is not one.
+_DOCS = r"(?:documents|sources|passages|search\s+results|context|knowledge\s+base)"
+_THE_DOCS = r"\b(?:the|these|those|my|your)\s+(?:(?:available|provided|retrieved|given|attached)\s+)?" + _DOCS + r"\b"
+_ABSENT = re.compile(
+    # "I don't have pricing for it in the documents", "we can't find any information on that"
+    r"\b(?:i|we)\s+(?:do|did|can|could)\s*(?:not\s+|n't\s+)(?:have|see|find|know)\b(?!\s+to\b)[^.;]*?"
+    r"\b(?:" + _DOCS + r"|information)\b"
+    # "the documents (I have) do not mention it"
+    r"|" + _THE_DOCS + r"[^.;]*?\b(?:do|does|did)\s*(?:not\s+|n't\s+)(?:mention|say|include|contain|specify|"
+    r"provide|list|state|cover|address|discuss|describe|give|indicate)\b"
+    # "there is no information about it in the documents"
+    r"|\b(?:there\s+is|i\s+found|i\s+see)\s+no\s+(?:information|mention|details?)\b[^.;]*?\b" + _DOCS + r"\b",
+    re.I)
+
+
+# Why the offline judges do not read such a sentence; the cascade sends an answer made only of them
+# to the LLM tier, which can tell whether the documents really lack what it says they lack.
+ABSENT_REASON = "it says what the documents do not hold, which no passage can support"
+
+
+def says_what_is_absent(text: str) -> bool:
+    """Whether a sentence says what the documents do not hold (see `_ABSENT`)."""
+    return bool(_ABSENT.search(text.translate(APOSTROPHES)))
+
+
 def numbers(text: str) -> list[str]:
     """Numbers as written, without thousands separators or a trailing period ("1,200." -> "1200")."""
     out = []

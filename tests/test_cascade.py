@@ -40,6 +40,12 @@ def test_risk_reasons():
     err = Verdict(id="x", output_id="o1", exchange_id="e", judge="grounded", version="1", args={"threshold": 0.5},
                   created_at=0.0, score=0.5, error="boom")
     assert risk_reasons(o, [_v("other", "grounded", 0.5), err], policy=policy) == []
+    # an answer that only says what the documents lack: the offline judges cannot tell a right
+    # refusal from a wrong one, the LLM tier can
+    from shadoweval.judges.text import ABSENT_REASON
+    refusal = Verdict(id="r", output_id="o1", exchange_id="e", judge="grounded", version="1", args={},
+                      created_at=0.0, error=f"could not judge: {ABSENT_REASON}")
+    assert risk_reasons(o, [refusal], policy=policy) == ["refusal:grounded"]
 
 
 def test_share_policies():

@@ -226,6 +226,28 @@ def test_grounded_skips_sentences_that_state_no_fact(real):
     assert lone.score is None and "could not judge" in lone.error and "no fact of its own" in lone.error
 
 
+def test_a_sentence_about_what_the_documents_lack_is_not_read(real):
+    # the demo's honest "not in the documents" sentences (cli/demo/northwind.json) scored 0.004-0.03
+    # as claims and pulled their answers toward "ungrounded"
+    reader = Reader(HashingEmbedder())
+    absent = ["The documents I have do not mention a student discount, so I can't confirm one.",
+              "I don\u2019t see a student discount in the available documents.",
+              "I don't have pricing for a replacement battery in the documents available to me.",
+              "There is no information about student discounts in the provided documents."]
+    facts = ["You don't have to pay taxes on the information you provide.", "Renewable energy sources do not "
+             "include coal.", "The warranty does not cover damage from drops.", "I do not know the price."]
+    for c in reader.claims(absent):
+        assert not c.readable and "do not hold" in (c.why_not or ""), c.text
+    assert all(c.readable for c in reader.claims(facts))
+    g = judges.create("grounded")
+    fact = "The Eiffel Tower was completed in 1889."
+    plain = asyncio.run(g.judge(_subject(fact, [{"id": "p1", "text": PASSAGE}])))
+    v = asyncio.run(g.judge(_subject(fact + " " + absent[0], [{"id": "p1", "text": PASSAGE}])))
+    assert v.score == plain.score and v.evidence["skipped"][0]["sentence"] == absent[0]
+    lone = asyncio.run(g.judge(_subject(absent[0], [{"id": "p1", "text": PASSAGE}])))
+    assert lone.score is None and "could not judge" in lone.error and "do not hold" in lone.error
+
+
 def test_unreadable_claims_say_why_instead_of_guessing():
     reader = Reader(HashingEmbedder())
     empty, foreign, ok = reader.claims(["  ", "東京は日本の首都です。", "Paris is in France."])
