@@ -52,7 +52,8 @@ def sampled(output_id: str, rate: float) -> bool:
 def risk_reasons(output: Output, verdicts: Iterable[Verdict], *, production: Sequence[Verdict] = (),
                  feedback: Sequence[Feedback] = (), policy: CascadePolicy = CascadePolicy()) -> list[str]:
     """Why the offline verdicts on `output` deserve a second look (empty: they do not)."""
-    mine = [v for v in verdicts if v.output_id == output.id and v.error is None]
+    own = [v for v in verdicts if v.output_id == output.id]
+    mine = [v for v in own if v.error is None]
     reasons: list[str] = []
     for v in mine:
         t = v.threshold
@@ -67,8 +68,7 @@ def risk_reasons(output: Output, verdicts: Iterable[Verdict], *, production: Seq
             reasons.append(f"gap_vs_production:{v.judge}")
     if any(f.is_complaint for f in feedback):
         reasons.append("complaint")
-    reasons += [f"refusal:{v.judge}" for v in verdicts
-                if v.output_id == output.id and v.error is not None and ABSENT_REASON in v.error]
+    reasons += [f"refusal:{v.judge}" for v in own if v.error is not None and ABSENT_REASON in v.error]
     return reasons
 
 

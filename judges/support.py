@@ -194,6 +194,21 @@ def unreadable(text: str) -> str | None:
     return None
 
 
+def why_not_read(claim: str) -> str | None:
+    """Why a cleaned claim sentence is not read (None: it is)."""
+    if not claim.strip():
+        return "no words to judge"
+    if not _LATIN.search(claim):
+        return "the text is not in a script the offline judge reads (Latin)"
+    if not content_words(claim):
+        return "no content words to judge"
+    if not states_fact(claim):
+        return "it states no fact of its own (only words such as 'Yes' or 'However')"
+    if says_what_is_absent(claim):
+        return ABSENT_REASON
+    return None
+
+
 def clean(sentence: str) -> str:
     """What a sentence claims: without citation markers, list markers or markdown."""
     return " ".join(_MARKUP.sub(" ", strip_citations(sentence)[:MAX_CLAIM_CHARS]).split())
@@ -249,17 +264,11 @@ class Reader:
 
     def claims(self, texts: Sequence[str]) -> list[Claim]:
         cleaned = [clean(t) for t in texts]
-        readable = [bool(content_words(c)) and bool(_LATIN.search(c)) and states_fact(c) and not says_what_is_absent(c)
-                    for c in cleaned]
-        readings = iter(self._read_claims([c for c, ok in zip(cleaned, readable, strict=True) if ok]))
+        whys = [why_not_read(c) for c in cleaned]
+        readings = iter(self._read_claims([c for c, why in zip(cleaned, whys, strict=True) if why is None]))
         out = []
-        for c, ok in zip(cleaned, readable, strict=True):
-            if not ok:
-                why = ("no words to judge" if not c.strip()
-                       else "the text is not in a script the offline judge reads (Latin)" if not _LATIN.search(c)
-                       else "no content words to judge" if not content_words(c)
-                       else "it states no fact of its own (only words such as 'Yes' or 'However')" if not states_fact(c)
-                       else ABSENT_REASON)
+        for c, why in zip(cleaned, whys, strict=True):
+            if why is not None:
                 out.append(Claim(c, np.zeros((0, 1)), np.zeros(1), [], [], [], frozenset(), readable=False,
                                  why_not=why))
                 continue

@@ -23,7 +23,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from shadoweval.judges import training  # noqa: E402
 from shadoweval.judges.embed import get_embedder  # noqa: E402
 from shadoweval.judges.support import Reader, features, load_model, negated_words, reader_for  # noqa: E402
-from shadoweval.judges.text import sentences, strip_citations  # noqa: E402
+from shadoweval.judges.text import sentences  # noqa: E402
 
 TRAIN = Path(__file__).resolve().parents[1].parent / "shared" / "train"
 DEMO = Path(__file__).resolve().parents[1] / "cli" / "demo" / "northwind.json"
@@ -52,7 +52,7 @@ def demo(reader: Reader) -> None:
     for q in data["questions"]:
         evidence = reader.evidence([docs[i] for i in q["doc_ids"]])
         for name, answer in q["answers"].items():
-            for c in reader.claims([strip_citations(s) for s in sentences(answer)]):
+            for c in reader.claims(sentences(answer)):  # read as the judges read them
                 if c.readable:
                     f = features(c, evidence)
                     read += 1
