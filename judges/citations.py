@@ -34,7 +34,18 @@ from shadoweval.core.types import Verdict
 from .base import Subject, register, verdict
 from .embed import get_embedder
 from .support import Claim as Read
-from .support import Evidence, Reader, SupportModel, features, known_from, load_model, model_id, reader_for, unreadable
+from .support import (
+    Evidence,
+    Reader,
+    SupportModel,
+    features,
+    known_from,
+    leading_reason,
+    load_model,
+    model_id,
+    reader_for,
+    unreadable,
+)
 from .text import Citations, content_words, find_citations, passage_ref, sentences, strip_citations
 
 _FACTUAL = re.compile(r"\d|\b[A-Z][a-z]+\s+[A-Z][a-z]+")
@@ -138,7 +149,7 @@ class CitationContext:
                                          last_user_text(s.exchange.request or {}))
         cited = report["cited"]
         if not cited and report["unreadable"]:
-            return verdict(self, s, error=f"could not judge: {report['unreadable'][0]['reason']}")
+            return verdict(self, s, error=f"could not judge: {leading_reason([u['reason'] for u in report['unreadable']])}")
         if not cited:
             return verdict(self, s, label="uncited", explanation="the answer cites no source",
                            evidence={"sentences": report["sentences"]})

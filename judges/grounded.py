@@ -32,6 +32,7 @@ from .support import (
     closest,
     features,
     known_from,
+    leading_reason,
     load_model,
     model_id,
     reader_for,
@@ -135,7 +136,7 @@ class Groundedness:
         parts, skipped = await asyncio.to_thread(support, text, passages, self.reader, self.model,
                                                  question=last_user_text(s.exchange.request or {}))
         if not parts:
-            why = skipped[0][1] if skipped else "the answer has no sentences with content words"
+            why = leading_reason([r for _, r in skipped]) if skipped else "the answer has no sentences with content words"
             return verdict(self, s, error=f"could not judge: {why}")
         score = answer_score([p.support for p in parts], [p.weight for p in parts])
         weak = [p for p in parts if p.support < self.sentence_cut]

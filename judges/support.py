@@ -209,6 +209,14 @@ def why_not_read(claim: str) -> str | None:
     return None
 
 
+def leading_reason(reasons: Sequence[str]) -> str:
+    """The reason a judge gives when none of an answer's sentences could be read: that one says what
+    the documents lack (`ABSENT_REASON`) if any does, since the cascade sends such an answer to the
+    LLM tier ("Yes. The documents do not mention it." is a refusal, not a bare "Yes."), else the
+    first."""
+    return ABSENT_REASON if ABSENT_REASON in reasons else reasons[0]
+
+
 def clean(sentence: str) -> str:
     """What a sentence claims: without citation markers, list markers or markdown."""
     return " ".join(_MARKUP.sub(" ", strip_citations(sentence)[:MAX_CLAIM_CHARS]).split())

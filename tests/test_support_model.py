@@ -246,6 +246,11 @@ def test_a_sentence_about_what_the_documents_lack_is_not_read(real):
     assert v.score == plain.score and v.evidence["skipped"][0]["sentence"] == absent[0]
     lone = asyncio.run(g.judge(_subject(absent[0], [{"id": "p1", "text": PASSAGE}])))
     assert lone.score is None and "could not judge" in lone.error and "do not hold" in lone.error
+    # after a bare "Yes." it is still a refusal, the reason the cascade sends it to the LLM tier by
+    c = judges.create("citations")
+    for j, answer in ((g, "Yes. " + absent[0]), (c, "Unfortunately not. " + absent[0][:-1] + " [1].")):
+        v = asyncio.run(j.judge(_subject(answer, [{"id": "1", "text": PASSAGE}])))
+        assert v.score is None and "do not hold" in v.error, (j.name, v.error)
 
 
 def test_unreadable_claims_say_why_instead_of_guessing():
