@@ -133,6 +133,7 @@ class Claim:
     numbers: list[str]
     entities: list[str]
     negated: frozenset[str]  # the words a negation in the claim governs
+    denied: frozenset[str]  # the word each of its negations denies (see negations)
     readable: bool = True
     why_not: str | None = None
     _cache: dict[Any, Any] = field(default_factory=dict)
@@ -169,17 +170,20 @@ def negations(text: str, scope: int = 3) -> tuple[frozenset[str], frozenset[str]
 
 def negation_conflict(claim: Claim, unit_words: frozenset[str], unit_negated: frozenset[str],
                       unit_heads: frozenset[str]) -> bool:
-    """A word the claim negates that its closest passage unit states plainly, or the word a negation
-    of the unit denies (`unit_heads`: the first it governs) that the claim states plainly; no
-    conflict when both sides deny some of the same words: "mop pads are not covered by the standard
-    warranty" and "... mop pads ... are not covered. The warranty does not cover drops" deny the
-    same thing, though the unit also names the warranty plainly. On the passage's side only the
-    denied word counts, not the words after it: "you're not getting a true FICO score" denies
-    getting one, not FICO, so "FICO and VantageScore differ" does not contradict it."""
+    """The word a negation of the claim denies (`claim.denied`: its first content word, within
+    HEAD_REACH words) stated plainly in the passage unit, or the word a negation of the unit denies
+    (`unit_heads`) stated plainly in the claim; no conflict when both sides deny some of the same
+    words (the words each negation governs): "mop pads are not covered by the standard warranty" and
+    "... mop pads ... are not covered. The warranty does not cover drops" deny the same thing,
+    though the unit also names the warranty plainly. On either side only the denied word counts,
+    not the words after it: "you're not getting a true FICO score" denies getting one, not FICO, so
+    "FICO and VantageScore differ" does not contradict it; "They have not won a Super Bowl since
+    then" denies winning, so a page naming a Super Bowl does not contradict it (until signals v14
+    the claim's side read the three words after its negation)."""
     if claim.negated & unit_negated:
         return False
     said = frozenset(claim.words)
-    return (any(w in unit_words and w not in unit_negated for w in claim.negated)
+    return (any(w in unit_words and w not in unit_negated for w in claim.denied)
             or any(w in said and w not in claim.negated for w in unit_heads))
 
 
@@ -277,11 +281,12 @@ class Reader:
         out = []
         for c, why in zip(cleaned, whys, strict=True):
             if why is not None:
-                out.append(Claim(c, np.zeros((0, 1)), np.zeros(1), [], [], [], frozenset(), readable=False,
+                out.append(Claim(c, np.zeros((0, 1)), np.zeros(1), [], [], [], frozenset(), frozenset(), readable=False,
                                  why_not=why))
                 continue
             toks, vec, _ = next(readings)
-            out.append(Claim(c, toks, vec[0], claim_words(c), numbers(c), entities(c), negated_words(c)))
+            governed, denied = negations(c)
+            out.append(Claim(c, toks, vec[0], claim_words(c), numbers(c), entities(c), governed, denied))
         return out
 
 
