@@ -270,6 +270,17 @@ def test_a_sentence_about_what_the_documents_lack_is_not_read(real):
         assert v.score is None and "do not hold" in v.error, (j.name, v.error)
 
 
+def test_a_refusal_is_looked_for_at_the_start_of_a_sentence_only():
+    from shadoweval.judges.text import ABSENT_READ_CHARS, says_what_is_absent
+
+    refusal = "The documents do not mention a student discount."
+    assert says_what_is_absent(refusal + " and more" * 12_000)
+    # past the first ABSENT_READ_CHARS characters nothing is read: the pattern's lazy scans made a
+    # 96 kB sentence cost seconds (the judges also cut sentences to 2,000 characters before it)
+    assert not says_what_is_absent("word " * (ABSENT_READ_CHARS // 5) + refusal)
+    assert not says_what_is_absent("the documents " * 8_000)
+
+
 def test_unreadable_claims_say_why_instead_of_guessing():
     reader = Reader(HashingEmbedder())
     empty, foreign, ok = reader.claims(["  ", "東京は日本の首都です。", "Paris is in France."])
