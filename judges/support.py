@@ -149,8 +149,8 @@ def negated_words(text: str, scope: int = 3) -> frozenset[str]:
 def negations(text: str, scope: int = 3) -> tuple[frozenset[str], frozenset[str]]:
     """In one pass: the words negations govern (`negated_words`), and the word each denies, its
     first content word when it comes within HEAD_REACH words of the negation (what
-    `negation_conflict` reads on the passage's side). "whether or not", "not only" and "not just"
-    negate nothing."""
+    `negation_conflict` reads on either side). "whether or not", "not only" and "not just" negate
+    nothing."""
     out: set[str] = set()
     heads: set[str] = set()
     text = text.translate(APOSTROPHES)  # "isn’t" negates as "isn't" does
@@ -172,16 +172,12 @@ def negation_conflict(claim: Claim, unit_words: frozenset[str], unit_negated: fr
                       unit_heads: frozenset[str]) -> bool:
     """The word a negation of the claim denies (`claim.denied`: its first content word, within
     HEAD_REACH words) stated plainly in the passage unit, or the word a negation of the unit denies
-    (`unit_heads`) stated plainly in the claim; no conflict when both sides deny some of the same
-    words (the words each negation governs): "mop pads are not covered by the standard warranty" and
-    "... mop pads ... are not covered. The warranty does not cover drops" deny the same thing,
-    though the unit also names the warranty plainly. On either side only the denied word counts,
-    not the words after it: "you're not getting a true FICO score" denies getting one, not FICO, so
-    "FICO and VantageScore differ" does not contradict it; "They have not won a Super Bowl since
-    then" denies winning, so a page naming a Super Bowl does not contradict it (until signals v14
-    the claim's side read the three words after its negation)."""
-    if claim.negated & unit_negated:
-        return False
+    (`unit_heads`) stated plainly in the claim. On either side only the denied word counts, not the
+    words after it: "you're not getting a true FICO score" denies getting one, not FICO, so "FICO and
+    VantageScore differ" does not contradict it; "They have not won a Super Bowl since then" denies
+    winning, so a page naming a Super Bowl does not contradict it (until signals v14 the claim's side
+    read the three words after its negation). Whether both sides deny the same thing, which rules a
+    conflict out, is `features`' check, over every unit it checks."""
     said = frozenset(claim.words)
     return (any(w in unit_words and w not in unit_negated for w in claim.denied)
             or any(w in said and w not in claim.negated for w in unit_heads))
@@ -358,9 +354,11 @@ def features(claim: Claim, evidence: Sequence[Evidence], *, known: frozenset[str
     # claim's words ("The tower was not completed in 1889" against "It was completed in 1889": the
     # closest in meaning can be a sentence that names the tower but says nothing of 1889)
     checked = [(best_e, best_u)] + ([wordiest] if wordiest and wordiest != (best_e, best_u) else [])
-    # no conflict when either unit denies some of what the claim denies: "the warranty covers defects
-    # only and does not cover drops" agrees with "It does not cover drops", though the unit holding
-    # most of its words says "covers" plainly
+    # no conflict when either unit denies some of what the claim denies (the words each negation
+    # governs): "the warranty covers defects only and does not cover drops" agrees with "It does not
+    # cover drops", though the unit holding most of its words says "covers" plainly; and "mop pads
+    # are not covered by the standard warranty" agrees with "... mop pads ... are not covered. The
+    # warranty does not cover drops", though that unit also names the warranty plainly
     denied = frozenset().union(*(evidence[i].negated_units[j] for i, j in checked))
     neg = best_sim > -1 and not (claim.negated & denied) and any(
         negation_conflict(claim, evidence[i].unit_words[j], evidence[i].negated_units[j], evidence[i].negated_heads[j])
