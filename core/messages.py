@@ -52,3 +52,17 @@ def last_user_text(request: Mapping[str, Any]) -> str:
             if isinstance(item, Mapping) and item.get("role") == "user":
                 return message_text(item.get("content"), QUESTION)
     return ""
+
+
+def user_texts(request: Mapping[str, Any]) -> str:
+    """Every user message's text, one per line, oldest first (Chat Completions `messages`, else the
+    Responses API `input`): what the user has said in the conversation so far, not only the last
+    question. An answer may repeat a number or name the user gave two turns ago without inventing it."""
+    messages = request.get("messages")
+    if not isinstance(messages, list):
+        inp = request.get("input")
+        if isinstance(inp, str):
+            return inp
+        messages = inp if isinstance(inp, list) else []
+    return TURN.join(message_text(m.get("content"), QUESTION) for m in messages
+                     if isinstance(m, Mapping) and m.get("role") == "user")

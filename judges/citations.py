@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from shadoweval.core.context import contexts_of
-from shadoweval.core.messages import last_user_text
+from shadoweval.core.messages import user_texts
 from shadoweval.core.types import Verdict
 
 from .base import Subject, register, verdict
@@ -93,7 +93,7 @@ class CitationContext:
     reach `threshold` and every cited source exists; evidence = recall, precision and the problems."""
 
     name = "citations"
-    version = "2"
+    version = "3"
 
     def __init__(self, *, threshold: float | None = None, model: str | None = None, embedder: str = "minilm") -> None:
         self.model = load_model(model)
@@ -146,7 +146,7 @@ class CitationContext:
         if why:
             return verdict(self, s, error=f"could not judge: {why}")
         report = await asyncio.to_thread(self._assess, text, passages, self.reader,
-                                         last_user_text(s.exchange.request or {}))
+                                         user_texts(s.exchange.request or {}))
         cited = report["cited"]
         if not cited and report["unreadable"]:
             return verdict(self, s, error=f"could not judge: {leading_reason([u['reason'] for u in report['unreadable']])}")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shadoweval.core.context import contexts_of
-from shadoweval.core.messages import last_user_text
+from shadoweval.core.messages import user_texts
 from shadoweval.core.types import Verdict
 
 from .base import Subject, register, verdict
@@ -88,7 +88,8 @@ def sentence_support(claim: Claim, evidence: list[Evidence], ids: list[str], mod
 
 def support(answer: str, passages: list[dict[str, Any]], reader: Reader, model: SupportModel, *,
             question: str = "") -> tuple[list[SentenceSupport], list[tuple[str, str]]]:
-    """Each readable sentence's support, and the sentences skipped with the reason (blocking)."""
+    """Each readable sentence's support, and the sentences skipped with the reason (blocking).
+    `question`: what the user has said (every user turn, `core.messages.user_texts`)."""
     known = known_from(question)
     sents = [s for s in sentences(answer) if content_words(s)]
     if not sents:
@@ -114,7 +115,7 @@ class Groundedness:
     ungrounded at `threshold`; evidence = the sentences below `sentence_cut`."""
 
     name = "grounded"
-    version = "2"
+    version = "3"
 
     def __init__(self, *, threshold: float | None = None, sentence_cut: float = 0.5, model: str | None = None,
                  embedder: str = "minilm") -> None:
@@ -134,7 +135,7 @@ class Groundedness:
         if why:
             return verdict(self, s, error=f"could not judge: {why}")
         parts, skipped = await asyncio.to_thread(support, text, passages, self.reader, self.model,
-                                                 question=last_user_text(s.exchange.request or {}))
+                                                 question=user_texts(s.exchange.request or {}))
         if not parts:
             why = leading_reason([r for _, r in skipped]) if skipped else "the answer has no sentences with content words"
             return verdict(self, s, error=f"could not judge: {why}")

@@ -297,7 +297,8 @@ def evidence_bytes(e: Evidence) -> int:
 
 
 def known_from(question: str) -> frozenset[str]:
-    """Words and numbers of the user's question: an answer may repeat them without inventing them."""
+    """Words and numbers the user has said (the question, and since grounded/citations version 3
+    every earlier user turn too): an answer may repeat them without inventing them."""
     return frozenset(numbers(question)) | frozenset(_words(question))
 
 
@@ -317,7 +318,7 @@ def _token_max(claim: Claim, ev: Evidence) -> np.ndarray:
 def features(claim: Claim, evidence: Sequence[Evidence], *, known: frozenset[str] = frozenset()
              ) -> dict[str, float] | None:
     """The signals the model reads for `claim` against the union of `evidence`; None when there is
-    nothing to compare. `known`: lowercased words and numbers of the user's question, which an
+    nothing to compare. `known`: lowercased words and numbers the user has said (`known_from`), which an
     answer may repeat without inventing them (they count as found for numbers and names)."""
     evidence = [e for e in evidence if e.units]
     if not claim.readable or not evidence:

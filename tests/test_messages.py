@@ -4,7 +4,7 @@ search (context) take the same parts of a message and differ only in how they jo
 from __future__ import annotations
 
 from shadoweval.core.context import extract_contexts
-from shadoweval.core.messages import BLOCKS, QUESTION, TURN, last_user_text, message_text
+from shadoweval.core.messages import BLOCKS, QUESTION, TURN, last_user_text, message_text, user_texts
 from shadoweval.datasets.evalsets.conversation import conversation
 
 PARTS = [
@@ -58,3 +58,15 @@ def test_passage_search_reads_each_text_part_as_its_own_block():
     texts = [c["text"] for c in found or []]
     assert any(t.startswith("Refunds take five working days") and "Pro plan" not in t for t in texts), texts
     assert any("Pro plan costs twenty dollars" in t for t in texts), texts
+
+
+def test_user_texts_are_every_user_turn_oldest_first():
+    request = {"messages": [{"role": "system", "content": "Docs"}, {"role": "user", "content": "Order 4471."},
+                            {"role": "assistant", "content": "Noted, order 4471."},
+                            {"role": "user", "content": [{"type": "text", "text": "When"}, {"type": "text", "text": "?"}]}]}
+    assert user_texts(request) == "Order 4471." + TURN + "When" + QUESTION + "?"
+    assert user_texts({"input": "Hi"}) == "Hi"
+    assert user_texts({"input": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                                 {"role": "user", "content": "c"}]}) == "a" + TURN + "c"
+    assert user_texts({"messages": [{"role": "assistant", "content": "x"}]}) == ""
+    assert user_texts({}) == ""

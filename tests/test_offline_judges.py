@@ -25,17 +25,19 @@ PASSAGES = [
 ]
 
 
-def _subject(answer: str, passages=PASSAGES) -> Subject:
+ASK = [{"role": "user", "content": "Tell me about the R2."}]
+
+
+def _subject(answer: str, passages=PASSAGES, messages=ASK) -> Subject:
     ex = Exchange(id=new_id(), created_at=time.time(), route="/v1/chat/completions",
-                  request={"model": "m", "messages": [{"role": "user", "content": "Tell me about the R2."}]},
-                  contexts=passages)
+                  request={"model": "m", "messages": messages}, contexts=passages)
     out = Output(id=new_id(), exchange_id=ex.id, role="candidate", name="c", model="m", status="ok",
                  started_at=ex.created_at, text=answer)
     return Subject(ex, out)
 
 
-def _judge(name: str, answer: str, passages=PASSAGES, **args):
-    return asyncio.run(judges.create(name, embedder="hashing", **args).judge(_subject(answer, passages)))
+def _judge(name: str, answer: str, passages=PASSAGES, messages=ASK, **args):
+    return asyncio.run(judges.create(name, embedder="hashing", **args).judge(_subject(answer, passages, messages)))
 
 
 def test_chunks_cover_long_passages_with_overlap():
@@ -62,6 +64,27 @@ def test_grounded_flags_invented_numbers():
     wrong = _judge("grounded", "Express shipping costs 45 euros.")
     assert right.score > wrong.score
     assert wrong.evidence["unsupported"][0]["missing_numbers"] == ["45"]
+
+
+def test_numbers_and_names_the_user_gave_in_any_turn_count_as_known():
+    """An answer may repeat what the user said two turns ago (order 4471, Lisbon) without inventing
+    it; the same number is invented when nobody said it."""
+    answer = "Order 4471 to Lisbon ships within 3 business days and express shipping costs 12 euros."
+    turns = [{"role": "user", "content": "My order 4471 goes to Lisbon."},
+             {"role": "assistant", "content": "Thanks, noted."},
+             {"role": "user", "content": "How fast does it ship?"}]
+    told = _judge("grounded", answer, messages=turns)
+    untold = _judge("grounded", answer, messages=turns[-1:])
+    assert told.score > untold.score
+    assert told.evidence["least_supported"]["missing_numbers"] == []
+    assert untold.evidence["least_supported"]["missing_numbers"] == ["4471"]
+    for judged in (told, untold):  # what the assistant said is not something the user told
+        assert judged.error is None
+    assistant_only = [{"role": "assistant", "content": "Your order 4471 goes to Lisbon."}, turns[-1]]
+    assert _judge("grounded", answer, messages=assistant_only).evidence["least_supported"][
+        "missing_numbers"] == ["4471"]
+    cited = answer.replace(".", " [2].")
+    assert _judge("citations", cited, messages=turns).score > _judge("citations", cited, messages=turns[-1:]).score
 
 
 def test_grounded_cannot_judge_without_context_or_sentences():
