@@ -75,6 +75,13 @@ _MARKUP = re.compile(r"^\s*(?:[-*•]|\d{1,2}[.)])\s+|\*\*|__|`|^\s*#+\s*|\s\d{1
 _LABEL = re.compile(r"^\s*[A-Z][\w'-]*(?:\s+[\w'-]+){0,6}:\s")
 _NEGATION = re.compile(r"\b(?:not|no\s+longer|no|never|none|nobody|nothing|nowhere|neither|nor|without|cannot|n't)\b|n't\b",
                        re.I)
+# negations said in other words ("out of direct sunlight" for "not in direct sunlight", "failed to get
+# the balance right" for "did not get it right"): they govern words as a negation does, so a claim
+# and a passage that both deny the same thing, one of them in these words, agree; but they deny no
+# word of their own, so they never make a conflict (signals v15)
+_LEXICAL_NEGATION = re.compile(r"\b(?:out\s+of|away\s+from|free\s+(?:of|from)|instead\s+of|rather\s+than"
+                               r"|unable\s+to|(?:fail|refus)(?:e|es|s|ed|ing)?\s+to|lack(?:s|ed|ing)?|avoid(?:s|ed|ing)?)\b",
+                               re.I)
 # phrases with a negation word that deny nothing: "whether or not you buy", "not only X but Y", "not just X"
 _NOT_NEGATING = re.compile(r"\bwhether\s+or\s+not\b|\bnot\s+(?:only|just)\b", re.I)
 # how many words after a negation the word it denies may be: "is not in Paris" denies Paris, but in
@@ -150,22 +157,30 @@ def negations(text: str, scope: int = 3) -> tuple[frozenset[str], frozenset[str]
     """In one pass: the words negations govern (`negated_words`), and the word each denies, its
     first content word when it comes within HEAD_REACH words of the negation (what
     `negation_conflict` reads on either side). "whether or not", "not only" and "not just" negate
-    nothing."""
+    nothing; negations said in other words ("out of", "failed to", `_LEXICAL_NEGATION`) govern words
+    but deny none."""
     out: set[str] = set()
     heads: set[str] = set()
     text = text.translate(APOSTROPHES)  # "isn’t" negates as "isn't" does
     text = _NOT_NEGATING.sub(lambda m: " " * len(m.group(0)), text)
     for m in _NEGATION.finditer(text):
-        # a negation reaches NEGATION_REACH characters at most: the whole rest of the text each time
-        # made a page of "no no no ..." quadratic (16 s for 40,000 characters)
-        window = text[m.end():m.end() + NEGATION_REACH]
-        clause = _CLAUSE_END.split(window, maxsplit=1)[0]
-        if len(clause) == len(window) and m.end() + NEGATION_REACH < len(text):
-            clause = clause.rsplit(None, 1)[0] if clause.strip() else ""  # not the word the window cuts
-        governed = content_words(clause)[:scope]
-        out.update(governed)
+        clause = _clause_after(text, m.end())
+        out.update(content_words(clause)[:scope])
         heads.update(content_words(" ".join(clause.split()[:HEAD_REACH]))[:1])
+    for m in _LEXICAL_NEGATION.finditer(text):  # they govern words but deny none (see above)
+        out.update(content_words(_clause_after(text, m.end()))[:scope])
     return frozenset(out), frozenset(heads)
+
+
+def _clause_after(text: str, start: int) -> str:
+    """The rest of the clause after a negation ending at `start`, NEGATION_REACH characters at most:
+    the whole rest of the text each time made a page of "no no no ..." quadratic (16 s for 40,000
+    characters)."""
+    window = text[start:start + NEGATION_REACH]
+    clause = _CLAUSE_END.split(window, maxsplit=1)[0]
+    if len(clause) == len(window) and start + NEGATION_REACH < len(text):
+        clause = clause.rsplit(None, 1)[0] if clause.strip() else ""  # not the word the window cuts
+    return clause
 
 
 def negation_conflict(claim: Claim, unit_words: frozenset[str], unit_negated: frozenset[str],

@@ -3,7 +3,7 @@
 On each training source (../shared/train, seeded sample): synthetic negation flips of supported
 claims (a "not" added or removed: the conflict should fire), supported claims holding a negation
 and supported claims holding none (it should not). This is the check the negation rules of signals
-v6, v10, v12, v13 and v14 were chosen on (docs/judges-model-card.md); it reads MiniLM, so it takes a minute or two.
+v6, v10, v12, v13, v14 and v15 were chosen on (docs/judges-model-card.md); it reads MiniLM, so it takes a minute or two.
 
     .venv/bin/python scripts/check_negations.py [--flips 60] [--negated 80] [--plain 150]
     .venv/bin/python scripts/check_negations.py --demo   # the demo's answer sentences it fires on

@@ -173,6 +173,28 @@ def test_a_claim_negation_conflicts_only_through_the_word_it_denies():
     assert features(flipped, ev)["neg_mismatch"] == 1  # the passage states the denied word plainly
 
 
+def test_a_negation_said_in_other_words_agrees_but_never_conflicts():
+    from shadoweval.judges.support import negations
+
+    # "out of", "failed to", "avoid" govern words as "not" does, but deny none of their own (v15)
+    assert negations("Keep it out of direct sunlight.") == ({"direct", "sunlight"}, frozenset())
+    assert negations("He failed to get the balance right.")[1] == frozenset()
+    reader = Reader(HashingEmbedder())
+    ev = reader.evidence(["Make sure the dock has clear space on each side and is not in direct sunlight."])
+    agrees, avoids, contradicts = reader.claims([
+        "Make sure the dock has clear space on each side and is out of direct sunlight.",
+        "Avoid direct sunlight for the dock.",
+        "Make sure the dock has clear space on each side and is in direct sunlight."])
+    # until signals v15 the demo's careful answer saying "out of direct sunlight" was contradicted (0.014)
+    assert features(agrees, ev)["neg_mismatch"] == 0
+    assert features(avoids, ev)["neg_mismatch"] == 0
+    assert features(contradicts, ev)["neg_mismatch"] == 1
+    # and they never make a conflict: the limit of the rule, "failed to reach" against "reached" goes
+    # unseen by this signal (docs/judges-model-card.md, known limits)
+    plain = reader.evidence(["The robot failed to reach the dock."])
+    assert features(reader.claims(["The robot reached the dock."])[0], plain)["neg_mismatch"] == 0
+
+
 def test_no_conflict_when_either_checked_unit_denies_what_the_claim_denies(real):
     from shadoweval.judges.embed import get_embedder
     from shadoweval.judges.support import reader_for
