@@ -44,7 +44,9 @@ from .embed import Embedder, Reading, SizedLRU, reading_bytes
 from .text import (
     ABSENT_REASON,
     APOSTROPHES,
+    QUESTION_REASON,
     STOPWORDS,
+    asks_only,
     claim_words,
     content_words,
     numbers,
@@ -221,6 +223,8 @@ def why_not_read(claim: str) -> str | None:
         return "it states no fact of its own (only words such as 'Yes' or 'However')"
     if says_what_is_absent(claim):
         return ABSENT_REASON
+    if asks_only(claim):
+        return QUESTION_REASON
     return None
 
 

@@ -232,6 +232,19 @@ def states_fact(text: str) -> bool:
     return any(w not in UNCLAIMED for w in words(text))
 
 
+# A question mark ends the sentence, perhaps before a closing bracket (not a closing quote: 'He
+# asked "why?"' reports a question, and may be supported).
+_QUESTION_END = re.compile(r"\?[)\]]*\s*$")
+
+
+def asks_only(text: str) -> bool:
+    """Whether the text is one sentence that asks a question ("Would you like me to help you file a
+    claim?", "Which model do you have?"): it states nothing the passages could support, and read as
+    a claim it scored low and was shown as the answer's least supported sentence. A text of several
+    sentences is not one, even if its last asks something (signals v16)."""
+    return bool(_QUESTION_END.search(text)) and len(sentences(text)) <= 1
+
+
 # A sentence about what the retrieved documents do not hold ("The documents do not mention a student
 # discount", "I don't have pricing for it in the documents available to me"): a statement about the
 # documents, true when they lack it, which no passage can support; read as a claim, it scored near 0
@@ -254,6 +267,7 @@ _ABSENT = re.compile(
 # Why the offline judges do not read such a sentence; the cascade sends an answer made only of them
 # to the LLM tier, which can tell whether the documents really lack what it says they lack.
 ABSENT_REASON = "it says what the documents do not hold, which no passage can support"
+QUESTION_REASON = "it asks a question, which states nothing a passage could support"
 
 
 # how much of a sentence `says_what_is_absent` reads: its lazy scans made it quadratic in the

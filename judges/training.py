@@ -32,7 +32,7 @@ import numpy as np
 from .support import FEATURES, Reader, SupportModel, entities, features
 from .text import content_words, numbers, sentences, strip_citations
 
-SIGNALS_VERSION = "15"
+SIGNALS_VERSION = "16"
 SEED = 20261204
 TRAIN_SOURCES = ("summedits", "factcheckgpt_claims", "wice_claims")
 # Chosen by the mean AUC of the training sources held out in turn (docs/judges-model-card.md).

@@ -303,6 +303,29 @@ def test_a_refusal_is_looked_for_at_the_start_of_a_sentence_only():
     assert not says_what_is_absent("the documents " * 8_000)
 
 
+def test_a_question_is_not_read_as_a_claim():
+    from shadoweval.judges.text import QUESTION_REASON, asks_only
+
+    # a support bot's closing question stated nothing, yet scored as the answer's weakest sentence
+    assert asks_only("Would you like me to help you file a claim?")
+    assert asks_only("Which model do you have (S6 or S8)?")
+    assert not asks_only("Why? Because the dock was in direct sunlight.")  # several sentences
+    assert not asks_only('He asked "why?"')  # reports a question
+    assert not asks_only("The Eiffel Tower was completed in 1889.")
+    g = judges.create("grounded", embedder="hashing")
+    fact = "The Eiffel Tower was completed in 1889."
+    question = "Would you like to know more about its construction?"
+    plain = asyncio.run(g.judge(_subject(fact, [{"id": "p1", "text": PASSAGE}])))
+    v = asyncio.run(g.judge(_subject(fact + " " + question, [{"id": "p1", "text": PASSAGE}])))
+    assert v.score == plain.score and v.evidence["skipped"] == [{"sentence": question, "reason": QUESTION_REASON}]
+    lone = asyncio.run(g.judge(_subject(question, [{"id": "p1", "text": PASSAGE}])))
+    assert lone.score is None and lone.error == f"could not judge: {QUESTION_REASON}"
+    c = judges.create("citations", embedder="hashing")
+    asking = question.replace("?", " [1]?")
+    cited = asyncio.run(c.judge(_subject(fact + " [1] " + asking, [{"id": "1", "text": PASSAGE}])))
+    assert cited.evidence["cited_sentences"] == 1 and cited.evidence["unreadable"][0]["reason"] == QUESTION_REASON
+
+
 def test_unreadable_claims_say_why_instead_of_guessing():
     reader = Reader(HashingEmbedder())
     empty, foreign, ok = reader.claims(["  ", "東京は日本の首都です。", "Paris is in France."])
