@@ -98,14 +98,15 @@ interval_s = 0.3
             assert _wait(lambda: _healthy(url), 20), proc.stderr.read1().decode() if proc.poll() is not None else ""
             client = openai.OpenAI(base_url=url + "/v1", api_key="k")
             r = client.chat.completions.with_raw_response.create(model="m", messages=[
-                {"role": "system", "content": RAG_SYSTEM}, {"role": "user", "content": "How long is the warranty?"}])
+                {"role": "system", "content": RAG_SYSTEM}, {"role": "user", "content": "Tell me the warranty's length."}])
             ex_id = r.headers["x-shadoweval-exchange-id"]
             store = Store(db)
             assert _wait(lambda: store.exchange_exists(ex_id) and
                          {v.judge for v in store.verdicts(ex_id)} >= {"checks", "grounded", "citations"}, 60)
             verdicts = {v.judge: v for v in store.verdicts(ex_id)}
             assert verdicts["checks"].label == "ok"
-            # the mock answers "prod says: ..." which the documents do not support
+            # the mock answers "prod says: <the question>", which the documents do not support (a statement:
+            # an echoed question would be no claim at all, and get "could not judge")
             assert verdicts["grounded"].error is None and verdicts["grounded"].label == "ungrounded"
             proc.send_signal(signal.SIGTERM)
             _, err = proc.communicate(timeout=40)
