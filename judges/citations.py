@@ -102,10 +102,11 @@ class CitationContext:
                                      "embedder": embedder}
         self.reader = reader_for(get_embedder(embedder), self.model.reader_layers)
 
-    def _assess(self, answer: str, passages: list[dict[str, Any]], reader: Reader, question: str = ""
+    def _assess(self, answer: str, passages: list[dict[str, Any]], reader: Reader, said: str = ""
                 ) -> dict[str, Any]:
+        """`said`: what the user has said (every user turn, `core.messages.user_texts`)."""
         claims = claims_of(answer, passages)
-        known = known_from(question)
+        known = known_from(said)
         cited = [c for c in claims if c.cites]
         nonexistent: list[dict[str, Any]] = []
         results = []

@@ -87,10 +87,10 @@ def sentence_support(claim: Claim, evidence: list[Evidence], ids: list[str], mod
 
 
 def support(answer: str, passages: list[dict[str, Any]], reader: Reader, model: SupportModel, *,
-            question: str = "") -> tuple[list[SentenceSupport], list[tuple[str, str]]]:
+            said: str = "") -> tuple[list[SentenceSupport], list[tuple[str, str]]]:
     """Each readable sentence's support, and the sentences skipped with the reason (blocking).
-    `question`: what the user has said (every user turn, `core.messages.user_texts`)."""
-    known = known_from(question)
+    `said`: what the user has said (every user turn, `core.messages.user_texts`)."""
+    known = known_from(said)
     sents = [s for s in sentences(answer) if content_words(s)]
     if not sents:
         return [], []
@@ -135,7 +135,7 @@ class Groundedness:
         if why:
             return verdict(self, s, error=f"could not judge: {why}")
         parts, skipped = await asyncio.to_thread(support, text, passages, self.reader, self.model,
-                                                 question=user_texts(s.exchange.request or {}))
+                                                 said=user_texts(s.exchange.request or {}))
         if not parts:
             why = leading_reason([r for _, r in skipped]) if skipped else "the answer has no sentences with content words"
             return verdict(self, s, error=f"could not judge: {why}")

@@ -315,10 +315,10 @@ def evidence_bytes(e: Evidence) -> int:
     return e.tokens.nbytes + e.unit_vectors.nbytes + e.token_starts.nbytes + 8 * len(e.text)
 
 
-def known_from(question: str) -> frozenset[str]:
+def known_from(said: str) -> frozenset[str]:
     """Words and numbers the user has said (the question, and since grounded/citations version 3
     every earlier user turn too): an answer may repeat them without inventing them."""
-    return frozenset(numbers(question)) | frozenset(_words(question))
+    return frozenset(numbers(said)) | frozenset(_words(said))
 
 
 def _token_max(claim: Claim, ev: Evidence) -> np.ndarray:
