@@ -34,35 +34,33 @@ def message_text(content: Any, sep: str = TURN) -> str:
         and p.get("type", "text") in TEXT_PART_TYPES))
 
 
+def _user_contents(request: Mapping[str, Any]) -> list[Any]:
+    """The `content` of each user turn, oldest first: Chat Completions `messages` (user messages whose
+    content is a string or a list of parts), else the Responses API `input` (a string is one turn,
+    else its user items)."""
+    messages = request.get("messages")
+    if isinstance(messages, list):
+        turns = [m.get("content") for m in messages if isinstance(m, Mapping) and m.get("role") == "user"
+                 and isinstance(m.get("content"), str | list)]
+        if turns:
+            return turns
+    inp = request.get("input")
+    if isinstance(inp, str):
+        return [inp]
+    if isinstance(inp, list):
+        return [item.get("content") for item in inp if isinstance(item, Mapping) and item.get("role") == "user"]
+    return []
+
+
 def last_user_text(request: Mapping[str, Any]) -> str:
     """The last user message's text (Chat Completions `messages`), else the Responses API `input`
     (a string, or its last user item's text): the question a request asks, as one line (QUESTION)."""
-    messages = request.get("messages")
-    if isinstance(messages, list):
-        for m in reversed(messages):
-            if isinstance(m, Mapping) and m.get("role") == "user":
-                content = m.get("content")
-                if isinstance(content, str | list):
-                    return message_text(content, QUESTION)
-    inp = request.get("input")
-    if isinstance(inp, str):
-        return inp
-    if isinstance(inp, list):
-        for item in reversed(inp):
-            if isinstance(item, Mapping) and item.get("role") == "user":
-                return message_text(item.get("content"), QUESTION)
-    return ""
+    turns = _user_contents(request)
+    return message_text(turns[-1], QUESTION) if turns else ""
 
 
 def user_texts(request: Mapping[str, Any]) -> str:
     """Every user message's text, one per line, oldest first (Chat Completions `messages`, else the
     Responses API `input`): what the user has said in the conversation so far, not only the last
     question. An answer may repeat a number or name the user gave two turns ago without inventing it."""
-    messages = request.get("messages")
-    if not isinstance(messages, list):
-        inp = request.get("input")
-        if isinstance(inp, str):
-            return inp
-        messages = inp if isinstance(inp, list) else []
-    return TURN.join(message_text(m.get("content"), QUESTION) for m in messages
-                     if isinstance(m, Mapping) and m.get("role") == "user")
+    return TURN.join(message_text(c, QUESTION) for c in _user_contents(request))

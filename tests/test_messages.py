@@ -70,3 +70,15 @@ def test_user_texts_are_every_user_turn_oldest_first():
                                  {"role": "user", "content": "c"}]}) == "a" + TURN + "c"
     assert user_texts({"messages": [{"role": "assistant", "content": "x"}]}) == ""
     assert user_texts({}) == ""
+
+
+def test_the_last_user_text_is_the_last_of_the_user_texts():
+    """One walker: a user turn without text (content null) is no turn for either, and a request whose
+    messages hold no user turn falls back to the Responses API `input` for both."""
+    request = {"messages": [{"role": "user", "content": "First."}, {"role": "user", "content": None}]}
+    assert last_user_text(request) == "First."
+    assert user_texts(request) == "First."
+    request = {"messages": [{"role": "system", "content": "Docs"}], "input": "Hi"}
+    assert last_user_text(request) == user_texts(request) == "Hi"
+    request = {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": [{"type": "text", "text": "b"}]}]}
+    assert user_texts(request).split(TURN)[-1] == last_user_text(request) == "b"
