@@ -38,6 +38,7 @@ from .support import (
     Evidence,
     Reader,
     SupportModel,
+    clean,
     features,
     known_from,
     leading_reason,
@@ -45,6 +46,7 @@ from .support import (
     model_id,
     reader_for,
     unreadable,
+    why_not_read,
 )
 from .text import Citations, content_words, find_citations, passage_ref, sentences, strip_citations
 
@@ -82,7 +84,10 @@ def cited_scores(claims: list[Claim], reads: list[Read], evidence: list[Evidence
 
 
 def _is_factual(c: Claim) -> bool:
-    return not c.text.rstrip().endswith("?") and (len(content_words(c.text)) >= 6 or bool(_FACTUAL.search(c.text)))
+    """Whether an uncited sentence states a fact that wants a source: one the support model would read
+    as a claim (not a question, a bare "Yes." or a "the documents do not mention it": `why_not_read`)
+    with a number, a two-word name or at least six content words."""
+    return why_not_read(clean(c.text)) is None and (len(content_words(c.text)) >= 6 or bool(_FACTUAL.search(c.text)))
 
 
 @register("citations")
@@ -93,7 +98,7 @@ class CitationContext:
     reach `threshold` and every cited source exists; evidence = recall, precision and the problems."""
 
     name = "citations"
-    version = "3"
+    version = "4"
 
     def __init__(self, *, threshold: float | None = None, model: str | None = None, embedder: str = "minilm") -> None:
         self.model = load_model(model)

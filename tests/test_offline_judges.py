@@ -115,6 +115,15 @@ def test_citations_flag_missing_sources_and_uncited_facts():
     assert nothing.label == "uncited" and nothing.score is None and nothing.error is None
 
 
+def test_uncited_sentences_that_state_no_fact_want_no_source():
+    """A question, or a sentence saying what the documents lack, is not an uncited fact, even with a
+    number or six content words: the support model does not read them as claims either."""
+    v = _judge("citations", "The R2 has a two-year warranty [1]. The documents do not mention discounts for "
+               "Rotterdam student customers. Would you like me to check order 4471 for you?")
+    assert v.evidence["uncited"] == []
+    assert v.label == "supported"
+
+
 def test_citations_resolve_by_position_when_passage_ids_are_not_numbers():
     named = [dict(p, id=f"ref{p['id']}") for p in PASSAGES]
     v = _judge("citations", "Express shipping costs 12 euros [2].", passages=named)
