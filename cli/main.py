@@ -33,6 +33,7 @@ from .store import store
 
 if TYPE_CHECKING:
     from shadoweval.judges.calibrate import CalibrationReport
+    from shadoweval.judges.metrics import Calibration
 
 
 class _Group(click.Group):
@@ -402,7 +403,8 @@ def calibrate(labels_file: str, judge_name: str, label: str, by: str | None, thr
 
     Binary labels (yes/no, or numbers with --positive-min) give accuracy, precision, recall,
     specificity, F1, macro-F1, balanced accuracy, ROC AUC and Cohen's kappa at the threshold, a
-    threshold sweep and the best thresholds; pair files (labels.preference a/b/tie) and other
+    threshold sweep and the best thresholds, and, for scores in 0..1, how far they hold as
+    probabilities (expected calibration error, Brier score, reliability table); pair files (labels.preference a/b/tie) and other
     string labels give accuracy, macro-F1, kappa and a confusion matrix.
     """
     import asyncio
@@ -446,13 +448,15 @@ def _print_calibration(report: CalibrationReport) -> None:
     rows = [("all", report.overall), *report.by.items()]
     width = max(len(report.by_field or ""), *(len(name) for name, _ in rows))
     if report.kind == "binary":
+        calibrations = {"all": report.calibration, **report.by_calibration}
         click.echo(f"{report.by_field or '':{width}} {'n':>6} {'base':>6} {'acc':>6} {'prec':>6} {'recall':>6} "
-                   f"{'spec':>6} {'F1':>6} {'mF1':>6} {'balacc':>6} {'AUC':>6} {'kappa':>6}")
+                   f"{'spec':>6} {'F1':>6} {'mF1':>6} {'balacc':>6} {'AUC':>6} {'kappa':>6} {'ECE':>6}")
         for name, m in rows:
             assert isinstance(m, BinaryMetrics)  # a binary report's metrics all are
+            c = calibrations.get(name)
             click.echo(f"{name:{width}} {m.n:6} " + " ".join(_fmt(x) for x in (
                 m.base_rate, m.accuracy, m.precision, m.recall, m.specificity, m.f1, m.macro_f1,
-                m.balanced_accuracy, m.roc_auc, m.kappa)))
+                m.balanced_accuracy, m.roc_auc, m.kappa, c.ece if c else None)))
         assert report.threshold is not None and report.threshold_source is not None  # both set when binary
         source = {"flag": "--threshold", "judge": "the judge's own", "default": "default"}[report.threshold_source]
         click.echo(f"threshold {report.threshold:g} ({source}); a score at or above it counts as positive")
@@ -467,6 +471,7 @@ def _print_calibration(report: CalibrationReport) -> None:
             click.echo(f"to judge your traffic at the best balanced-accuracy threshold without retraining, put this in "
                        f"your configuration's [judges] section: thresholds = {{ {name} = "
                        f"{best['balanced_accuracy'].threshold:.4g} }}")
+        _print_reliability(report.calibration)
         sweep = report.sweep
         if sweep:
             keep = {round(k * (len(sweep) - 1) / 9) for k in range(10)} if len(sweep) > 10 else set(range(len(sweep)))
@@ -492,6 +497,22 @@ def _print_calibration(report: CalibrationReport) -> None:
         click.echo(f"{'':{cw}} " + " ".join(f"{c:>{cw}}" for c in classes))
         for h in classes:
             click.echo(f"{h:{cw}} " + " ".join(f"{overall.confusion[h][p]:>{cw}}" for p in classes))
+
+
+def _print_reliability(c: Calibration | None) -> None:
+    """The scores read as probabilities: which way they lean, and the reliability table."""
+    if c is None:
+        click.echo("calibration: not measured (some score lies outside 0..1, so the scores are no probabilities)")
+        return
+    gap = c.mean_score - c.base_rate
+    lean = ("the scores run low: they understate how often people said yes" if gap < -0.05 else
+            "the scores run high: they overstate how often people said yes" if gap > 0.05 else
+            "on average the scores match how often people said yes")
+    click.echo(f"calibration, scores read as probabilities: ECE {c.ece:.3f}, Brier {c.brier:.3f}; mean score "
+               f"{c.mean_score:.3f} against a positive rate of {c.base_rate:.3f}: {lean}")
+    click.echo(f"{'score':>11} {'n':>6} {'mean':>6} {'people':>6}")
+    for b in c.bins:
+        click.echo(f"{b.low:>4.2f}-{b.high:<4.2f}{'':2} {b.n:6} {b.mean_score:6.3f} {b.positive_rate:6.3f}")
 
 
 @main.command()

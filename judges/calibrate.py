@@ -18,8 +18,10 @@ The human label is a dotted path (`grounded` means `labels.grounded`; `labels.gr
   `positive_min` (faithfulness >= 3 is positive). The judge's score (0..1, higher = positive) is
   compared at a threshold (given, else the judge's own `threshold` attribute or argument, else
   0.5), across a sweep of thresholds, and by ROC AUC; the best thresholds by macro-F1 and by
-  balanced accuracy are searched over every distinct score. A verdict with no score but a yes/no
-  label counts as 1.0 / 0.0;
+  balanced accuracy are searched over every distinct score. When every score lies within 0..1 the
+  scores are also read as probabilities: a reliability table, the expected calibration error and
+  the Brier score (`metrics.calibration`), overall and per slice. A verdict with no score but a
+  yes/no label counts as 1.0 / 0.0;
 - categorical: other string labels: the judge's label is compared with the human's as it is;
 - pairwise (every pair file): the judge's label, mapped as above, is compared with the preference.
 
@@ -35,7 +37,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,7 +45,16 @@ from shadoweval.core.errors import ShadowevalError
 from shadoweval.core.types import Exchange, Output, Verdict, new_id
 
 from .base import Judge, Subject, judge_safely, key_of
-from .metrics import BinaryMetrics, MulticlassMetrics, best_threshold, binary_metrics, multiclass_metrics, sweep
+from .metrics import (
+    BinaryMetrics,
+    Calibration,
+    MulticlassMetrics,
+    best_threshold,
+    binary_metrics,
+    calibration,
+    multiclass_metrics,
+    sweep,
+)
 
 Kind = Literal["binary", "categorical", "pairwise"]
 
@@ -264,6 +275,9 @@ class CalibrationReport:
     positive_min: float | None
     sweep: list[BinaryMetrics]
     best_threshold: dict[str, BinaryMetrics]  # by macro_f1 and balanced_accuracy; empty when nothing scored
+    # binary, scores all within 0..1: the scores read as probabilities, overall and per slice
+    calibration: Calibration | None = None
+    by_calibration: dict[str, Calibration | None] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         binary = self.kind == "binary"
@@ -275,6 +289,8 @@ class CalibrationReport:
             "best_threshold": {k: r.as_dict() for k, r in self.best_threshold.items()} if binary else None,
             "sweep": [r.as_dict() for r in self.sweep] if binary else None,
             "by_field": self.by_field, "by": {k: m.as_dict() for k, m in self.by.items()},
+            "calibration": self.calibration.as_dict() if self.calibration else None,
+            "by_calibration": {k: c.as_dict() if c else None for k, c in self.by_calibration.items()},
         }
 
 
@@ -332,10 +348,15 @@ async def calibrate(records: Sequence[dict[str, Any]], judge: Judge, *, label: s
     if kind == "binary" and kept:
         rows = sweep(scores, truths, max_rows=sweep_rows)
         best = {by_: best_threshold(scores, truths, by_) for by_ in ("macro_f1", "balanced_accuracy")}
+
+    def reliability(group: list[tuple[Item, Any]]) -> Calibration | None:
+        return calibration([s for _, s in group], [bool(i.truth) for i, _ in group]) if kind == "binary" else None
     return CalibrationReport(
         judge=key_of(judge), label=label_path(label), kind=kind, records=len(records), unlabeled=unlabeled,
         errors=len(items) - len(kept), error_examples=examples, overall=measure(kept), by_field=by,
         by={k: measure(g) for k, g in sorted(sliced.items())}, threshold=cut if kind == "binary" else None,
         threshold_source=source if kind == "binary" else None,
         positive_min=positive_min if kind == "binary" else None, sweep=rows, best_threshold=best,
+        calibration=reliability(kept),
+        by_calibration={k: reliability(g) for k, g in sorted(sliced.items())} if kind == "binary" else {},
     )

@@ -21,6 +21,11 @@ Conventions, chosen once so that no figure is ever NaN:
 - ROC AUC (the probability that a random positive scores above a random negative, ties counted
   half) is None when either class is absent, because it is then undefined.
 
+Calibration (`calibration`) reads scores in 0..1 as probabilities of the positive label and says
+how far they are from the share of positives: a reliability table over equal-width bins, the
+expected calibration error (ECE) and the Brier score. The cascade and the report read the offline
+judges' scores as probabilities, so a judge can rank well (high AUC) and still mislead them.
+
 Multi-class agreement (categorical labels such as a pairwise preference "a" / "b" / "tie") gives
 accuracy, macro-F1 over the classes seen (in the human labels or the judge's), Cohen's kappa and
 the confusion matrix.
@@ -135,6 +140,58 @@ def best_threshold(scores: Sequence[float], labels: Sequence[bool], by: Objectiv
     if not rows:
         raise ValueError("no scores to choose a threshold from")
     return max(rows, key=lambda r: (getattr(r, by), -r.threshold))
+
+
+@dataclass(frozen=True, slots=True)
+class ReliabilityBin:
+    """One bin of a reliability table: the scores in [low, high) (the last bin holds 1.0 too)."""
+
+    low: float
+    high: float
+    n: int
+    mean_score: float
+    positive_rate: float  # the share of human positives among them
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """How far scores read as probabilities match what people said.
+
+    `ece` is the expected calibration error: over equal-width score bins, the gap between a bin's
+    mean score and its share of positives, weighted by the bin's share of the records (0 is
+    perfect). `brier` is the mean squared gap between score and label (0/1). `mean_score` against
+    `base_rate` says which way the scores lean: below it, they run low (the judge's probabilities
+    understate how often people said yes). Only the bins that hold records are listed.
+    """
+
+    n: int
+    ece: float
+    brier: float
+    mean_score: float
+    base_rate: float
+    bins: list[ReliabilityBin]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def calibration(scores: Sequence[float], labels: Sequence[bool], *, bins: int = 10) -> Calibration | None:
+    """The reliability table, ECE and Brier score of `scores` read as probabilities of the positive
+    label; None when there is no score or a score lies outside 0..1 (then it is no probability)."""
+    _check(scores, labels)
+    if not scores or any(not 0.0 <= s <= 1.0 for s in scores):
+        return None
+    edges = [k / bins for k in range(1, bins)]
+    members: list[list[tuple[float, bool]]] = [[] for _ in range(bins)]
+    for s, y in zip(scores, labels, strict=True):
+        members[bisect.bisect_right(edges, s)].append((s, bool(y)))
+    n = len(scores)
+    table = [ReliabilityBin(low=k / bins, high=(k + 1) / bins, n=len(m), mean_score=sum(s for s, _ in m) / len(m),
+                            positive_rate=sum(y for _, y in m) / len(m)) for k, m in enumerate(members) if m]
+    return Calibration(
+        n=n, ece=sum(b.n / n * abs(b.mean_score - b.positive_rate) for b in table),
+        brier=sum((s - bool(y)) ** 2 for s, y in zip(scores, labels, strict=True)) / n,
+        mean_score=sum(scores) / n, base_rate=sum(bool(y) for y in labels) / n, bins=table)
 
 
 class _Ranked:

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from .metrics import calibration
 from .support import FEATURES, Reader, SupportModel, entities, features
 from .text import content_words, numbers, sentences, strip_citations
 
@@ -336,15 +337,11 @@ def macro_f1(y: np.ndarray, pred: np.ndarray) -> float:
 
 
 def ece(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
-    """Expected calibration error over equal-width probability bins."""
-    edges = np.linspace(0, 1, bins + 1)
-    idx = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
-    total = 0.0
-    for b in range(bins):
-        m = idx == b
-        if m.any():
-            total += m.sum() / len(p) * abs(p[m].mean() - y[m].mean())
-    return float(total)
+    """Expected calibration error over equal-width probability bins (`metrics.calibration`'s)."""
+    c = calibration([float(x) for x in p], [bool(x) for x in y], bins=bins)
+    if c is None:
+        raise ValueError("ECE needs scores, all within 0..1")
+    return c.ece
 
 
 def best_threshold(y: np.ndarray, p: np.ndarray, weights: np.ndarray | None = None) -> float:

@@ -74,6 +74,7 @@ def test_a_judge_that_agrees_perfectly():
     assert (fig.n, fig.positives, fig.predicted) == (4, 2, 2)
     assert fig.accuracy == fig.precision == fig.recall == fig.specificity == fig.f1 == fig.kappa == 1.0
     assert fig.roc_auc == 1.0 and fig.auc_n == 4
+    assert fig.ece == pytest.approx(0.1)  # right every time, yet its 0.9 and 0.1 are 0.1 short of certain
 
 
 def test_a_judge_that_always_passes():
@@ -83,6 +84,7 @@ def test_a_judge_that_always_passes():
     assert fig.specificity == 0.0 and fig.recall == 1.0 and fig.precision == 0.25 and fig.accuracy == 0.25
     assert fig.kappa == 0.0  # p_o = 0.25, p_e = (4*1 + 0*3) / 16 = 0.25
     assert fig.roc_auc == 0.5  # every score tied
+    assert fig.ece == pytest.approx(0.9 - 0.25)  # says 0.9 where a quarter are grounded
 
 
 def test_empty_denominators_are_none_not_zero():
@@ -91,7 +93,8 @@ def test_empty_denominators_are_none_not_zero():
     # all positives, all predicted positive: no negatives, so specificity and kappa are undefined
     fig = BinaryAgreement.of([(True, True, None)] * 3)
     assert fig.accuracy == 1.0 and fig.recall == 1.0 and fig.specificity is None and fig.kappa is None
-    assert fig.roc_auc is None and fig.auc_n == 0
+    assert fig.roc_auc is None and fig.auc_n == 0 and fig.ece is None
+    assert BinaryAgreement.of([(True, True, 4.0), (False, False, 1.0)]).ece is None  # a 1-5 scale is no probability
 
 
 def test_sides_are_resolved_from_the_item():
@@ -245,6 +248,8 @@ def test_to_dict_is_json_and_the_table_reads():
     assert data["judges"][0]["overall"]["kappa"] == 1.0 and data["judges"][0]["slices"]["route=billing"]["n"] == 3
     text = format_report(report)
     assert "grounded" in text and "route=billing" in text and "Position bias" in text
+    header = next(line for line in text.splitlines() if line.startswith("judge"))
+    assert header.split()[-2:] == ["kappa", "ece"]
     assert "no verdicts" in format_report(agreement([], [], {}))
 
 

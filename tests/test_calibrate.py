@@ -22,6 +22,7 @@ from shadoweval.judges.metrics import (
     BinaryMetrics,
     best_threshold,
     binary_metrics,
+    calibration,
     cuts,
     multiclass_metrics,
     roc_auc,
@@ -104,6 +105,42 @@ def test_sweep_and_best_threshold():
     assert [r.threshold for r in sweep(SCORES, LABELS, [0.5, 0.0])] == [0.0, 0.5]
     with pytest.raises(ValueError):
         best_threshold([], [])
+
+
+def test_calibration_by_hand():
+    c = calibration([0.05, 0.15, 0.95, 0.95], [False, True, True, True])
+    assert c is not None and c.n == 4 and c.base_rate == 0.75 and c.mean_score == pytest.approx(0.525)
+    assert [(b.low, b.high, b.n) for b in c.bins] == [(0.0, 0.1, 1), (0.1, 0.2, 1), (0.9, 1.0, 2)]
+    assert [b.positive_rate for b in c.bins] == [0.0, 1.0, 1.0]
+    # |0.05 - 0| / 4 + |0.15 - 1| / 4 + |0.95 - 1| * 2 / 4
+    assert c.ece == pytest.approx(0.25) and c.brier == pytest.approx((0.05**2 + 0.85**2 + 2 * 0.05**2) / 4)
+    # a bin holds its lower edge; 1.0 falls in the last bin
+    assert [b.low for b in calibration([0.1, 0.2, 1.0], [True, False, True]).bins] == [0.1, 0.2, 0.9]
+    perfect = calibration([0.0, 0.0, 1.0], [False, False, True])
+    assert perfect.ece == 0.0 and perfect.brier == 0.0
+    assert calibration([], []) is None
+    assert calibration([0.5, 1.5], [True, False]) is None  # 1.5 is no probability
+    assert calibration([-0.1, 0.5], [True, False]) is None
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_calibration_matches_sklearn(seed):
+    from sklearn.calibration import calibration_curve
+
+    rng = np.random.default_rng(seed)
+    # not rounded: numpy's edges are not k / 10 exactly (0.30000000000000004), so a score of 0.3 falls in
+    # sklearn's bin below; here it falls in [0.3, 0.4) (checked by hand above)
+    scores = rng.random(300)
+    labels = rng.random(300) < scores ** 2  # the scores run high
+    c = calibration(scores.tolist(), labels.tolist())
+    rate, mean = calibration_curve(labels, scores, n_bins=10, strategy="uniform")
+    assert [b.positive_rate for b in c.bins] == pytest.approx(rate.tolist())
+    assert [b.mean_score for b in c.bins] == pytest.approx(mean.tolist())
+    assert c.brier == pytest.approx(skm.brier_score_loss(labels, scores))
+    counts = np.bincount(np.searchsorted(np.linspace(0, 1, 11)[1:-1], scores, side="right"), minlength=10)
+    assert c.ece == pytest.approx(sum(n / 300 * abs(m - r) for n, m, r in zip(counts[counts > 0], mean, rate,
+                                                                                 strict=True)))
+    assert c.mean_score > c.base_rate
 
 
 def test_multiclass_by_hand_and_against_sklearn():
@@ -228,6 +265,9 @@ def test_calibrate_binary_with_a_fake_judge():
     assert [r.threshold for r in report.sweep] == [0.1, 0.2, 0.9]
     assert report.best_threshold["macro_f1"] == best_threshold(EXPECTED_SCORES, EXPECTED_LABELS, "macro_f1")
     assert report.best_threshold["balanced_accuracy"].threshold == 0.9
+    assert report.calibration == calibration(EXPECTED_SCORES, EXPECTED_LABELS)
+    assert report.by_calibration == {"x": calibration([0.9] * 3, [True, True, False]),
+                                     "y": calibration([0.2, 0.2, 0.1, 0.1], [True, False, False, True])}
     # what the judge saw: the record's request, passages and answer, as a candidate output
     s = next(s for s in j.seen if s.exchange.id == "r1")
     assert s.exchange.request["messages"][0]["content"] == "q r1" and s.production is None
@@ -338,6 +378,8 @@ def test_cli_json(tmp_path):
     assert set(data["by"]) == {"x", "y"} and data["by"]["x"]["n"] == 3
     assert set(data["best_threshold"]) == {"macro_f1", "balanced_accuracy"}
     assert data["sweep"][0]["threshold"] == 0.1 and "macro_f1" in data["sweep"][0]
+    assert data["calibration"]["ece"] == pytest.approx(calibration(EXPECTED_SCORES, EXPECTED_LABELS).ece)
+    assert set(data["by_calibration"]) == {"x", "y"} and data["by_calibration"]["x"]["n"] == 3
 
 
 def test_cli_human_output_options_and_args(tmp_path):
@@ -355,6 +397,15 @@ def test_cli_human_output_options_and_args(tmp_path):
     assert "threshold 0.15 (the judge's own)" in result.stdout
     assert "best threshold by macro-F1:" in result.stdout and "best threshold by balanced accuracy:" in result.stdout
     assert "sweep (" in result.stdout
+    # with word=plain the scores are 0.1 (r1-r3), 0.2 (r4, r5), 0.9 (r6, r7); faithfulness >= 3: r1, r2, r4
+    ece = 3 / 7 * (2 / 3 - 0.1) + 2 / 7 * (0.5 - 0.2) + 2 / 7 * 0.9
+    assert header[-1] == "ECE" and lines[2].split()[-1] == f"{ece:.3f}" == "0.586"
+    # the scores' mean (0.357) against the share of positives (0.429) says which way they lean
+    assert "calibration, scores read as probabilities: ECE 0.586" in result.stdout
+    assert "mean score 0.357 against a positive rate of 0.429: the scores run low" in result.stdout
+    assert [line.split() for line in lines if line[:1] in "01" and "-" in line[:5]] == [
+        ["0.10-0.20", "3", "0.100", "0.667"], ["0.20-0.30", "2", "0.200", "0.500"],
+        ["0.90-1.00", "2", "0.900", "0.000"]]
 
 
 def test_cli_pairs(tmp_path):

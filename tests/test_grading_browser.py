@@ -111,6 +111,7 @@ def test_sign_in_and_grade_with_the_keyboard_only(tmp_path, monkeypatch, browser
         # ann is an admin: the agreement page lays out the report, judge against her grades
         page.goto(f"{server.url}/grade/agreement")
         expect(page.locator("#judge-tables h3").first).to_contain_text("grounded vs human grounded")
+        expect(page.locator("#judge-tables table").first.locator("th").last).to_have_text("ece")
         expect(page.locator("#bias-table")).to_contain_text("ann")
         assert errors == []
 

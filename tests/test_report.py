@@ -133,10 +133,12 @@ def test_human_grades_decide_and_make_the_judge_reliable(tmp_path):
     assert r["decided_by"] == "ppi" and r["win_rate"]["human"]["n"] == 60
     assert r["win_rate"]["ppi"]["call"] == "better"
     assert body["judges"]["grounded"]["reliable"] and body["judges"]["grounded"]["kappa"] == pytest.approx(1.0)
+    assert 0 <= body["judges"]["grounded"]["ece"] <= 1
     out = subprocess.run([BIN, "report", "--db", str(db)], capture_output=True, text=True)
     assert "decided by: judge + human (prediction-powered)" in out.stdout
     assert "rule: not-worse (non-inferiority, margin 0.05): passes if" in out.stdout
     assert "grounded" in out.stdout and "reliable" in out.stdout
+    assert f"on {body['judges']['grounded']['n']}, ECE {body['judges']['grounded']['ece']:.2f}  reliable" in out.stdout
 
 
 def test_report_html_alerts_to_a_webhook_and_the_page_for_admins(tmp_path, monkeypatch):

@@ -175,12 +175,13 @@ def test_drift_keyed_by_candidate_at_top_level(report: dict[str, Any]) -> None:
 def test_judges_and_optional_sections(report: dict[str, Any]) -> None:
     text = " ".join(Page(render_html(report)).text)
     assert "no judge has been checked against human grades" in text
-    report["judges"] = {"grounded": {"n": 40, "kappa": 0.55, "accuracy": 0.8, "reliable": True},
+    report["judges"] = {"grounded": {"n": 40, "kappa": 0.55, "accuracy": 0.8, "ece": 0.123, "reliable": True},
                         "citations": {"n": 40, "kappa": -0.1, "accuracy": 0.4, "reliable": False}}
     report["reward_gaming"] = ["bold: answers 40% longer while winning"]
     out = render_html(report, min_kappa=0.5)
     page = Page(out)
     assert len(page.svgs("kappa")) == 1 and "min_kappa 0.5" in out
+    assert "grounded (n=40, ECE 0.12)" in out and "citations (n=40)" in out  # no ECE given: none shown
     assert "bold: answers 40% longer while winning" in " ".join(page.text)
     assert len(page.svgs("ratings")) == 1
 

@@ -17,7 +17,8 @@ Decisions, made once here so every caller gets the same figures:
   weighting it by how much human evidence there is.
 - A binary judge decides by `Verdict.passes` (score against its threshold), else by its label (pass /
   fail, or the judge's own words: grounded, aligned, ok...); a verdict with neither (citations'
-  "uncited") is skipped. ROC AUC uses the observations that have a score (`auc_n`).
+  "uncited") is skipped. ROC AUC uses the observations that have a score (`auc_n`), and so does the
+  expected calibration error (ECE) of the scores read as probabilities, when they all lie in 0..1.
 - Human "partly" grounded is negative: the grounded judges pass only fully supported answers.
 - Pairwise: 3-class agreement on production / candidate / tie, and binary figures (positive =
   candidate wins) on the observations where neither the human nor the judge said tie.
@@ -39,7 +40,7 @@ from scipy.stats import binomtest
 
 from shadoweval.core.store import Store
 from shadoweval.core.types import AnswerLabels, Grade, GradingItem, Verdict
-from shadoweval.judges.metrics import BinaryMetrics, multiclass_metrics, roc_auc
+from shadoweval.judges.metrics import BinaryMetrics, calibration, multiclass_metrics, roc_auc
 
 # The human label each binary judge is compared with; "pairwise" is compared with the winner.
 HUMAN_FIELD: dict[str, str] = {"grounded": "grounded", "grounded-llm": "grounded", "citations": "citations_correct",
@@ -72,7 +73,8 @@ class BinaryAgreement:
     f1: float | None
     kappa: float | None
     roc_auc: float | None
-    auc_n: int  # observations with a score: what the AUC is computed on
+    auc_n: int  # observations with a score: what the AUC and the ECE are computed on
+    ece: float | None = None  # the scores read as probabilities (`metrics.calibration`); None unless all in 0..1
 
     @classmethod
     def of(cls, observations: Sequence[tuple[bool, bool, float | None]]) -> BinaryAgreement:
@@ -84,13 +86,14 @@ class BinaryAgreement:
         n, pos, pred = tp + fp + tn + fn, tp + fn, tp + fp
         scored = [(s, h) for h, _, s in observations if s is not None]
         auc = roc_auc([s for s, _ in scored], [h for _, h in scored]) if scored else None
+        reliability = calibration([s for s, _ in scored], [h for _, h in scored])
         m = BinaryMetrics.from_counts(tp, fp, tn, fn, threshold=0.5, roc_auc=auc)
         chance_is_one = pred * pos + (n - pred) * (n - pos) == n * n  # both raters always said one same class
         return cls(n=n, positives=pos, predicted=pred, tp=tp, fp=fp, tn=tn, fn=fn,
                    accuracy=m.accuracy if n else None, precision=m.precision if pred else None,
                    recall=m.recall if pos else None, specificity=m.specificity if n - pos else None,
                    f1=m.f1 if 2 * tp + fp + fn else None, kappa=None if chance_is_one else m.kappa,
-                   roc_auc=auc, auc_n=len(scored))
+                   roc_auc=auc, auc_n=len(scored), ece=reliability.ece if reliability else None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,16 +21,17 @@ def format_report(report: AgreementReport) -> str:
     """The report as plain-text tables for a terminal; "-" marks a figure with nothing behind it."""
     out = [f"{report.items} items, {report.grades} grades ({report.skipped} skipped, ignored)", "",
            "Judges vs humans (one observation per grade and verdict)"]
-    rows: list[tuple[str, ...]] = [("judge", "slice", "n", "pos", "acc", "prec", "recall", "spec", "f1", "auc", "kappa")]
+    rows: list[tuple[str, ...]] = [("judge", "slice", "n", "pos", "acc", "prec", "recall", "spec", "f1", "auc", "kappa", "ece")]
     notes = []
     for j in report.judges:
         for where, fig in ((OVERALL, j.overall), *j.slices.items()):
             label = j.judge
             if isinstance(fig, PairwiseAgreement):
-                rows.append((f"{j.judge} 3-way", where, str(fig.n), "", _f(fig.accuracy), *[""] * 5, _f(fig.kappa)))
+                rows.append((f"{j.judge} 3-way", where, str(fig.n), "", _f(fig.accuracy), *[""] * 5, _f(fig.kappa),
+                             ""))
                 fig, label = fig.decisive, f"{j.judge} non-tie"
             rows.append((label, where, str(fig.n), str(fig.positives), *map(_f, (
-                fig.accuracy, fig.precision, fig.recall, fig.specificity, fig.f1, fig.roc_auc, fig.kappa))))
+                fig.accuracy, fig.precision, fig.recall, fig.specificity, fig.f1, fig.roc_auc, fig.kappa, fig.ece))))
         if j.errors or j.other_keys:
             notes.append(f"  {j.judge}: {j.judge_key}; skipped {j.errors} errors, {j.other_keys} from other keys")
     out += (_table(rows, left=2) + notes) if report.judges else ["  no verdicts on graded outputs"]

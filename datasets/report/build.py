@@ -22,7 +22,7 @@ import numpy as np
 from shadoweval.core.messages import last_user_text
 from shadoweval.core.settings import GateSettings, ReportSettings
 from shadoweval.core.types import ExchangeBundle, Output, Verdict
-from shadoweval.datasets.report.agreement import agreement
+from shadoweval.datasets.report.agreement import BinaryAgreement, agreement
 
 from . import stats
 from .rows import Row
@@ -208,7 +208,8 @@ def noise_floors(twin: Sequence[Row], settings: ReportSettings) -> dict[str, flo
 
 
 def judge_reliability(table: Table, settings: ReportSettings) -> dict[str, Any]:
-    """Each judge's agreement with people; reliable when its kappa reaches the bar on enough grades."""
+    """Each judge's agreement with people; reliable when its kappa reaches the bar on enough grades. `ece`:
+    how far its scores, read as probabilities, are from how often people said yes (binary judges)."""
     if not table.grades:
         return {}
     report = agreement(table.items, table.grades, table.verdicts)
@@ -217,6 +218,7 @@ def judge_reliability(table: Table, settings: ReportSettings) -> dict[str, Any]:
         m = j.overall
         kappa = m.kappa
         out[j.judge] = {"n": m.n, "kappa": kappa, "accuracy": m.accuracy,
+                        "ece": m.ece if isinstance(m, BinaryAgreement) else None,
                         "reliable": bool(m.n >= settings.min_graded and kappa is not None
                                          and kappa >= settings.min_kappa)}
     return out

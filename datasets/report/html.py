@@ -181,7 +181,8 @@ def _cards(report: dict[str, Any]) -> list[dict[str, Any]]:
 def _judges(judges: dict[str, Any] | None, min_kappa: float) -> Markup | None:
     if not judges:
         return None
-    bars = [Bar(f"{j} (n={r.get('n', 0)})", r.get("kappa"), mark=not r.get("reliable"))
+    bars = [Bar(f"{j} (n={r.get('n', 0)}" + (f", ECE {r['ece']:.2f})" if r.get("ece") is not None else ")"),
+                r.get("kappa"), mark=not r.get("reliable"))
             for j, r in sorted(judges.items())]
     lo = min([0.0] + [b.value for b in bars if b.value is not None])  # kappa can fall below chance
     return Markup(bar_chart(bars, domain=(lo, 1.0), base=0.0, ref=min_kappa, ref_label=f"min_kappa {min_kappa:g}",

@@ -105,6 +105,7 @@ def format_report(report: dict[str, Any]) -> str:
     if report.get("judges"):
         out += ["", "judge reliability against human grades:"]
         for j, r in sorted(report["judges"].items()):
-            out.append(f"   {j:16} kappa {_num(r['kappa'], '.2f')} on {r['n']}  "
+            ece = f", ECE {r['ece']:.2f}" if r.get("ece") is not None else ""
+            out.append(f"   {j:16} kappa {_num(r['kappa'], '.2f')} on {r['n']}{ece}  "
                        f"{'reliable' if r['reliable'] else 'below the bar'}")
     return "\n".join(out)

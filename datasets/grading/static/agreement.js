@@ -23,7 +23,7 @@ function table(headers, rows) {
   return t;
 }
 
-const BINARY = ["n", "positives", "accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "kappa"];
+const BINARY = ["n", "positives", "accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "kappa", "ece"];
 
 function binaryRow(name, m) {
   return [name, ...BINARY.map((k) => m[k])];
