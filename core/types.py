@@ -123,6 +123,11 @@ class ContextsFound:
     contexts: list[dict[str, Any]]
 
 
+# Judges' labels that mean the output fails, whatever its score: `Verdict.passes` reads them.
+FAIL_LABELS = frozenset({"fail", "ungrounded", "unsupported", "misaligned", "off_topic", "missing_citation",
+                         "irrelevant_citation", "unknown_source"})
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """A judge's result on one output. `error` set means "could not judge": aggregates skip it.
@@ -156,9 +161,14 @@ class Verdict:
 
     @property
     def passes(self) -> bool | None:
-        """Score at or above the judge's threshold; None without a score or a threshold."""
+        """The judge's yes: its score at or above its threshold, unless its label names a failure
+        (`FAIL_LABELS`: the citations judge's score is the mean support of the cited sentences, and
+        one sentence below the threshold, or a source that does not exist, makes it `unsupported`
+        whatever the mean). None without a score or a threshold."""
         t = self.threshold
-        return None if self.score is None or t is None else self.score >= t
+        if self.score is None or t is None:
+            return None
+        return self.score >= t and (self.label or "").lower() not in FAIL_LABELS
 
 
 def judge_key(name: str, version: str, args: dict[str, Any]) -> str:

@@ -268,3 +268,20 @@ def test_single_answers_graded_alone_count_for_labels_not_for_winners():
     raters = {r.field: r for r in report.raters}
     assert raters["winner"].units == 0 and raters["grounded"].units == 3
     assert raters["grounded"].percent_agreement == 1.0
+
+
+def test_a_failing_label_fails_whatever_the_score():
+    """The citations judge's score is the mean support of the cited sentences; one unsupported sentence makes
+    its label `unsupported` though the mean may pass. Its decision is the label's, here and everywhere
+    `Verdict.passes` is read (the cascade, the grading sampler, the report's share passing)."""
+    mixed = verdict("o", "citations", 0.9, "unsupported")
+    assert mixed.score >= mixed.threshold and mixed.passes is False
+    assert verdict("o", "citations", 0.9, "supported").passes is True
+    assert verdict("o", "citations", 0.3, "supported").passes is False  # below the threshold still fails
+    assert verdict("o", "citations", None, "uncited").passes is None
+    assert verdict("o", "intent", 1.0, "aligned", threshold=None).passes is None  # no threshold: the label decides
+    it = item()
+    grades = [grade(it, right=AnswerLabels(citations_correct=False))]
+    judged = verdict(it.candidate_output_id, "citations", 0.9, "unsupported")
+    fig = only_judge(agreement([it], grades, by_output(judged)), "citations").overall
+    assert (fig.tn, fig.fp) == (1, 0)

@@ -74,14 +74,16 @@ def _report(db: Path) -> dict:
 
 
 def test_two_identical_models_stay_within_noise(tmp_path):
-    calls = []
+    calls, passing = [], []
     for seed in range(5):
         db = tmp_path / f"same{seed}.db"
         _populate(db, 120, cand_quality=lambda route, rng: rng.uniform(0.6, 0.9), seed=seed)
         r = _report(db)
         calls.append(r["call"])
         assert r["scores"]["grounded"]["call"] == "within noise"
+        passing.append(r["scores"]["grounded"]["pass_rate"]["call"])
     assert calls.count("within noise") >= 4  # a 95% interval may miss once in twenty
+    assert passing.count("within noise") >= 4
 
 
 def test_a_real_improvement_is_called_and_a_slice_regression_is_flagged(tmp_path):
@@ -95,6 +97,14 @@ def test_a_real_improvement_is_called_and_a_slice_regression_is_flagged(tmp_path
     assert r["slices"]["route=returns"]["win_rate"]["offline"]["call"] == "better"
     assert any(f.startswith("route=billing: worse") for f in r["flags"])
     assert not any(f.startswith("route=returns") for f in r["flags"])
+    # the share of answers at or above the verdicts' threshold (0.75): every candidate answer on returns
+    # (0.85-1.0), none on billing (0.45-0.7), about half of production's (0.6-0.9)
+    returns, billing = (r["slices"][f"route={k}"]["scores"]["grounded"]["pass_rate"] for k in ("returns", "billing"))
+    assert returns["candidate"]["value"] == 1.0 and billing["candidate"]["value"] == 0.0
+    assert 0.3 < returns["production"]["value"] < 0.7 and returns["production"]["n"] == 100
+    assert (returns["call"], billing["call"]) == ("better", "worse")
+    whole = r["scores"]["grounded"]["pass_rate"]
+    assert whole["candidate"]["value"] == 0.5 and whole["difference"]["n"] == 200
 
 
 def test_gate_fails_on_a_planted_slice_regression_and_passes_a_clean_candidate(tmp_path):
@@ -138,6 +148,7 @@ def test_human_grades_decide_and_make_the_judge_reliable(tmp_path):
     assert "decided by: judge + human (prediction-powered)" in out.stdout
     assert "rule: not-worse (non-inferiority, margin 0.05): passes if" in out.stdout
     assert "grounded" in out.stdout and "reliable" in out.stdout
+    assert "  share passing" in out.stdout
     assert f"on {body['judges']['grounded']['n']}, ECE {body['judges']['grounded']['ece']:.2f}  reliable" in out.stdout
 
 

@@ -249,3 +249,13 @@ def test_failure_clusters_without_a_pattern(report: dict[str, Any]) -> None:
     text = format_report(report)
     assert "   where it loses: no recurring pattern among 7 losses" in text.splitlines()
     assert text.count("where it loses") == 1
+
+
+def test_share_passing_is_a_row_under_its_judge(report: dict[str, Any]) -> None:
+    grounded = report["candidates"][0]["scores"]["grounded"]
+    assert "share passing" not in " ".join(Page(render_html(report)).text)
+    grounded["pass_rate"] = _score(0.89, 0.97, "better")
+    text = Page(render_html(report)).text
+    at = text.index("grounded: share passing")
+    assert text[at - 5] == "grounded" and text[at + 4] == "better"  # right below the judge's own row
+    assert text.count("grounded: share passing") == 1  # the other candidates have none

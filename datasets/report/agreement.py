@@ -15,8 +15,9 @@ Decisions, made once here so every caller gets the same figures:
   the rest are counted in `other_keys`, so a re-calibrated threshold never mixes two rules in a figure.
 - Each (grade, verdict) pair is one observation: an output graded by three people counts three times,
   weighting it by how much human evidence there is.
-- A binary judge decides by `Verdict.passes` (score against its threshold), else by its label (pass /
-  fail, or the judge's own words: grounded, aligned, ok...); a verdict with neither (citations'
+- A binary judge decides by `Verdict.passes` (score against its threshold, a failing label such as
+  citations' "unsupported" failing whatever the score), else by its label (pass / fail, or the
+  judge's own words: grounded, aligned, ok...); a verdict with neither (citations'
   "uncited") is skipped. ROC AUC uses the observations that have a score (`auc_n`), and so does the
   expected calibration error (ECE) of the scores read as probabilities, when they all lie in 0..1.
 - Human "partly" grounded is negative: the grounded judges pass only fully supported answers.
@@ -39,7 +40,7 @@ from typing import Any
 from scipy.stats import binomtest
 
 from shadoweval.core.store import Store
-from shadoweval.core.types import AnswerLabels, Grade, GradingItem, Verdict
+from shadoweval.core.types import FAIL_LABELS, AnswerLabels, Grade, GradingItem, Verdict
 from shadoweval.judges.metrics import BinaryMetrics, calibration, multiclass_metrics, roc_auc
 
 # The human label each binary judge is compared with; "pairwise" is compared with the winner.
@@ -48,10 +49,8 @@ HUMAN_FIELD: dict[str, str] = {"grounded": "grounded", "grounded-llm": "grounded
 LABEL_FIELDS = ("grounded", "citations_correct", "meets_intent")
 WINNERS = ("candidate", "production", "tie")
 OVERALL = "(all)"
-# Judges' own label words, read only when a verdict has no threshold to decide with (intent, citations-llm).
+# Judges' own label words, read alone when a verdict has no threshold to decide with (intent, citations-llm).
 _PASS_LABELS = frozenset({"pass", "grounded", "supported", "aligned", "ok"})
-_FAIL_LABELS = frozenset({"fail", "ungrounded", "unsupported", "misaligned", "off_topic", "missing_citation",
-                          "irrelevant_citation", "unknown_source"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +251,7 @@ def _decision(v: Verdict) -> bool | None:
     if v.passes is not None:
         return v.passes
     label = (v.label or "").lower()
-    return True if label in _PASS_LABELS else False if label in _FAIL_LABELS else None
+    return True if label in _PASS_LABELS else False if label in FAIL_LABELS else None
 
 
 def _raters(graded: list[tuple[GradingItem, Grade]]) -> tuple[RaterAgreement, ...]:

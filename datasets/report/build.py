@@ -72,13 +72,14 @@ def collect(bundles: Iterable[ExchangeBundle], settings: ReportSettings) -> Tabl
             mine, theirs = by_output.get(o.id, {}), by_output.get(prod.id, {})
             scores = {j: (_score(theirs.get(j)), _score(mine.get(j))) for j in settings.judges
                       if j in mine or j in theirs}
+            passes = {j: (_passes(theirs.get(j)), _passes(mine.get(j))) for j in scores}
             pw = mine.get("pairwise")
             t.rows.setdefault(o.name, []).append(Row(
                 exchange_id=b.exchange.id, created_at=b.exchange.created_at,
                 question=last_user_text(b.exchange.request or {}), slices=slices, production=prod,
                 other=o, scores=scores, pairwise=_OUTCOME.get(pw.label or "") if pw else None,
                 offline=_offline_preference(scores, settings.preference_margin),
-                human=tuple(graded.get(o.id, ())),
+                human=tuple(graded.get(o.id, ())), passes=passes,
             ))
     return t
 
@@ -161,6 +162,15 @@ def score_table(rows: Sequence[Row], settings: ReportSettings, floors: dict[str,
                       "difference": diff.to_dict(),
                       "call": stats.significant(diff, null=0.0, floor=floors.get(f"score:{judge}", 0.0)),
                       "reliable": reliability.get(judge, {}).get("reliable")}
+        decided = _both_decided(rows, judge)
+        if decided:
+            prod_pass, cand_pass = [float(p) for p, _ in decided], [float(c) for _, c in decided]
+            d = stats.paired_difference(cand_pass, prod_pass, n_boot=settings.bootstrap, seed=seed)
+            out[judge]["pass_rate"] = {
+                "production": stats.mean_ci(prod_pass, n_boot=settings.bootstrap, seed=seed).to_dict(),
+                "candidate": stats.mean_ci(cand_pass, n_boot=settings.bootstrap, seed=seed).to_dict(),
+                "difference": d.to_dict(),
+                "call": stats.significant(d, null=0.0, floor=floors.get(f"pass:{judge}", 0.0))}
     return out
 
 
@@ -204,6 +214,10 @@ def noise_floors(twin: Sequence[Row], settings: ReportSettings) -> dict[str, flo
         if len(both) >= 5:
             d = stats.paired_difference([c for _, c in both], [p for p, _ in both], n_boot=300)
             floors[f"score:{judge}"] = max(abs(d.value or 0.0), ((d.high or 0) - (d.low or 0)) / 2)
+        decided = _both_decided(twin, judge)
+        if len(decided) >= 5:
+            d = stats.paired_difference([float(c) for _, c in decided], [float(p) for p, _ in decided], n_boot=300)
+            floors[f"pass:{judge}"] = max(abs(d.value or 0.0), ((d.high or 0) - (d.low or 0)) / 2)
     return floors
 
 
@@ -285,8 +299,17 @@ def _both_scored(rows: Iterable[Row], judge: str) -> list[tuple[float, float]]:
     return both
 
 
+def _both_decided(rows: Iterable[Row], judge: str) -> list[tuple[bool, bool]]:
+    """(production passes, the other passes) by `judge`, on the rows where it decided both."""
+    return [(p, c) for r in rows for p, c in [r.passes.get(judge, (None, None))] if p is not None and c is not None]
+
+
 def _score(v: Verdict | None) -> float | None:
     return None if v is None else v.score
+
+
+def _passes(v: Verdict | None) -> bool | None:
+    return None if v is None else v.passes
 
 
 def _offline_preference(scores: dict[str, tuple[float | None, float | None]], margin: float) -> float | None:

@@ -114,6 +114,10 @@ def _scores(c: dict[str, Any]) -> dict[str, Any] | None:
     for judge, s in scores.items():
         rows.append([f"{judge}{' (unreliable)' if s.get('reliable') is False else ''}", _ci(s.get("production")),
                      _ci(s.get("candidate")), _ci(s.get("difference")), _call(s.get("call"))])
+        if s.get("pass_rate"):
+            r = s["pass_rate"]
+            rows.append([f"{judge}: share passing", _ci(r.get("production")), _ci(r.get("candidate")),
+                         _ci(r.get("difference")), _call(r.get("call"))])
         for side in ("production", "candidate"):
             e = s.get(side) or {}
             bars.append(Bar(f"{judge} · {side}", e.get("value"), e.get("low"), e.get("high"),

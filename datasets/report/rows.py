@@ -3,7 +3,7 @@ it without importing each other."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shadoweval.core.types import Output
 
@@ -22,3 +22,5 @@ class Row:
     pairwise: float | None  # the pairwise judge's outcome for the other model
     offline: float | None  # the offline preference's outcome
     human: tuple[tuple[float, float], ...]  # (outcome, weight = 1 / inclusion probability) per grade
+    # judge -> (production's, the other's) decision: score at or above the verdict's threshold
+    passes: dict[str, tuple[bool | None, bool | None]] = field(default_factory=dict)

@@ -85,6 +85,10 @@ def format_report(report: dict[str, Any]) -> str:
                 mark = " (unreliable)" if s.get("reliable") is False else ""
                 out.append(f"   {judge:18}  {_ci(s['production'], 2):22}  {_ci(s['candidate'], 2):22}  "
                            f"{_ci(s['difference'], 2)} -> {s['call']}{mark}")
+                if s.get("pass_rate"):
+                    r = s["pass_rate"]
+                    out.append(f"   {'  share passing':18}  {_ci(r['production'], 2):22}  {_ci(r['candidate'], 2):22}  "
+                               f"{_ci(r['difference'], 2)} -> {r['call']}")
         ops = c["ops"]
         out.append("   ops: " + "; ".join(
             f"{k} {_num(v['production'], '.4g')} -> {_num(v['candidate'], '.4g')}" for k, v in ops.items()))
