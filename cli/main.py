@@ -419,8 +419,16 @@ def calibrate(labels_file: str, judge_name: str, label: str, by: str | None, thr
         _, items, _ = prepare(records, label=label, by=by, positive_min=positive_min)
     except CalibrationError as exc:
         raise _BadInput(str(exc)) from None
+    # the LLM tier's key, read from the variable `--arg api_key_env=NAME` names (as `[judges] llm_api_key_env`
+    # is read for `judge run`); passed apart, so that no message below can show it
+    secret: dict[str, Any] = {}
+    env = args.get("api_key_env")
+    if isinstance(env, str) and env and "api_key" not in args:
+        if not os.environ.get(env):
+            raise _BadInput(f"--arg api_key_env={env}: the environment variable {env} is not set")
+        secret["api_key"] = os.environ[env]
     try:
-        j = judges.create(judge_name, **args)
+        j = judges.create(judge_name, **args, **secret)
     except KeyError as exc:
         raise _BadInput(str(exc.args[0])) from None
     except (TypeError, ValueError) as exc:

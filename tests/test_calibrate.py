@@ -167,15 +167,16 @@ def test_multiclass_by_hand_and_against_sklearn():
 
 
 class WordJudge:
-    """Scores by words in the answer: `supported` 0.9, `maybe` 0.2, else 0.1; `boom` raises."""
+    """Scores by words in the answer: `supported` 0.9, `maybe` 0.2, else 0.1, times `scale`; `boom` raises."""
 
     name, version = "calib-word", "1"
 
-    def __init__(self, *, threshold: float | None = None, word: str = "supported"):
-        self.args = {"threshold": threshold, "word": word}
+    def __init__(self, *, threshold: float | None = None, word: str = "supported", scale: float = 1.0):
+        self.args = {"threshold": threshold, "word": word, **({"scale": scale} if scale != 1.0 else {})}
         if threshold is not None:
             self.threshold = threshold
         self.word = word
+        self.scale = scale
         self.seen: list = []
 
     async def judge(self, s):
@@ -183,7 +184,7 @@ class WordJudge:
         text = s.output.text or ""
         if "boom" in text:
             raise RuntimeError("judge model unavailable")
-        return verdict(self, s, score=0.9 if self.word in text else 0.2 if "maybe" in text else 0.1)
+        return verdict(self, s, score=self.scale * (0.9 if self.word in text else 0.2 if "maybe" in text else 0.1))
 
 
 class PairJudge:
@@ -408,6 +409,18 @@ def test_cli_human_output_options_and_args(tmp_path):
         ["0.90-1.00", "2", "0.900", "0.000"]]
 
 
+def test_scores_beyond_one_are_no_probabilities(tmp_path):
+    path = _write(tmp_path / "r.jsonl", _responses())
+    result = _cli("--labels", str(path), "--judge", "calib-word", "--label", "supported", "--arg", "scale=5",
+                  "--arg", "threshold=2")
+    assert result.exit_code == 0, result.output
+    assert "calibration: not measured (some score lies outside 0..1" in result.stdout
+    assert result.stdout.splitlines()[2].split()[-1] == "-"  # no ECE
+    assert "best threshold by macro-F1: 4.5" in result.stdout  # the rest reads the scores as they are
+    report = asyncio.run(calibrate(_responses(), judges.create("calib-word", scale=5.0), label="supported"))
+    assert report.calibration is None and report.as_dict()["calibration"] is None
+
+
 def test_cli_pairs(tmp_path):
     path = _write(tmp_path / "p.jsonl", _pairs())
     result = _cli("--labels", str(path), "--judge", "calib-pair", "--label", "preference", "--by", "meta.app")
@@ -418,6 +431,7 @@ def test_cli_pairs(tmp_path):
         ["mail", "3", "1.000", "1.000", "1.000"]]
     data = json.loads(_cli("--labels", str(path), "--judge", "calib-pair", "--label", "preference", "--json").stdout)
     assert data["accuracy"] == 0.8 and data["threshold"] is None and data["sweep"] is None
+    assert data["calibration"] is None and data["by_calibration"] == {}  # a preference is no probability
 
 
 def test_cli_errors_exit_2(tmp_path):

@@ -385,3 +385,48 @@ def test_run_plan_stores_llm_verdicts_with_cost(mock, tmp_path):
         assert asyncio.run(run_plan(store, plan(store, chosen)))[0].judged == 0  # nothing left to judge
     finally:
         store.stop()
+
+
+def test_calibrate_measures_the_llm_tier_against_labels(mock, tmp_path, monkeypatch):
+    """`shadoweval calibrate` on the LLM tier: the scripted judge model over HTTP, through litellm, against
+    labeled records; the figures, the calibration and the key kept out of the output."""
+    from click.testing import CliRunner
+
+    from shadoweval.cli.main import main
+
+    judge, base = mock
+    judge.reply = grounded_reply
+    monkeypatch.setenv("JUDGE_KEY", SECRET)
+    # (answer, human label): the judge model flags sentences about the moon; the last label disagrees with it
+    rows = [("Refunds are paid within 5 business days.", True), ("Mowers carry a 3-year warranty.", True),
+            ("Refunds are paid on the moon.", False), ("Refunds take 5 days. The moon pays them.", False),
+            ("Thanks for asking! Refunds are paid within 5 business days.", True),
+            ("Mowers carry a moon warranty.", True)]
+    path = tmp_path / "labels.jsonl"
+    path.write_text("".join(json.dumps({
+        "id": f"r{i}", "request": {"model": "m", "messages": [{"role": "user", "content": "How do refunds work?"}]},
+        "contexts": PASSAGES, "response": answer, "labels": {"grounded": label}}) + "\n"
+        for i, (answer, label) in enumerate(rows)))
+    result = CliRunner().invoke(main, [
+        "calibrate", "--labels", str(path), "--judge", "grounded-llm", "--label", "grounded", "--json",
+        "--arg", f"model={MODEL}", "--arg", f"api_base={base}", "--arg", "api_key_env=JUDGE_KEY"],
+        catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    # scores 1, 1, 0, 0.5, 1, 0 at the judge's own threshold 0.8: five of six agree with people
+    assert (data["n"], data["errors"], data["threshold"], data["threshold_source"]) == (6, 0, 0.8, "judge")
+    assert (data["tp"], data["fp"], data["tn"], data["fn"]) == (3, 0, 2, 1) and data["accuracy"] == 5 / 6
+    assert data["calibration"]["bins"] == [
+        {"low": 0.0, "high": 0.1, "n": 2, "mean_score": 0.0, "positive_rate": 0.5},
+        {"low": 0.5, "high": 0.6, "n": 1, "mean_score": 0.5, "positive_rate": 0.0},
+        {"low": 0.9, "high": 1.0, "n": 3, "mean_score": 1.0, "positive_rate": 1.0}]
+    assert data["calibration"]["ece"] == pytest.approx(2 / 6 * 0.5 + 1 / 6 * 0.5)
+    assert len(judge.requests) == 6 and SECRET not in result.output
+    assert all(h.get("authorization") == f"Bearer {SECRET}" for h in judge.headers)
+    # the variable named is not set: a clear error before any call
+    monkeypatch.delenv("JUDGE_KEY")
+    unset = CliRunner().invoke(main, [
+        "calibrate", "--labels", str(path), "--judge", "grounded-llm", "--label", "grounded",
+        "--arg", f"model={MODEL}", "--arg", f"api_base={base}", "--arg", "api_key_env=JUDGE_KEY"])
+    assert unset.exit_code == 2 and "the environment variable JUDGE_KEY is not set" in unset.output
+    assert len(judge.requests) == 6
