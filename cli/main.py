@@ -404,8 +404,9 @@ def calibrate(labels_file: str, judge_name: str, label: str, by: str | None, thr
     Binary labels (yes/no, or numbers with --positive-min) give accuracy, precision, recall,
     specificity, F1, macro-F1, balanced accuracy, ROC AUC and Cohen's kappa at the threshold, a
     threshold sweep and the best thresholds, and, for scores in 0..1, how far they hold as
-    probabilities (expected calibration error, Brier score, reliability table); pair files (labels.preference a/b/tie) and other
-    string labels give accuracy, macro-F1, kappa and a confusion matrix.
+    probabilities (expected calibration error, Brier score, reliability table); pair files
+    (labels.preference a/b/tie) and other string labels give accuracy, macro-F1, kappa and a
+    confusion matrix.
     """
     import asyncio
 

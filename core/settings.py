@@ -398,6 +398,10 @@ class GateSettings(_Section):
                           "win rate may plausibly be (0.05: a 5-point drop is the most the interval may allow).")
     score_margin: float = Field(0.05, ge=0, description="`not-worse`: how far below production a judged score "
                                 "(groundedness, citations, intent) may plausibly be before the gate fails.")
+    score_metric: str = Field("mean", description="What `score_margin` and `slice_regression` read of a judge: "
+                              "`mean`, its mean score, or `share_passing`, the share of answers it passes at the "
+                              "threshold each verdict was judged at (a drop of 0.05 is then 5 points fewer answers "
+                              "passing; it does not depend on how far the scores are calibrated).")
     slice_regression: float = Field(0.1, ge=0, description="Fail when a slice is significantly worse and its win "
                                     "rate is below 0.5 - this, or a judge score drops by more than this.")
     require_reliable_judges: bool = Field(True, description="Fail when the win rate the decision rests on comes from "
@@ -423,6 +427,13 @@ class GateSettings(_Section):
     def _mode_ok(cls, v: str) -> str:
         if v not in ("not-worse", "better"):
             raise ValueError('mode must be "not-worse" or "better"')
+        return v
+
+    @field_validator("score_metric")
+    @classmethod
+    def _score_metric_ok(cls, v: str) -> str:
+        if v not in ("mean", "share_passing"):
+            raise ValueError('score_metric must be "mean" or "share_passing"')
         return v
 
 

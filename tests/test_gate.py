@@ -70,6 +70,36 @@ def test_a_judged_score_significantly_lower_by_more_than_the_margin_fails_not_wo
     assert bad["reasons"][0].startswith("score grounded:")
 
 
+def test_the_gate_can_read_each_judge_s_share_passing_instead_of_its_mean():
+    """A candidate whose mean score drops (its probabilities run lower) while as many of its answers pass, and
+    one whose mean holds while fewer pass: `score_metric` says which of the two the gate reads."""
+    def est(low: float, high: float, call: str) -> dict:
+        return {"difference": {"value": (low + high) / 2, "low": low, "high": high, "n": 300}, "call": call}
+
+    lower_mean = {"grounded": {**est(-0.12, -0.06, "worse"), "pass_rate": est(-0.04, 0.04, "within noise")}}
+    fewer_pass = {"grounded": {**est(-0.03, 0.03, "within noise"), "pass_rate": est(-0.15, -0.07, "worse")}}
+    by_share = GateSettings(mode="not-worse", margin=0.05, score_metric="share_passing")
+    win = _win(0.52, 0.47, 0.57)
+    assert decide(_entry(win, scores=lower_mean), NOT_WORSE)["reasons"][0].startswith("score grounded: score -0.090")
+    assert decide(_entry(win, scores=lower_mean), by_share)["pass"] is True
+    assert decide(_entry(win, scores=fewer_pass), NOT_WORSE)["pass"] is True
+    failed = decide(_entry(win, scores=fewer_pass), by_share)
+    assert failed["reasons"] == ["score grounded: share passing -0.110 [-0.150, -0.070] against production on 300 "
+                                 "pairs, significantly lower by more than 0.05"]
+    assert "no judge's share of answers passing is significantly below" in failed["rule"]
+    # per slice too; a judge without a share passing (no threshold) is not read by it
+    slices = {"route=billing": {"checked": True, "pairs": 60, "win_rate": {"human": _win(0.5, 0.4, 0.6, 60)},
+                                "scores": {"grounded": {**est(-0.02, 0.02, "within noise"),
+                                                        "pass_rate": est(-0.3, -0.15, "worse")},
+                                           "intent": est(-0.5, -0.3, "worse")}}}
+    assert decide(_entry(win, slices=slices), by_share)["reasons"] == [
+        "slice route=billing: grounded share passing drops by 0.225 [-0.300, -0.150]"]
+    assert decide(_entry(win, slices=slices), NOT_WORSE)["reasons"] == [
+        "slice route=billing: intent score drops by 0.400 [-0.500, -0.300]"]
+    with pytest.raises(ValueError, match="score_metric"):
+        GateSettings(score_metric="median")
+
+
 def test_slices_alarms_and_operations_fail_any_rule():
     slices = {"route=billing": {"checked": True, "pairs": 60, "scores": {},
                                 "win_rate": {"human": _win(0.3, 0.2, 0.4, 60, call="worse")}}}

@@ -40,10 +40,19 @@ def rule_in_words(policy: GateSettings) -> str:
     if policy.mode == "better":
         return ("better (superiority): passes if the 95% interval of the win rate against production lies wholly "
                 f"above 0.5 (beyond production's noise floor), with {limits}")
+    judged = ("no judge's share of answers passing" if policy.score_metric == "share_passing"
+              else "no judged score")
     return (f"not-worse (non-inferiority, margin {policy.margin:g}): passes if the 95% interval of the win rate "
             f"against production lies wholly above {0.5 - policy.margin:.3g} (a drop of more than "
-            f"{100 * policy.margin:.0f} points is ruled out), no judged score is significantly below production's by "
+            f"{100 * policy.margin:.0f} points is ruled out), {judged} is significantly below production's by "
             f"more than {policy.score_margin:g}, with {limits}")
+
+
+def _judged(sc: dict[str, Any], policy: GateSettings) -> tuple[str, dict[str, Any] | None]:
+    """What the gate reads of one judge's entry in a score table: its mean score, or its share passing."""
+    if policy.score_metric == "share_passing":
+        return "share passing", sc.get("pass_rate")
+    return "score", sc
 
 
 def decide(entry: dict[str, Any], policy: GateSettings, *, min_graded: int = 30) -> dict[str, Any]:
@@ -116,11 +125,12 @@ def _quality(entry: dict[str, Any], win: dict[str, Any], source: str, policy: Ga
 
 def _scores(entry: dict[str, Any], policy: GateSettings) -> list[str]:
     out = []
-    for judge, sc in (entry.get("scores") or {}).items():
-        d = sc.get("difference") or {}
-        if d.get("high") is not None and sc.get("call") == "worse" and d["high"] < -policy.score_margin:
-            out.append(f"score {judge}: {d['value']:+.3f} [{d['low']:.3f}, {d['high']:.3f}] against production on "
-                       f"{d['n']} pairs, significantly lower by more than {policy.score_margin:g}")
+    for judge, entry_sc in (entry.get("scores") or {}).items():
+        what, sc = _judged(entry_sc, policy)
+        d = (sc or {}).get("difference") or {}
+        if sc and d.get("high") is not None and sc.get("call") == "worse" and d["high"] < -policy.score_margin:
+            out.append(f"score {judge}: {what} {d['value']:+.3f} [{d['low']:.3f}, {d['high']:.3f}] against production "
+                       f"on {d['n']} pairs, significantly lower by more than {policy.score_margin:g}")
     return out
 
 
@@ -133,10 +143,13 @@ def _slices(entry: dict[str, Any], source: str | None, policy: GateSettings) -> 
         if sw and sw["call"] == "worse" and sw["value"] < 0.5 - policy.slice_regression:
             out.append(f"slice {name}: {source} win rate {sw['value']:.3f} [{sw['low']:.3f}, {sw['high']:.3f}] "
                        f"on {s['pairs']} pairs")
-        for judge, sc in s["scores"].items():
+        for judge, entry_sc in s["scores"].items():
+            what, sc = _judged(entry_sc, policy)
+            if not sc:
+                continue
             d = sc["difference"]
             if sc["call"] == "worse" and d["value"] < -policy.slice_regression:
-                out.append(f"slice {name}: {judge} drops by {-d['value']:.3f} [{d['low']:.3f}, {d['high']:.3f}]")
+                out.append(f"slice {name}: {judge} {what} drops by {-d['value']:.3f} [{d['low']:.3f}, {d['high']:.3f}]")
     return out
 
 
