@@ -22,5 +22,5 @@ class Row:
     pairwise: float | None  # the pairwise judge's outcome for the other model
     offline: float | None  # the offline preference's outcome
     human: tuple[tuple[float, float], ...]  # (outcome, weight = 1 / inclusion probability) per grade
-    # judge -> (production's, the other's) decision: score at or above the verdict's threshold
+    # judge -> (production's, the other's) decision (`Verdict.passes`: the score against the threshold, a failing label fails)
     passes: dict[str, tuple[bool | None, bool | None]] = field(default_factory=dict)
