@@ -25,7 +25,7 @@ from shadoweval.core.types import ExchangeBundle, Output, Verdict
 from shadoweval.datasets.report.agreement import BinaryAgreement, agreement
 
 from . import stats
-from .rows import Row
+from .rows import Row, paired
 
 _OUTCOME = {"candidate": 1.0, "tie": 0.5, "production": 0.0}
 
@@ -152,26 +152,30 @@ def score_table(rows: Sequence[Row], settings: ReportSettings, floors: dict[str,
                 reliability: dict[str, Any], *, seed: int = 0) -> dict[str, Any]:
     out = {}
     for judge in settings.judges:
-        both = _both_scored(rows, judge)
+        both = paired((r.scores for r in rows), judge)
         if not both:
             continue
-        prod, cand = [p for p, _ in both], [c for _, c in both]
-        diff = stats.paired_difference(cand, prod, n_boot=settings.bootstrap, seed=seed)
-        out[judge] = {"production": stats.mean_ci(prod, n_boot=settings.bootstrap, seed=seed).to_dict(),
-                      "candidate": stats.mean_ci(cand, n_boot=settings.bootstrap, seed=seed).to_dict(),
-                      "difference": diff.to_dict(),
-                      "call": stats.significant(diff, null=0.0, floor=floors.get(f"score:{judge}", 0.0)),
+        out[judge] = {**_side_by_side(both, settings, floors.get(f"score:{judge}", 0.0), seed=seed),
                       "reliable": reliability.get(judge, {}).get("reliable")}
-        decided = _both_decided(rows, judge)
+        decided = _as_shares(paired((r.passes for r in rows), judge))
         if decided:
-            prod_pass, cand_pass = [float(p) for p, _ in decided], [float(c) for _, c in decided]
-            d = stats.paired_difference(cand_pass, prod_pass, n_boot=settings.bootstrap, seed=seed)
-            out[judge]["pass_rate"] = {
-                "production": stats.mean_ci(prod_pass, n_boot=settings.bootstrap, seed=seed).to_dict(),
-                "candidate": stats.mean_ci(cand_pass, n_boot=settings.bootstrap, seed=seed).to_dict(),
-                "difference": d.to_dict(),
-                "call": stats.significant(d, null=0.0, floor=floors.get(f"pass:{judge}", 0.0))}
+            out[judge]["pass_rate"] = _side_by_side(decided, settings, floors.get(f"pass:{judge}", 0.0), seed=seed)
     return out
+
+
+def _side_by_side(both: Sequence[tuple[float, float]], settings: ReportSettings, floor: float, *,
+                  seed: int) -> dict[str, Any]:
+    """Production's and the other's means over paired values, the paired difference and its call."""
+    prod, cand = [p for p, _ in both], [c for _, c in both]
+    diff = stats.paired_difference(cand, prod, n_boot=settings.bootstrap, seed=seed)
+    return {"production": stats.mean_ci(prod, n_boot=settings.bootstrap, seed=seed).to_dict(),
+            "candidate": stats.mean_ci(cand, n_boot=settings.bootstrap, seed=seed).to_dict(),
+            "difference": diff.to_dict(), "call": stats.significant(diff, null=0.0, floor=floor)}
+
+
+def _as_shares(decided: Sequence[tuple[bool, bool]]) -> list[tuple[float, float]]:
+    """Pass / fail decisions as 1.0 / 0.0, so that their mean is the share passing."""
+    return [(float(p), float(c)) for p, c in decided]
 
 
 def slice_table(rows: Sequence[Row], settings: ReportSettings, floors: dict[str, float], reliability: dict[str, Any],
@@ -210,14 +214,11 @@ def noise_floors(twin: Sequence[Row], settings: ReportSettings) -> dict[str, flo
         if len(xs) >= 5:
             floors[source] = stats.noise_floor(xs)
     for judge in settings.judges:
-        both = _both_scored(twin, judge)
-        if len(both) >= 5:
-            d = stats.paired_difference([c for _, c in both], [p for p, _ in both], n_boot=300)
-            floors[f"score:{judge}"] = max(abs(d.value or 0.0), ((d.high or 0) - (d.low or 0)) / 2)
-        decided = _both_decided(twin, judge)
-        if len(decided) >= 5:
-            d = stats.paired_difference([float(c) for _, c in decided], [float(p) for p, _ in decided], n_boot=300)
-            floors[f"pass:{judge}"] = max(abs(d.value or 0.0), ((d.high or 0) - (d.low or 0)) / 2)
+        for key, both in ((f"score:{judge}", paired((r.scores for r in twin), judge)),
+                          (f"pass:{judge}", _as_shares(paired((r.passes for r in twin), judge)))):
+            if len(both) >= 5:
+                d = stats.paired_difference([c for _, c in both], [p for p, _ in both], n_boot=300)
+                floors[key] = max(abs(d.value or 0.0), ((d.high or 0) - (d.low or 0)) / 2)
     return floors
 
 
@@ -287,21 +288,6 @@ def _outcomes(rows: Iterable[Row], source: str) -> tuple[list[Row], list[float]]
     """The rows with an outcome by `source`, and those outcomes, in order."""
     found = [(r, o) for r in rows if (o := _outcome(r, source)) is not None]
     return [r for r, _ in found], [o for _, o in found]
-
-
-def _both_scored(rows: Iterable[Row], judge: str) -> list[tuple[float, float]]:
-    """(production's, the other's) scores by `judge`, on the rows where it scored both."""
-    both = []
-    for r in rows:
-        p, c = r.scores.get(judge, (None, None))
-        if p is not None and c is not None:
-            both.append((p, c))
-    return both
-
-
-def _both_decided(rows: Iterable[Row], judge: str) -> list[tuple[bool, bool]]:
-    """(production passes, the other passes) by `judge`, on the rows where it decided both."""
-    return [(p, c) for r in rows for p, c in [r.passes.get(judge, (None, None))] if p is not None and c is not None]
 
 
 def _score(v: Verdict | None) -> float | None:

@@ -33,7 +33,7 @@ from shadoweval.judges.text import STOPWORDS, stem
 
 from . import estimates as est
 from .estimates import Estimate, Numbers
-from .rows import Row
+from .rows import Row, paired
 
 Period = Literal["day", "week"]
 Source = Literal["pairwise", "offline", "human"]
@@ -68,7 +68,7 @@ def drift(rows: Sequence[Row], *, period: Period = "day", source: Source, judges
         values, weights = _outcomes(rs, source)
         scores = {}
         for judge in judges:
-            both = _score_pairs(rs, judge)
+            both = paired((r.scores for r in rs), judge)
             scores[judge] = {"n": len(both),
                              "candidate": _mean([c for _, c in both]),
                              "production": _mean([p for p, _ in both]),
@@ -392,14 +392,8 @@ def _outcomes(rows: Sequence[Row], source: str) -> tuple[list[float], list[float
 def _judge_signal(rows: Sequence[Row], source_judge: str) -> tuple[list[float], list[float]]:
     if source_judge in ("pairwise", "offline"):
         return _outcomes(rows, source_judge)
-    diffs = [c - p for p, c in _score_pairs(rows, source_judge)]
+    diffs = [c - p for p, c in paired((r.scores for r in rows), source_judge)]
     return diffs, [1.0] * len(diffs)
-
-
-def _score_pairs(rows: Sequence[Row], judge: str) -> list[tuple[float, float]]:
-    """(production, candidate) scores of `judge` on the rows where both answers were scored."""
-    return [(p, c) for r in rows if judge in r.scores for p, c in [r.scores[judge]]
-            if p is not None and c is not None]
 
 
 def _in_slice(rows: Sequence[Row], name: str) -> list[Row]:
