@@ -480,7 +480,7 @@ def _print_calibration(report: CalibrationReport) -> None:
             click.echo(f"to judge your traffic at the best balanced-accuracy threshold without retraining, put this in "
                        f"your configuration's [judges] section: thresholds = {{ {name} = "
                        f"{best['balanced_accuracy'].threshold:.4g} }}")
-        _print_reliability(report.calibration)
+        _print_reliability(report.calibration, scored=report.overall.n)
         sweep = report.sweep
         if sweep:
             keep = {round(k * (len(sweep) - 1) / 9) for k in range(10)} if len(sweep) > 10 else set(range(len(sweep)))
@@ -508,10 +508,11 @@ def _print_calibration(report: CalibrationReport) -> None:
             click.echo(f"{h:{cw}} " + " ".join(f"{overall.confusion[h][p]:>{cw}}" for p in classes))
 
 
-def _print_reliability(c: Calibration | None) -> None:
+def _print_reliability(c: Calibration | None, *, scored: int) -> None:
     """The scores read as probabilities: which way they lean, and the reliability table."""
     if c is None:
-        click.echo("calibration: not measured (some score lies outside 0..1, so the scores are no probabilities)")
+        click.echo("calibration: not measured (" + ("some score lies outside 0..1, so the scores are no probabilities)"
+                                                    if scored else "no score to measure)"))
         return
     gap = c.mean_score - c.base_rate
     lean = ("the scores run low: they understate how often people said yes" if gap < -0.05 else

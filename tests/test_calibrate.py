@@ -415,6 +415,10 @@ def test_scores_beyond_one_are_no_probabilities(tmp_path):
                   "--arg", "threshold=2")
     assert result.exit_code == 0, result.output
     assert "calibration: not measured (some score lies outside 0..1" in result.stdout
+    # nothing judged at all: nothing to measure, and said so
+    boom = _write(tmp_path / "boom.jsonl", [r for r in _responses() if r["id"] == "r8"])
+    nothing = _cli("--labels", str(boom), "--judge", "calib-word", "--label", "supported")
+    assert "calibration: not measured (no score to measure)" in nothing.stdout
     assert result.stdout.splitlines()[2].split()[-1] == "-"  # no ECE
     assert "best threshold by macro-F1: 4.5" in result.stdout  # the rest reads the scores as they are
     report = asyncio.run(calibrate(_responses(), judges.create("calib-word", scale=5.0), label="supported"))
