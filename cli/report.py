@@ -99,6 +99,12 @@ def _post_alerts(url: str, alerts: list[str]) -> None:
         log.error("alert webhook failed", extra={"url": url, "error": str(exc)})
 
 
+class _BadPolicy(click.ClickException):
+    """An unreadable or invalid --policy file: a usage error (exit 2), never read as the candidate failing (1)."""
+
+    exit_code = 2
+
+
 @click.command()
 @click.option("--candidate", required=True, help="The candidate to decide on.")
 @click.option("--policy", type=click.Path(exists=True, dir_okay=False),
@@ -111,7 +117,8 @@ def gate(candidate: str, policy: str | None, config: str | None, db: str | None,
     """Decide whether CANDIDATE is safe to switch to, by the rule of `[gate] mode` ("not-worse", the
     default, or "better"), printing the rule in words and the evidence. Exit 0: pass. Exit 1: fail,
     with every reason. Exit 3: the evidence cannot decide yet (unknown candidate, no pairs, nothing
-    graded while the rule needs people), with how many more pairs to grade."""
+    graded while the rule needs people), with how many more pairs to grade. Exit 2: an unreadable or
+    invalid --policy file."""
     from shadoweval.core.settings import GateSettings, is_postgres_url
 
     settings = settings_from_flags(config, db=db)
@@ -121,7 +128,7 @@ def gate(candidate: str, policy: str | None, config: str | None, db: str | None,
             data = tomllib.loads(Path(policy).read_text(encoding="utf-8"))
             rules = GateSettings.model_validate({**settings.gate.model_dump(), **data.get("gate", data)})
         except (tomllib.TOMLDecodeError, ValueError) as exc:
-            raise click.ClickException(f"{policy}: {exc}") from None
+            raise _BadPolicy(f"{policy}: {exc}") from None
     if not is_postgres_url(settings.store_target) and not Path(settings.store.path).exists():
         _undecided(candidate, f"no store at {settings.store.path}: nothing has been captured yet", as_json)
     body = report_body(settings, since, None, (candidate,), clusters=False, policy=rules)

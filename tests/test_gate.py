@@ -191,3 +191,10 @@ def test_gate_answers_bad_input_with_a_message_and_exit_code_3(tmp_path):
                          capture_output=True, text=True)
     body = json.loads(out.stdout)
     assert out.returncode == 3 and body["pass"] is None and "no pairs" in body["cannot_decide"]
+    # an invalid policy is a usage error (2), never "the candidate fails" (1)
+    for text in ('[gate]\nscore_metric = "median"\n', '[gate]\nmode = "bogus"\n', "[gate\n"):
+        bad = tmp_path / "policy.toml"
+        bad.write_text(text)
+        out = subprocess.run([BIN, "gate", "--candidate", "nobody", "--db", str(empty), "--policy", str(bad)],
+                             capture_output=True, text=True)
+        assert out.returncode == 2 and "policy.toml" in out.stderr and "Traceback" not in out.stderr, text
