@@ -374,6 +374,9 @@ class ReportSettings(_Section):
                                       "entirely below this (0: no alert).")
     alert_max_score_drop: float = Field(0.0, ge=0, description="Alert when a judge's candidate-minus-production "
                                         "score in a period falls below minus this (0: no alert).")
+    alert_max_pass_drop: float = Field(0.0, ge=0, le=1, description="Alert when a judge's candidate-minus-production "
+                                       "share of answers passing in a period falls below minus this (0.1: 10 points "
+                                       "fewer of the candidate's answers pass; 0: no alert).")
     judge_bias_margin: float = Field(0.1, ge=0, description="Alarm when, on the pairs people graded, the judge's win "
                                      "rate for a candidate exceeds people's by more than this (interval wholly above): "
                                      "the candidate may please the judge, not the users. The gate fails on it.")

@@ -169,13 +169,14 @@ def test_report_html_alerts_to_a_webhook_and_the_page_for_admins(tmp_path, monke
     with ThreadedServer(webhook) as hook:
         cfg = tmp_path / "c.toml"
         cfg.write_text(f'[store]\npath = "{db}"\n[judges]\nembedder = "hashing"\n'
-                       f'[report]\nalert_min_win_rate = 0.45\nwebhook_url = "{hook.url}/hook"\n'
+                       f'[report]\nalert_min_win_rate = 0.45\nalert_max_pass_drop = 0.1\nwebhook_url = "{hook.url}/hook"\n'
                        '[[evaluators]]\nname = "ann"\ntoken_env = "TOK"\nadmin = true\n')
         page = tmp_path / "out" / "report.html"
         out = subprocess.run([BIN, "report", "--config", str(cfg), "--html", str(page)], capture_output=True,
                              text=True, env={**os.environ, "TOK": ANN_TOKEN})
         assert out.returncode == 0, out.stderr
     assert "WORSE" in out.stdout and "drift alert: cand" in out.stdout
+    assert "grounded share passing difference" in out.stdout  # [report] alert_max_pass_drop reaches the rules
     assert "report alert: cand" in out.stderr  # and in the log
     (posted,) = received
     assert posted["alerts"] and "below the minimum 0.45" in posted["alerts"][0]

@@ -156,6 +156,33 @@ def test_drift_scores_as_trends_gives_them(report: dict[str, Any]) -> None:
     assert "0.71 vs 0.80 (-0.09)" in text
 
 
+def _two_periods() -> list[dict[str, Any]]:
+    judge = {"n": 12, "candidate": 0.71, "production": 0.8, "difference": -0.09}
+    return [{"period": f"2026-11-2{d}", "n": 12, "win_rate": _est(0.6, 0.4, 0.8, 12), "scores": {"grounded": judge},
+             "passing": {"grounded": {"n": 12, "candidate": 0.5 + d / 10, "production": 0.75, "difference": d / 10 - 0.25},
+                         "citations": {"n": 0, "candidate": None, "production": None, "difference": None}}}
+            for d in (0, 1)]
+
+
+def test_drift_share_passing_column(report: dict[str, Any]) -> None:
+    report["candidates"][0]["drift"] = _two_periods()
+    text = Page(render_html(report)).text
+    assert "grounded: share passing" in text and "citations: share passing" not in text  # never decided: no column
+    at = max(i for i, t in enumerate(text) if t == "2026-11-21")  # the table's row, after the chart's axis
+    assert text[at:at + 5] == ["2026-11-21", "12", "0.600 [0.400, 0.800]", "0.71 vs 0.80 (-0.09)", "0.60 vs 0.75 (-0.15)"]
+
+
+def test_text_report_over_time_only_with_several_periods(report: dict[str, Any]) -> None:
+    report["candidates"][0]["drift"] = _two_periods()[:1]
+    assert "over time" not in format_report(report)  # one period is the comparison itself
+    report["candidates"][0]["drift"] = _two_periods()
+    lines = format_report(report).splitlines()
+    at = lines.index("   over time (candidate vs production, plain means per period):")
+    assert lines[at + 1:at + 3] == [
+        "     2026-11-20    12 pairs  win rate 0.60 [0.40, 0.80] n=12; grounded 0.71 vs 0.80, passing 0.50 vs 0.75",
+        "     2026-11-21    12 pairs  win rate 0.60 [0.40, 0.80] n=12; grounded 0.71 vs 0.80, passing 0.60 vs 0.75"]
+
+
 def test_alerts_listed_once(report: dict[str, Any]) -> None:
     # build_report puts each candidate's alerts in its entry and all of them in one top-level list
     report["candidates"][0]["alerts"] = ["careful 2026-11-20: win rate 0.20", "careful only"]

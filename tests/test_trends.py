@@ -21,7 +21,7 @@ HAS_QUESTION = "question" in Row.__dataclass_fields__  # Row is gaining the ques
 
 def _row(i: int, t: float, *, pairwise: float | None = None, offline: float | None = None,
          human: Sequence[tuple[float, float]] = (), scores: dict | None = None, route: str = "billing",
-         model: str = "cand-v1", text: str = "", question: str = "") -> Row:
+         model: str = "cand-v1", text: str = "", question: str = "", passes: dict | None = None) -> Row:
     ex = f"ex{i:04d}"
     prod = Output(id=f"p{i}", exchange_id=ex, role="production", name="production", model="prod", status="ok",
                   started_at=t, text=f"production answer {i}")
@@ -29,7 +29,8 @@ def _row(i: int, t: float, *, pairwise: float | None = None, offline: float | No
                    started_at=t, text=text or f"candidate answer {i}")
     extra = {"question": question} if HAS_QUESTION else {}
     return Row(exchange_id=ex, created_at=t, slices={"route": route}, production=prod, other=other,
-               scores=scores or {}, pairwise=pairwise, offline=offline, human=tuple(human), **extra)
+               scores=scores or {}, pairwise=pairwise, offline=offline, human=tuple(human), passes=passes or {},
+               **extra)
 
 
 def _outcomes(n: int, rate: float) -> list[float]:
@@ -82,6 +83,35 @@ def test_drift_alerts_fire_only_on_the_bad_day() -> None:
     assert drift_alerts("cand", periods, DriftRules()) == []
     with pytest.raises(ValueError):
         DriftRules(max_score_drop=-0.1)
+
+
+def _passing_days() -> list[Row]:
+    """Two days of 30 pairs: production passes 27 both days; the candidate 27 on day 1, 15 on day 2
+    (40 points fewer), while its mean score stays level with production's. Day 2 also has 5 pairs
+    the judge decided for production only, which the share must leave out."""
+    rows, i = [], 0
+    for day, cand_pass in ((0, 27), (1, 15)):
+        for k in range(30):
+            passes = {"grounded": (k < 27, k < cand_pass)}
+            rows.append(_row(i, T0 + day * DAY + i, scores={"grounded": (0.7, 0.7)}, passes=passes))
+            i += 1
+    rows += [_row(i + k, T0 + DAY + 5000 + k, passes={"grounded": (True, None)}) for k in range(5)]
+    return rows
+
+
+def test_drift_share_passing_per_period_and_its_alert() -> None:
+    periods = drift(_passing_days(), source="pairwise", judges=["grounded"])
+    day1, day2 = (p["passing"]["grounded"] for p in periods)
+    assert day1 == pytest.approx({"n": 30, "candidate": 0.9, "production": 0.9, "difference": 0.0})
+    assert day2 == pytest.approx({"n": 30, "candidate": 0.5, "production": 0.9, "difference": -0.4})
+    assert periods[1]["scores"]["grounded"]["difference"] == pytest.approx(0.0)  # the mean cannot see it
+    alerts = drift_alerts("cand", periods, DriftRules(max_score_drop=0.1, max_pass_drop=0.2))
+    assert alerts == ["cand 2026-11-21: grounded share passing difference -0.40 (candidate 0.50, production 0.90) "
+                      "on 30 pairs is beyond the allowed drop of 0.20"]
+    assert drift_alerts("cand", periods, DriftRules(max_pass_drop=0.5)) == []
+    assert drift_alerts("cand", periods, DriftRules(max_pass_drop=0.2, min_n=31)) == []  # too few pairs
+    with pytest.raises(ValueError, match="max_pass_drop"):
+        DriftRules(max_pass_drop=-0.1)
 
 
 # ---- reward gaming ------------------------------------------------------------------------------

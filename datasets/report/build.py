@@ -347,7 +347,8 @@ def build_report(bundles: Iterable[ExchangeBundle], settings: ReportSettings, *,
     names = list(candidates) or sorted(n for n in table.rows if n != "production-twin")
     times = [r.created_at for rs in table.rows.values() for r in rs]
     rules = DriftRules(min_win_rate=settings.alert_min_win_rate or None,
-                       max_score_drop=settings.alert_max_score_drop or None)
+                       max_score_drop=settings.alert_max_score_drop or None,
+                       max_pass_drop=settings.alert_max_pass_drop or None)
     floors = noise_floors(table.rows.get("production-twin", []), settings)
     reliability = judge_reliability(table, settings)
     entries, alerts, gaming = [], [], []

@@ -138,10 +138,13 @@ def _drift(periods: Sequence[dict[str, Any]] | None) -> dict[str, Any] | None:
     points = [Bar(str(p.get("period", "?")), w.get("value"), w.get("low"), w.get("high"))
               for p in periods for w in [p.get("win_rate") or {}]]
     judges = sorted({j for p in periods for j in (p.get("scores") or {})})
+    # the share passing gets a column only for judges that decided on both sides in some period
+    passing = sorted({j for p in periods for j, s in (p.get("passing") or {}).items() if s.get("n")})
     rows = [[p.get("period", "?"), p.get("n", ""), _ci(p.get("win_rate"))]
-            + [_period_score((p.get("scores") or {}).get(j)) for j in judges] for p in periods]
+            + [_period_score((p.get("scores") or {}).get(j)) for j in judges]
+            + [_period_score((p.get("passing") or {}).get(j)) for j in passing] for p in periods]
     chart = Markup(time_series(points)) if any(b.value is not None for b in points) else None
-    return {"chart": chart, "judges": judges, "rows": rows}
+    return {"chart": chart, "judges": judges + [f"{j}: share passing" for j in passing], "rows": rows}
 
 
 def _period_score(s: Any) -> str:

@@ -48,6 +48,24 @@ def _where_it_loses(found: dict[str, Any] | None, shown: int = 5) -> list[str]:
     return out
 
 
+def _over_time(periods: list[dict[str, Any]]) -> list[str]:
+    """Drift per period, when there is more than one (a single period is the whole comparison above):
+    the win rate, then per judge the candidate's mean score and share passing against production's."""
+    if len(periods) < 2:
+        return []
+    out = ["   over time (candidate vs production, plain means per period):"]
+    for p in periods:
+        parts = [f"win rate {_ci(p.get('win_rate'), 2)}"]
+        for judge, s in (p.get("scores") or {}).items():
+            passing = (p.get("passing") or {}).get(judge) or {}
+            if s.get("n"):
+                parts.append(f"{judge} {s['candidate']:.2f} vs {s['production']:.2f}"
+                             + (f", passing {passing['candidate']:.2f} vs {passing['production']:.2f}"
+                                if passing.get("n") else ""))
+        out.append(f"     {p['period']}  {p['n']:4} pairs  " + "; ".join(parts))
+    return out
+
+
 def format_report(report: dict[str, Any]) -> str:
     out: list[str] = []
     if not report["candidates"]:
@@ -97,6 +115,7 @@ def format_report(report: dict[str, Any]) -> str:
             out += [f"     ! {f}" for f in c["flags"]]
         else:
             out.append(f"   slices: {len(c['slices'])} checked, none significantly worse")
+        out += _over_time(c.get("drift") or [])
         for m in c.get("reward_gaming") or []:
             out.append(f"   !! reward gaming: {m}")
         for a in c.get("alerts") or []:

@@ -58,24 +58,27 @@ def period_of(created_at: float, period: Period) -> str:
 def drift(rows: Sequence[Row], *, period: Period = "day", source: Source, judges: Sequence[str] = (),
           n_boot: int = 300, seed: int = 0) -> list[dict[str, Any]]:
     """One entry per period that has rows, in time order: the win rate by `source` (an Estimate
-    dict; value None when the period has no outcome from that source) and, per judge, the mean
-    candidate and production scores and their mean difference over the rows both were scored on."""
+    dict; value None when the period has no outcome from that source); per judge, the mean
+    candidate and production scores and their mean difference over the rows both were scored on
+    (`scores`), and the same of the share of answers the judge passes over the rows it decided on
+    both sides (`passing`: `Verdict.passes`, the threshold each verdict was judged at)."""
     groups: dict[str, list[Row]] = {}
     for r in sorted(rows, key=lambda r: r.created_at):
         groups.setdefault(period_of(r.created_at, period), []).append(r)
     out = []
     for key, rs in groups.items():
         values, weights = _outcomes(rs, source)
-        scores = {}
-        for judge in judges:
-            both = paired((r.scores for r in rs), judge)
-            scores[judge] = {"n": len(both),
-                             "candidate": _mean([c for _, c in both]),
-                             "production": _mean([p for p, _ in both]),
-                             "difference": _mean([c - p for p, c in both])}
+        scores = {judge: _side_means(paired((r.scores for r in rs), judge)) for judge in judges}
+        passing = {judge: _side_means([(float(p), float(c)) for p, c in paired((r.passes for r in rs), judge)])
+                   for judge in judges}
         rate = est.win_rate(values, weights, n_boot=n_boot, seed=seed)
-        out.append({"period": key, "n": len(rs), "win_rate": rate.to_dict(), "scores": scores})
+        out.append({"period": key, "n": len(rs), "win_rate": rate.to_dict(), "scores": scores, "passing": passing})
     return out
+
+
+def _side_means(both: Sequence[tuple[float, float]]) -> dict[str, Any]:
+    return {"n": len(both), "candidate": _mean([c for _, c in both]), "production": _mean([p for p, _ in both]),
+            "difference": _mean([c - p for p, c in both])}
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +91,14 @@ class DriftRules:
 
     min_win_rate: float | None = None  # alert when a period's win-rate upper bound is below this
     max_score_drop: float | None = None  # alert when candidate - production is below -this
+    max_pass_drop: float | None = None  # the same of the share of answers passing
     min_n: int = 20
 
     def __post_init__(self) -> None:
-        if self.max_score_drop is not None and self.max_score_drop < 0:
-            raise ValueError(f"max_score_drop is a size and must be >= 0, not {self.max_score_drop}")
+        for name in ("max_score_drop", "max_pass_drop"):
+            v = getattr(self, name)
+            if v is not None and v < 0:
+                raise ValueError(f"{name} is a size and must be >= 0, not {v}")
 
 
 def drift_alerts(candidate: str, periods: Sequence[Mapping[str, Any]], rules: DriftRules) -> list[str]:
@@ -103,13 +109,15 @@ def drift_alerts(candidate: str, periods: Sequence[Mapping[str, Any]], rules: Dr
         if rules.min_win_rate is not None and w["high"] is not None and w["high"] < rules.min_win_rate:
             alerts.append(f"{candidate} {p['period']}: win rate {w['value']:.2f} [{w['low']:.2f}, {w['high']:.2f}] "
                           f"on {w['n']} outcomes is below the minimum {rules.min_win_rate:.2f}")
-        if rules.max_score_drop is None:
-            continue
-        for judge, s in p["scores"].items():
-            if s["n"] >= rules.min_n and s["difference"] is not None and s["difference"] < -rules.max_score_drop:
-                alerts.append(f"{candidate} {p['period']}: {judge} score difference {s['difference']:+.2f} "
-                              f"(candidate {s['candidate']:.2f}, production {s['production']:.2f}) on {s['n']} "
-                              f"pairs is beyond the allowed drop of {rules.max_score_drop:.2f}")
+        for what, limit, sides in (("score", rules.max_score_drop, p["scores"]),
+                                   ("share passing", rules.max_pass_drop, p.get("passing") or {})):
+            if limit is None:
+                continue
+            for judge, s in sides.items():
+                if s["n"] >= rules.min_n and s["difference"] is not None and s["difference"] < -limit:
+                    alerts.append(f"{candidate} {p['period']}: {judge} {what} difference {s['difference']:+.2f} "
+                                  f"(candidate {s['candidate']:.2f}, production {s['production']:.2f}) on {s['n']} "
+                                  f"pairs is beyond the allowed drop of {limit:.2f}")
     return alerts
 
 
