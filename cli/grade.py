@@ -205,7 +205,7 @@ def agreement(config: str | None, db: str | None, batch: str | None, as_json: bo
 
     settings = settings_from_flags(config, db=db)
     with opened_store(settings.store_target) as store:
-        report = from_store(store, batch)
+        report = from_store(store, batch, settings.report)
     if as_json:
         click.echo(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode())
     else:

@@ -207,9 +207,11 @@ def judge_list() -> None:
     """The judges that can be run."""
     from shadoweval import judges
 
-    for name in judges.registered():
+    names = judges.registered()
+    width = max(len(n) for n in names)
+    for name in names:
         j = judges.create(name)
-        click.echo(f"{name:16} version {j.version}  {(type(j).__doc__ or '').strip().splitlines()[0]}")
+        click.echo(f"{name:{width}} version {j.version}  {(type(j).__doc__ or '').strip().splitlines()[0]}")
 
 
 @judge.command("run")

@@ -10,6 +10,7 @@ from . import (
     intent,  # noqa: F401  (registers "intent")
     llm_grounded,  # noqa: F401  (registers "grounded-llm", "citations-llm")
     pairwise,  # noqa: F401  (registers "pairwise")
+    preference,  # noqa: F401  (registers "offline-preference")
 )
 from .base import Judge, Subject, create, register, registered
 

@@ -35,6 +35,7 @@ class Judge(Protocol):
 
 
 _FACTORIES: dict[str, Callable[..., Judge]] = {}
+EMBEDDING_JUDGES = ("grounded", "citations")  # the judges that take an `embedder` argument
 
 
 def register(name: str) -> Callable[[Callable[..., Judge]], Callable[..., Judge]]:

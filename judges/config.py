@@ -15,11 +15,9 @@ from typing import cast
 from shadoweval.core.settings import JudgesSettings, Settings
 from shadoweval.core.store import Store
 
-from .base import Judge, create
+from .base import EMBEDDING_JUDGES, Judge, create
 from .cascade import CascadePolicy, Share
 from .llm import Budget, JudgeModel
-
-_EMBEDDING_JUDGES = ("grounded", "citations")
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +34,7 @@ def midnight_utc(now: float | None = None) -> float:
 
 
 def _offline_args(name: str, s: JudgesSettings) -> dict[str, object]:
-    args: dict[str, object] = {"embedder": s.embedder} if name in _EMBEDDING_JUDGES else {}
+    args: dict[str, object] = {"embedder": s.embedder} if name in EMBEDDING_JUDGES else {}
     if name in s.thresholds:
         args["threshold"] = s.thresholds[name]
     return args

@@ -36,7 +36,10 @@ def plan(store: Store, judges: Sequence[Judge], *, since: float | None = None, n
          worker: str | None = None) -> list[tuple[Judge, Todo]]:
     """For each judge, the outputs it has not judged yet (and no other `worker` is on), their
     exchanges' passages found."""
-    work = [(j, store.outputs_to_judge(key_of(j), since=since, names=names, limit=limit, worker=worker))
+    work = [(j, [(ex, out, prod) for ex, out, prod in store.outputs_to_judge(key_of(j), since=since, names=names,
+                                                                             limit=limit, worker=worker)
+                 # a judge comparing with production has nothing to compare production's own answer with
+                 if prod is not None or not getattr(j, "needs_production", False)])
             for j in judges]
     return with_contexts(store, work, context)
 

@@ -12,6 +12,11 @@
 
 Figures: ROC AUC, balanced accuracy and macro-F1 at the threshold, and the expected calibration error
 of the judge's score read as a probability (the cascade and the report read it that way).
+
+And the decision the report rests on without an LLM tier or grades: the offline preference
+(`preference.offline_preference`, through the `offline-preference` judge) against people's
+preferences on the pair files of `../shared/data`, beside the same rule on word overlap and
+beside people against each other.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ from .training import (
 JUDGES = ("grounded", "citations")
 # the files of ../shared/data a support judge can be checked on, with their yes/no label
 SHARED_FILES = {"mtrag_responses.jsonl": "grounded", "attribution_claims.jsonl": "citation_supported"}
+# the pair files with people's preferences and the passages the answers were given
+PAIR_FILES = ("mtrag_pairs.jsonl",)
 
 
 @dataclass
@@ -71,8 +78,8 @@ def figures(y: np.ndarray, scores: np.ndarray, threshold: float, *, probabilitie
             "threshold": round(threshold, 4), "n": int(len(y))}
 
 
-def _r(x: float) -> float | None:
-    return None if x != x else round(float(x), 4)
+def _r(x: float | None) -> float | None:
+    return None if x is None or x != x else round(float(x), 4)
 
 
 def _balanced(sources: list[SourceData], values: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -160,8 +167,61 @@ def validate(train_paths: list[Path], shared_dir: Path | None, *, model_path: st
             progress(f"{fname}: judging {len(records)} records with the shipped judges")
             for j in JUDGES:
                 rows[j].append(_shared_row(fname, records, label, j, model_path, embedder, pooled))
+    pairs = []
+    for fname in PAIR_FILES if shared_dir is not None else ():
+        path = shared_dir / fname  # type: ignore[operator]  # not None here
+        if path.is_file():
+            records = read_jsonl(path)[:limit] if limit else read_jsonl(path)
+            progress(f"{fname}: the offline preference on {len(records)} pairs")
+            pairs.append(preference_row(fname, records, model_path))
     return {"rows": {k: [r.as_dict() for r in v] for k, v in rows.items()}, "baseline_thresholds": pooled,
-            "model": load_model(model_path).meta.get("id") if shared_dir is not None else None}
+            "pairs": pairs, "model": load_model(model_path).meta.get("id") if shared_dir is not None else None}
+
+
+def preference_row(fname: str, records: list[dict[str, Any]], model_path: str | None) -> dict[str, Any]:
+    """The offline preference against people's `labels.preference` (a, b or tie) on one pair file:
+    3-way agreement and Cohen's kappa on the pairs it could judge, and response B's win rate (a tie
+    counts half) by people and by the judge on those pairs. Beside it, the same rule on word
+    overlap, and people against each other (the first two votes of pairs with two or more)."""
+    from . import create
+    from .base import judge_safely
+    from .calibrate import PAIR_VERDICT_LABELS, prepare
+    from .metrics import multiclass_metrics
+    from .preference import DEFAULT_MARGIN, offline_preference
+
+    _, items, _ = prepare(records, label="preference")
+    j = create("offline-preference", **({"model": model_path} if model_path else {}))
+
+    async def run() -> list[Any]:
+        return [await judge_safely(j, item.subject) for item in items]
+
+    verdicts = asyncio.run(run())
+    people = [str(i.truth) for i in items]
+    judged = [PAIR_VERDICT_LABELS.get((v.label or "").lower()) if v.error is None else None for v in verdicts]
+    labeled = [r for r in records if _has(r, "preference")]
+
+    def overlap(r: dict[str, Any], side: str) -> float | None:
+        return formula.word_overlap(r.get(f"response_{side}") or "", [p.get("text") or "" for p in r.get("contexts") or []])
+
+    words = [{1.0: "b", 0.0: "a", 0.5: "tie"}.get(o) if (o := offline_preference(
+        [(overlap(r, "a"), overlap(r, "b"))], DEFAULT_MARGIN)) is not None else None for r in labeled]
+
+    def against_people(predicted: list[str | None]) -> dict[str, Any]:
+        both = [(t, p) for t, p in zip(people, predicted, strict=True) if p is not None]
+        m = multiclass_metrics([t for t, _ in both], [p for _, p in both], classes=("a", "b", "tie"))
+        return {"n": m.n, "not_judged": len(predicted) - m.n, "accuracy": _r(m.accuracy), "kappa": _r(m.kappa),
+                "b_win_rate": _r(_b_rate([p for _, p in both])), "people_b_win_rate": _r(_b_rate([t for t, _ in both])),
+                "confusion": m.confusion}
+
+    votes = [[str(x).lower() for x in v] for r in labeled if len(v := (r.get("labels") or {}).get("votes") or []) >= 2]
+    raters = multiclass_metrics([v[0] for v in votes], [v[1] for v in votes], classes=("a", "b", "tie"))
+    return {"source": fname, "n": len(items), "offline preference": against_people(judged),
+            "word overlap": against_people(words),
+            "people": {"n": raters.n, "accuracy": _r(raters.accuracy), "kappa": _r(raters.kappa)}}
+
+
+def _b_rate(labels: list[str]) -> float | None:
+    return float(np.mean([{"b": 1.0, "a": 0.0}.get(x, 0.5) for x in labels])) if labels else None
 
 
 def _shared_row(fname: str, records: list[dict[str, Any]], label: str, judge: str, model_path: str | None,
@@ -220,6 +280,19 @@ def markdown(result: dict[str, Any]) -> str:
         for row in result["rows"]["synthetic"]:
             m = row["metrics"]["learned"]
             out.append(f"| {row['source']} | {m['n']} | {_f(m['auc'])} | {_f(m['balanced_accuracy'])} |")
+        out.append("")
+    if result.get("pairs"):
+        out += ["### The offline preference against people (`offline-preference`)", "",
+                "| pairs | method | n judged | agreement (a / b / tie) | kappa | B's win rate: method / people |",
+                "|---|---|---:|---:|---:|---|"]
+        for row in result["pairs"]:
+            for method in ("offline preference", "word overlap"):
+                m = row[method]
+                out.append(f"| {row['source']} | {method} | {m['n']} | {_f(m['accuracy'])} | {_f(m['kappa'])} "
+                           f"| {_f(m['b_win_rate'])} / {_f(m['people_b_win_rate'])} |")
+            p = row["people"]
+            out.append(f"| {row['source']} | one person against another (first two votes) | {p['n']} "
+                       f"| {_f(p['accuracy'])} | {_f(p['kappa'])} | |")
         out.append("")
     return "\n".join(out)
 

@@ -285,3 +285,38 @@ def test_a_failing_label_fails_whatever_the_score():
     judged = verdict(it.candidate_output_id, "citations", 0.9, "unsupported")
     fig = only_judge(agreement([it], grades, by_output(judged)), "citations").overall
     assert (fig.tn, fig.fp) == (1, 0)
+
+
+def test_the_offline_preference_is_checked_against_the_human_winner():
+    """Derived from the offline verdicts on both answers, as the report's offline win rate reads them."""
+    from shadoweval.datasets.report.agreement import with_offline_preference
+
+    # (production's grounded, citations; the candidate's; the human's preference, production on the left)
+    cases = [((0.5, 0.6), (0.9, 0.8), "right"),  # candidate +0.3: the judge and the human say candidate
+             ((0.9, None), (0.5, 0.7), "left"),  # citations on one side only: grounded alone, -0.4
+             ((0.7, 0.7), (0.72, 0.7), "right"),  # within the 0.05 margin: tie, the human says candidate
+             ((0.4, 0.4), (0.9, 0.9), "left")]  # the judge says candidate, the human production
+    items, grades, vs = [], [], []
+    for prod, cand, pref in cases:
+        it = item()
+        items.append(it)
+        grades.append(grade(it, preference=pref))
+        for output_id, scores in ((it.production_output_id, prod), (it.candidate_output_id, cand)):
+            vs += [verdict(output_id, j, s) for j, s in zip(("grounded", "citations"), scores, strict=True)
+                   if s is not None]
+    vs.append(verdict(items[0].candidate_output_id, "grounded", 0.1))  # a later verdict replaces the earlier
+    stored = by_output(*vs)
+    report = agreement(items, grades, with_offline_preference(items, stored, judges=("grounded", "citations"),
+                                                              margin=0.05))
+    j = only_judge(report, "offline-preference")
+    assert j.human_field == "winner" and isinstance(j.overall, PairwiseAgreement)
+    # item 0: the later grounded 0.1 makes it (0.1 - 0.5 + 0.8 - 0.6) / 2 = -0.1: production
+    assert j.overall.confusion == {"candidate": {"candidate": 0, "production": 1, "tie": 1},
+                                   "production": {"candidate": 1, "production": 1, "tie": 0},
+                                   "tie": {"candidate": 0, "production": 0, "tie": 0}}
+    assert json.loads(json.dumps(report.to_dict()))  # and it serializes for the page
+    assert "offline-preference" in format_report(report)
+    # with nothing stored on one side, no verdict is derived for that pair
+    candidate_only = by_output(*[v for v in vs if v.output_id == items[0].candidate_output_id])
+    assert with_offline_preference(items[:1], candidate_only, judges=("grounded", "citations"),
+                                   margin=0.05) == candidate_only

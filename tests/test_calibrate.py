@@ -492,3 +492,63 @@ def test_calibrate_suggests_a_threshold_the_configuration_then_applies(tmp_path)
     assert grounded.threshold == value and grounded.args["threshold"] == value
     default = next(j for j in build(load_settings(None, env={})).offline if j.name == "grounded")
     assert default.threshold == default.model.threshold("grounded")
+
+
+# ---- the offline preference (the report's `offline` source) as a judge ---------------------------
+
+WARRANTY = ("The Northwind R2 has a two-year warranty covering the battery and the motor. "
+            "Accidental damage is not covered. Repairs take five business days.")
+GOOD = "The R2 has a two-year warranty that covers the battery and the motor [1]. Repairs take five business days [1]."
+BAD = "The R2 comes with a ten-year warranty that includes accidental damage and free express shipping [1]."
+
+
+def _preference_pairs() -> list[dict]:
+    return [{"id": f"w{i}", "request": {"messages": [{"role": "user", "content": "What does the R2 warranty cover?"}]},
+             "contexts": [{"id": "1", "text": WARRANTY}], "response_a": a, "response_b": b,
+             "labels": {"preference": pref}} for i, (a, b, pref) in enumerate([
+                 (GOOD, BAD, "a"), (BAD, GOOD, "b"), (GOOD, GOOD, "tie"), (GOOD, "Sorry, no idea.", "a")])]
+
+
+def test_offline_preference_is_the_reports_rule():
+    from shadoweval.judges.preference import offline_preference
+
+    assert offline_preference([(0.5, 0.8), (0.6, 0.5)], 0.05) == 1.0  # mean gap +0.1
+    assert offline_preference([(0.5, 0.8), (0.6, 0.1)], 0.05) == 0.0  # (0.3 - 0.5) / 2 = -0.1
+    assert offline_preference([(0.5, 0.8), (0.6, 0.2)], 0.05) == 0.5  # -0.05 exactly: within the margin
+    assert offline_preference([(0.50, 0.54), (None, 0.1)], 0.05) == 0.5  # a judge scoring one side only is left out
+    assert offline_preference([(None, 0.9), (0.4, None)], 0.05) is None
+
+
+def test_calibrate_the_offline_preference_on_labeled_pairs(tmp_path):
+    path = _write(tmp_path / "pairs.jsonl", _preference_pairs())
+    result = _cli("--labels", str(path), "--judge", "offline-preference", "--label", "preference",
+                  "--arg", "embedder=hashing", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    # the uncited refusal gets no citations score, its grounded score alone decides; every pair is judged
+    assert data["kind"] == "pairwise" and data["n"] == 4 and data["errors"] == 0
+    assert data["confusion"] == {"a": {"a": 2, "b": 0, "tie": 0}, "b": {"a": 0, "b": 1, "tie": 0},
+                                 "tie": {"a": 0, "b": 0, "tie": 1}}
+    assert json.loads(data["judge"].split("@1", 1)[1])["judges"] == ["grounded", "citations"]
+    wide = _cli("--labels", str(path), "--judge", "offline-preference", "--label", "preference",
+                "--arg", "embedder=hashing", "--arg", "margin=0.99", "--arg", "judges=grounded", "--json")
+    assert json.loads(wide.stdout)["confusion"]["a"] == {"a": 0, "b": 0, "tie": 2}  # nothing beats a 0.99 margin
+    bad = _cli("--labels", str(path), "--judge", "offline-preference", "--label", "preference", "--arg", "margin=1.5")
+    assert bad.exit_code == 2 and "margin must be in [0, 1)" in bad.stderr
+
+
+def test_the_offline_preference_explains_and_needs_production():
+    from shadoweval.judges.calibrate import subject_of
+
+    j = judges.create("offline-preference", embedder="hashing")
+    pair = subject_of(_preference_pairs()[0])  # a = production (GOOD), b = the candidate (BAD)
+    v = asyncio.run(j.judge(pair))
+    assert v.label == "production" and v.score == 0.0 and v.error is None
+    assert "production preferred (beyond the margin 0.05)" in v.explanation
+    s = v.evidence["scores"]
+    assert set(s) == {"grounded", "citations"} and s["grounded"]["production"] > s["grounded"]["candidate"]
+    single = {k: v for k, v in _preference_pairs()[0].items() if k not in ("response_a", "response_b")}
+    alone = asyncio.run(j.judge(subject_of({**single, "response": GOOD})))
+    assert alone.error == "no production output to compare with"
+    with pytest.raises(ValueError, match="cannot read itself"):
+        judges.create("offline-preference", judges="grounded,offline-preference")

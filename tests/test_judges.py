@@ -137,6 +137,31 @@ def test_runner_is_idempotent_resumable_and_skips_errors(tmp_path):
         store.stop()
 
 
+def test_a_judge_comparing_with_production_is_planned_on_other_outputs_only(tmp_path):
+    store = Store(tmp_path / "s.db", flush_interval_ms=5)
+    store.start()
+    try:
+        passage = "The Northwind R2 has a two-year warranty covering the battery and the motor."
+        request = {"model": "m", "messages": [{"role": "user", "content": "What does the warranty cover?"}]}
+        for text in ("The R2 has a ten-year warranty with free express shipping [1].",
+                     "The R2 has a two-year warranty covering the battery and the motor [1]."):
+            ex = Exchange(id=new_id(), created_at=time.time(), route="/v1/chat/completions", request=request,
+                          contexts=[{"id": "1", "text": passage}])
+            store.submit(ex)
+            store.submit(_output(ex, "production", "The R2 has a two-year warranty for the battery and motor [1]."))
+            store.submit(_output(ex, "cand", text))
+        assert store.flush()
+        pref = judges.create("offline-preference", embedder="hashing")
+        work = plan(store, [pref])
+        assert [o.name for _, todo in work for _, o, _ in todo] == ["cand", "cand"]  # production's own: skipped
+        (result,) = asyncio.run(run_plan(store, work))
+        assert (result.judged, result.errors) == (2, 0)
+        labels = sorted(v.label for i in store.exchange_ids() for v in store.verdicts(i))
+        assert labels == ["production", "tie"]  # the invented warranty loses; the close paraphrase ties
+    finally:
+        store.stop()
+
+
 def test_judge_run_cli_on_the_demo(tmp_path):
     db = tmp_path / "demo.db"
     subprocess.run([str(BIN), "demo", "--db", str(db), "--questions", "4", "--no-judge"], check=True,

@@ -143,6 +143,10 @@ def test_human_grades_decide_and_make_the_judge_reliable(tmp_path):
     assert r["decided_by"] == "ppi" and r["win_rate"]["human"]["n"] == 60
     assert r["win_rate"]["ppi"]["call"] == "better"
     assert body["judges"]["grounded"]["reliable"] and body["judges"]["grounded"]["kappa"] == pytest.approx(1.0)
+    # the offline win rate's own judge, the offline preference, is checked against people's winners too
+    pref = body["judges"]["offline-preference"]
+    assert pref["n"] == 60 and pref["kappa"] is not None and pref["ece"] is None
+    assert r["win_rate"]["offline"]["reliable"] is pref["reliable"]
     assert 0 <= body["judges"]["grounded"]["ece"] <= 1
     out = subprocess.run([BIN, "report", "--db", str(db)], capture_output=True, text=True)
     assert "decided by: judge + human (prediction-powered)" in out.stdout

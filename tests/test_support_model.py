@@ -539,6 +539,13 @@ def test_validation_runs_on_a_small_sample(real, tmp_path):
     assert all(r["metrics"]["learned"]["n"] > 0 for r in rows["grounded"])
     text = markdown(result)
     assert "| mtrag_responses.jsonl | never trained on |" in text and "Synthetic" in text
+    (pairs,) = result["pairs"]  # the offline preference against people on mtrag_pairs.jsonl's first 20
+    assert pairs["source"] == "mtrag_pairs.jsonl" and pairs["n"] == 20
+    for method in ("offline preference", "word overlap"):
+        m = pairs[method]
+        assert m["n"] + m["not_judged"] == 20 and m["n"] > 0 and -1 <= m["kappa"] <= 1
+        assert sum(sum(row.values()) for row in m["confusion"].values()) == m["n"]
+    assert "| mtrag_pairs.jsonl | offline preference |" in text and "one person against another" in text
 
 
 def test_embedding_cache_returns_every_row_when_one_call_brings_more_than_it_holds():

@@ -277,7 +277,7 @@ def grading_app(settings: Settings, store: Store | None) -> FastAPI:
     async def agreement(batch: str | None = None, who: Evaluator = Depends(evaluator)) -> JSONResponse:
         if not who.admin:
             return _error(403, "Only evaluators with `admin = true` see the agreement report.", "forbidden")
-        return JSONResponse(await asyncio.to_thread(_agreement, _live(store), batch))
+        return JSONResponse(await asyncio.to_thread(_agreement, _live(store), batch, settings))
 
     return app
 
@@ -290,11 +290,11 @@ def _report_html(store: Store, settings: Settings) -> str:
     return render_html(build_report(store.exchange_bundles(), settings.report))
 
 
-def _agreement(store: Store, batch: str | None) -> dict[str, Any]:
+def _agreement(store: Store, batch: str | None, settings: Settings) -> dict[str, Any]:
     # imported here: the statistics pull in the judges package, which the proxy loads only on demand
     from shadoweval.datasets.report.agreement import from_store
 
-    return from_store(store, batch).to_dict()
+    return from_store(store, batch, settings.report).to_dict()
 
 
 def _live(store: Store | None) -> Store:

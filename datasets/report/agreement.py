@@ -22,7 +22,10 @@ Decisions, made once here so every caller gets the same figures:
   expected calibration error (ECE) of the scores read as probabilities, when they all lie in 0..1.
 - Human "partly" grounded is negative: the grounded judges pass only fully supported answers.
 - Pairwise: 3-class agreement on production / candidate / tie, and binary figures (positive =
-  candidate wins) on the observations where neither the human nor the judge said tie.
+  candidate wins) on the observations where neither the human nor the judge said tie. The offline
+  preference (`offline-preference`: which answer the offline judges score higher, the outcome the
+  report's offline win rate counts) is checked the same way; `from_store` and the report derive it
+  from the verdicts stored on both answers (`preference.derived_verdicts`), so it needs no run.
 - Inter-rater units are items (for the winner) and (item, output) pairs (for the answer labels);
   percent agreement is the share of agreeing pairs of grades within a unit, pooled over units.
 - A figure whose denominator is empty is None, never 0 (kappa too when chance agreement is 1).
@@ -39,14 +42,17 @@ from typing import Any
 
 from scipy.stats import binomtest
 
+from shadoweval.core.settings import ReportSettings
 from shadoweval.core.store import Store
 from shadoweval.core.types import FAIL_LABELS, AnswerLabels, Grade, GradingItem, Verdict
 from shadoweval.judges.metrics import BinaryMetrics, calibration, multiclass_metrics, roc_auc
+from shadoweval.judges.preference import derived_verdicts
 
-# The human label each binary judge is compared with; "pairwise" is compared with the winner.
+# The human label each binary judge is compared with; the preference judges are compared with the winner.
 HUMAN_FIELD: dict[str, str] = {"grounded": "grounded", "grounded-llm": "grounded", "citations": "citations_correct",
                                "citations-llm": "citations_correct", "intent": "meets_intent"}
 LABEL_FIELDS = ("grounded", "citations_correct", "meets_intent")
+PREFERENCE_JUDGES = ("pairwise", "offline-preference")
 WINNERS = ("candidate", "production", "tie")
 OVERALL = "(all)"
 # Judges' own label words, read alone when a verdict has no threshold to decide with (intent, citations-llm).
@@ -162,11 +168,25 @@ class AgreementReport:
         return asdict(self)
 
 
-def from_store(store: Store, batch: str | None = None) -> AgreementReport:
-    """The report over the store's grading items (one `grade queue` batch's, or all) and their grades."""
+def from_store(store: Store, batch: str | None = None, settings: ReportSettings | None = None) -> AgreementReport:
+    """The report over the store's grading items (one `grade queue` batch's, or all) and their grades;
+    the offline preference read as the report reads it (`settings`: its `judges` and `preference_margin`)."""
+    settings = settings or ReportSettings()
     items = store.grading_items(batch=batch)
     outputs = {o for i in items for o in (i.candidate_output_id, i.production_output_id) if o is not None}
-    return agreement(items, store.grades(), store.verdicts_on(outputs))
+    return agreement(items, store.grades(), with_offline_preference(
+        items, store.verdicts_on(outputs), judges=settings.judges, margin=settings.preference_margin))
+
+
+def with_offline_preference(items: Sequence[GradingItem], verdicts: Mapping[str, Sequence[Verdict]], *,
+                            judges: Sequence[str], margin: float) -> dict[str, list[Verdict]]:
+    """`verdicts` with the offline preference of each graded pair added on its candidate's output."""
+    pairs = [(i.exchange_id, i.production_output_id, i.candidate_output_id) for i in items
+             if i.candidate_output_id is not None]
+    out = {o: list(vs) for o, vs in verdicts.items()}
+    for o, v in derived_verdicts(pairs, verdicts, judges=judges, margin=margin).items():
+        out.setdefault(o, []).append(v)
+    return out
 
 
 def agreement(items: Sequence[GradingItem], grades: Sequence[Grade],
@@ -185,7 +205,7 @@ def agreement(items: Sequence[GradingItem], grades: Sequence[Grade],
     graded: list[tuple[GradingItem, Grade]] = [(by_id[i], g) for (i, _), g in sorted(latest.items())]
     outputs = {o for item in by_id.values() for o in item.output_ids() if o is not None}
     names = sorted({v.judge for o in outputs for v in verdicts.get(o, ())
-                    if v.judge in HUMAN_FIELD or v.judge == "pairwise"})
+                    if v.judge in HUMAN_FIELD or v.judge in PREFERENCE_JUDGES})
     return AgreementReport(
         items=len(by_id), grades=len(graded), skipped=skipped,
         judges=tuple(_judge(name, graded, outputs, verdicts) for name in names),
@@ -204,7 +224,7 @@ def _judge(name: str, graded: list[tuple[GradingItem, Grade]], outputs: set[str]
         v.output_id: v for v in sorted(ok, key=lambda v: v.created_at) if v.judge_key == key}
     by_slice: dict[str, list[Any]] = defaultdict(list)
     for item, g in graded:
-        if name == "pairwise":
+        if name in PREFERENCE_JUDGES:
             v = chosen.get(item.candidate_output_id)
             winner, picked = _winner(item, g), v.label if v else None
             if winner is not None and picked in WINNERS:
@@ -215,8 +235,9 @@ def _judge(name: str, graded: list[tuple[GradingItem, Grade]], outputs: set[str]
             human, judged = _human(labels, HUMAN_FIELD[name]), _decision(v) if v else None
             if human is not None and judged is not None:
                 by_slice[item.slice].append((human, judged, v.score if v else None))
-    figures = _pairwise if name == "pairwise" else BinaryAgreement.of
-    return JudgeReport(judge=name, judge_key=key, human_field="winner" if name == "pairwise" else HUMAN_FIELD[name],
+    preference = name in PREFERENCE_JUDGES
+    figures = _pairwise if preference else BinaryAgreement.of
+    return JudgeReport(judge=name, judge_key=key, human_field="winner" if preference else HUMAN_FIELD[name],
                        overall=figures([o for obs in by_slice.values() for o in obs]),
                        slices={s: figures(obs) for s, obs in sorted(by_slice.items())},
                        errors=len(found) - len(ok), other_keys=len(ok) - (counts[key] if key is not None else 0))

@@ -22,7 +22,8 @@ import numpy as np
 from shadoweval.core.messages import last_user_text
 from shadoweval.core.settings import GateSettings, ReportSettings
 from shadoweval.core.types import ExchangeBundle, Output, Verdict
-from shadoweval.datasets.report.agreement import BinaryAgreement, agreement
+from shadoweval.datasets.report.agreement import BinaryAgreement, agreement, with_offline_preference
+from shadoweval.judges.preference import offline_preference
 
 from . import stats
 from .rows import Row, paired
@@ -78,7 +79,7 @@ def collect(bundles: Iterable[ExchangeBundle], settings: ReportSettings) -> Tabl
                 exchange_id=b.exchange.id, created_at=b.exchange.created_at,
                 question=last_user_text(b.exchange.request or {}), slices=slices, production=prod,
                 other=o, scores=scores, pairwise=_OUTCOME.get(pw.label or "") if pw else None,
-                offline=_offline_preference(scores, settings.preference_margin),
+                offline=offline_preference(scores.values(), settings.preference_margin),
                 human=tuple(graded.get(o.id, ())), passes=passes,
             ))
     return t
@@ -112,7 +113,7 @@ def win_rates(rows: Sequence[Row], settings: ReportSettings, floors: dict[str, f
         _, xs = _outcomes(rows, source)
         if xs:
             est = stats.win_rate(xs, n_boot=settings.bootstrap, seed=seed)
-            judge = "pairwise" if source == "pairwise" else "offline"
+            judge = "pairwise" if source == "pairwise" else "offline-preference"
             out[source] = _called(est, floors.get(source, 0.0), xs,
                                   reliable=reliability.get(judge, {}).get("reliable"))
     human = [(o, w) for r in rows for o, w in r.human]
@@ -227,7 +228,8 @@ def judge_reliability(table: Table, settings: ReportSettings) -> dict[str, Any]:
     how far its scores, read as probabilities, are from how often people said yes (binary judges)."""
     if not table.grades:
         return {}
-    report = agreement(table.items, table.grades, table.verdicts)
+    report = agreement(table.items, table.grades, with_offline_preference(
+        table.items, table.verdicts, judges=settings.judges, margin=settings.preference_margin))
     out = {}
     for j in report.judges:
         m = j.overall
@@ -296,14 +298,6 @@ def _score(v: Verdict | None) -> float | None:
 
 def _passes(v: Verdict | None) -> bool | None:
     return None if v is None else v.passes
-
-
-def _offline_preference(scores: dict[str, tuple[float | None, float | None]], margin: float) -> float | None:
-    both = [(p, c) for p, c in scores.values() if p is not None and c is not None]
-    if not both:
-        return None
-    gap = float(np.mean([c - p for p, c in both]))
-    return 1.0 if gap > margin else 0.0 if gap < -margin else 0.5
 
 
 def _pct(xs: Sequence[float | None], q: float) -> float | None:
