@@ -261,13 +261,20 @@ def test_failure_clusters_labeled(report: dict[str, Any]) -> None:
         "       5 x  42%  refund, money, damaged  e.g. 'I need a refund for the damaged order'",
         "       4 x  33%  shipping, courier  e.g. 'when will the courier deliver my package'",
         "       3 not in any recurring pattern"]
+    report["candidates"][0]["failure_clusters"] = {**_patterns(), "passing": 9}
+    assert "9 of the 12 lost answers pass every judge that decided on them (lost on a lower score, nothing failed)." \
+        in " ".join(Page(render_html(report)).text)
+    lines = format_report(report).splitlines()
+    at = lines.index("   where it loses (12 losses grouped by question and the judges' reasons, largest first):")
+    assert lines[at + 1] == ("     9 of the 12 lost answers pass every judge that decided on them: lost on a lower "
+                             "score, nothing failed")
     report["candidates"][0]["failure_clusters"] = _patterns(label=XSS)  # labels are words from traffic
     assert "<script" not in render_html(report)
 
 
 def test_failure_clusters_without_a_pattern(report: dict[str, Any]) -> None:
     report["candidates"][0]["failure_clusters"] = {"losses": 7, "unclustered": 7, "left_out": 0, "more": 0,
-                                                   "clusters": []}
+                                                   "passing": 3, "clusters": []}
     report["candidates"][1]["failure_clusters"] = {"losses": 0, "unclustered": 0, "left_out": 0, "more": 0,
                                                    "clusters": []}
     page = Page(render_html(report))
@@ -275,6 +282,9 @@ def test_failure_clusters_without_a_pattern(report: dict[str, Any]) -> None:
     assert [t for t in page.text if t == "Failure clusters"] == ["Failure clusters"]  # none for no losses
     text = format_report(report)
     assert "   where it loses: no recurring pattern among 7 losses" in text.splitlines()
+    assert "3 of the 7 lost answers pass every judge" in text
+    said = [i for i, t in enumerate(page.text) if "3 of the 7 lost answers pass every judge" in t]
+    assert said and said[0] < page.text.index("no recurring pattern among 7 losses")
     assert text.count("where it loses") == 1
 
 

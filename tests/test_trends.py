@@ -227,10 +227,23 @@ def test_failure_clusters_no_recurring_pattern_and_empty() -> None:
     rows, questions = _losses()
     one_offs = [r for r in rows if questions.get(r.exchange_id) in ONE_OFFS]
     found = failure_clusters(one_offs, EMBED, questions=questions, source="offline")
-    assert found == {"losses": 3, "unclustered": 3, "left_out": 0, "more": 0, "clusters": []}
-    empty = {"losses": 0, "unclustered": 0, "left_out": 0, "more": 0, "clusters": []}
+    assert found == {"losses": 3, "unclustered": 3, "left_out": 0, "more": 0, "passing": 0, "clusters": []}
+    empty = {"losses": 0, "unclustered": 0, "left_out": 0, "more": 0, "passing": 0, "clusters": []}
     assert failure_clusters([], EMBED, source="offline") == empty
     assert failure_clusters(rows, EMBED, questions=questions, source="pairwise") == empty  # no pairwise outcomes
+
+
+def test_losses_whose_answer_every_judge_passes_are_counted() -> None:
+    """A loss on a lower score with nothing failed is told apart from a loss on a failed check."""
+    decisions = [{"grounded": (True, True), "citations": (True, True)},  # passes both: counted
+                 {"grounded": (True, True), "citations": (True, None)},  # citations undecided: still passes all
+                 {"grounded": (True, False), "citations": (True, True)},  # fails grounded
+                 {},  # no judge decided: not counted
+                 {"grounded": (True, None)}]  # nothing decided on the candidate's side: not counted
+    rows = [_row(i, T0 + i, offline=0.0, question=f"question {i}", passes=p) for i, p in enumerate(decisions)]
+    questions = {r.exchange_id: f"question {i}" for i, r in enumerate(rows)}
+    found = failure_clusters(rows, EMBED, questions=questions, source="offline")
+    assert (found["losses"], found["passing"]) == (5, 2)
 
 
 def test_failure_clusters_group_by_the_judges_reasons() -> None:

@@ -77,7 +77,9 @@ def _clusters(value: Any) -> dict[str, Any] | None:
             "examples": [[(part, ex[part]) for part in ("question", "reason", "candidate", "production")
                           if ex.get(part)] for ex in examples],
         })
-    return {"losses": found["losses"], "rest": rest, "clusters": clusters}
+    passing = (f"{found['passing']} of the {found['losses']} lost answers pass every judge that decided on them "
+               "(lost on a lower score, nothing failed)") if found.get("passing") else None
+    return {"losses": found["losses"], "rest": rest, "clusters": clusters, "passing": passing}
 
 
 def _win_rates(c: dict[str, Any]) -> list[list[Any]]:

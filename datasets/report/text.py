@@ -32,10 +32,12 @@ def _where_it_loses(found: dict[str, Any] | None, shown: int = 5) -> list[str]:
     if not found or not found.get("losses"):
         return []
     clusters = found.get("clusters") or []
+    passing = ([f"     {found['passing']} of the {found['losses']} lost answers pass every judge that decided on "
+                "them: lost on a lower score, nothing failed"] if found.get("passing") else [])
     if not clusters:
-        return [f"   where it loses: no recurring pattern among {found['losses']} losses"]
+        return [f"   where it loses: no recurring pattern among {found['losses']} losses", *passing]
     out = [f"   where it loses ({found['losses']} losses grouped by question and the judges' reasons, "
-           "largest first):"]
+           "largest first):", *passing]
     for k in clusters[:shown]:
         question = k.get("representative") or k["examples"][0]["question"]
         label = f"{k['label']}  " if k.get("terms") else ""  # without shared terms the question is the label

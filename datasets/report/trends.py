@@ -298,7 +298,9 @@ def failure_clusters(rows: Sequence[Row], embed: Callable[[Sequence[str]], np.nd
     matrix is n x n, so the `limit` latest losses are grouped (`left_out` counts older ones) and
     shares are of those.
 
-    Returns {"losses", "unclustered", "left_out", "more" (patterns past `max_clusters`), "clusters"};
+    Returns {"losses", "unclustered", "left_out", "more" (patterns past `max_clusters`), "passing"
+    (losses whose answer every judge that decided on it passes: lost on a lower score, nothing
+    failed), "clusters"};
     each cluster has its size and share of the losses, `terms` (content words most of its members
     share and few other losses use, by TF-IDF), `label` (the terms, else the representative
     question), `representative` (the question closest to the centroid) and `examples` (the members
@@ -308,7 +310,7 @@ def failure_clusters(rows: Sequence[Row], embed: Callable[[Sequence[str]], np.nd
     left_out = max(0, len(asked) - limit)
     asked = asked[left_out:]
     result: dict[str, Any] = {"losses": len(asked), "unclustered": len(asked), "left_out": left_out, "more": 0,
-                              "clusters": []}
+                              "passing": sum(_passes_all(r) for r, _ in asked), "clusters": []}
     if not asked:
         return result
     losses, texts = [r for r, _ in asked], [q for _, q in asked]
@@ -409,6 +411,12 @@ def _in_slice(rows: Sequence[Row], name: str) -> list[Row]:
         return list(rows)
     key, _, value = name.partition("=")
     return [r for r in rows if r.slices.get(key) == value]
+
+
+def _passes_all(r: Row) -> bool:
+    """Every judge that decided on the candidate's answer passes it (and one did at least)."""
+    decided = [c for _, c in r.passes.values() if c is not None]
+    return bool(decided) and all(decided)
 
 
 def _lost(r: Row, source: Source) -> bool:
