@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -129,6 +130,10 @@ def test_demo_runs_and_captures(tmp_path):
     assert n == 6 and by["careful"].ok == 6 and by["drifting"].ok == 6 and by["production"].ok == 6
     # the careful candidate is slower than the drifting one, as scripted
     assert by["careful"].mean_latency_ms > by["drifting"].mean_latency_ms
+    # drifting's losses (it strays from its documents by design), and how many lost on a lower score alone
+    found = re.search(r"\n  drifting .*\n +(\d+) loss(?:es)?, (\d+) of them answers every judge passes", out.stdout)
+    assert found, out.stdout
+    assert int(found[1]) >= 1 and 0 <= int(found[2]) <= int(found[1])
 
 
 def test_demo_runs_into_postgres_and_never_overwrites_it(postgres_url: str, tmp_path):

@@ -244,6 +244,11 @@ def _compare(db: str | Path, shown: str, out: Any) -> None:
         win = f"win rate {w['value']:.2f} [{w['low']:.2f}, {w['high']:.2f}]" if w.get("value") is not None else "-"
         out(f"  {c['candidate']:10} {c['call']:14} {win}, p95 latency {lat['candidate']:.0f} ms vs "
             f"{lat['production']:.0f} ms" + (f"; {len(c['flags'])} slices worse" if c["flags"] else ""))
+        lost = c.get("failure_clusters") or {}
+        if lost.get("losses"):
+            n = lost["losses"]
+            out(f"  {'':10} {n} loss{'es' if n != 1 else ''}, {lost.get('passing', 0)} of them answers every judge "
+                "passes (lost on a lower score, nothing failed)")
     out(f"  the full report (plots, slices, where each loses): {page.resolve()}")
     out(f"  the same in the terminal: shadoweval report --db {shown}   |   the switch decision: shadoweval gate "
         f"--db {shown} --candidate careful")
