@@ -118,4 +118,3 @@ class OfflinePreference:
                           else f"tie (within the margin {self.margin:g})"))
         return verdict(self, s, score=_SCORE[label], label=label, explanation=explanation,
                        evidence={**evidence, "gap": round(gap, 4)})
-
