@@ -21,6 +21,7 @@ from shadoweval.core.settings import ReportSettings, load_settings
 from shadoweval.core.store import Store
 from shadoweval.core.types import AnswerLabels, Exchange, Grade, GradingItem, Output, Verdict, new_id
 from shadoweval.datasets.report.build import build_report
+from shadoweval.datasets.report.text import format_report
 from shadoweval.proxy.asgi import read_body, send_json
 
 from .grading_data import ANN_TOKEN
@@ -141,12 +142,20 @@ def test_human_grades_decide_and_make_the_judge_reliable(tmp_path):
     body = build_report(Store(db).exchange_bundles(), SETTINGS)
     r = body["candidates"][0]
     assert r["decided_by"] == "ppi" and r["win_rate"]["human"]["n"] == 60
+    # power-tuned: this judge tracks the grades (kappa 1 below), so it keeps most of its weight
+    assert 0.5 < r["win_rate"]["ppi"]["judge_weight"] <= 1
+    assert f"(judge weight {r['win_rate']['ppi']['judge_weight']:.2f})" in format_report(body)
     assert r["win_rate"]["ppi"]["call"] == "better"
     assert body["judges"]["grounded"]["reliable"] and body["judges"]["grounded"]["kappa"] == pytest.approx(1.0)
     # the offline win rate's own judge, the offline preference, is checked against people's winners too
     pref = body["judges"]["offline-preference"]
     assert pref["n"] == 60 and pref["kappa"] is not None and pref["ece"] is None
     assert r["win_rate"]["offline"]["reliable"] is pref["reliable"]
+    # on fewer graded observations than min_graded a judge is not checked yet, which is not failing the check
+    few = build_report(Store(db).exchange_bundles(), SETTINGS.model_copy(update={"min_graded": 1000}))
+    assert {j: v["reliable"] for j, v in few["judges"].items()} == {j: None for j in body["judges"]}
+    assert "(unreliable)" not in format_report(few)
+    assert "   offline-preference kappa 1.00 on 60  not checked yet (too few grades)" in format_report(few).splitlines()
     assert 0 <= body["judges"]["grounded"]["ece"] <= 1
     out = subprocess.run([BIN, "report", "--db", str(db)], capture_output=True, text=True)
     assert "decided by: judge + human (prediction-powered)" in out.stdout

@@ -18,6 +18,7 @@ from shadoweval.datasets.report.stats import (
     noise_floor,
     paired_difference,
     ppi_mean,
+    ppi_power,
     significant,
     win_rate,
     win_tie_loss,
@@ -225,6 +226,43 @@ def test_ppi_corrects_a_biased_judge_and_beats_labels_alone() -> None:
         e = ppi_mean(y[labeled], judge[labeled], judge)
         covered += e.low <= truth <= e.high
     assert 0.90 <= covered / 200 <= 0.99
+
+
+def test_power_tuned_ppi_is_never_much_wider_than_labels_alone() -> None:
+    """PPI++: with a judge that says nothing about the labels, lambda goes to 0 and the interval is
+    the labels' own; plain PPI (lambda 1) adds the judge's noise to it. Coverage holds either way."""
+    rng = np.random.default_rng(7)
+    size, n = 5_000, 200
+    y = (rng.random(size) < 0.5).astype(float)
+    noise = rng.random(size)  # a judge unrelated to the labels
+    truth, covered, widths, lambdas = y.mean(), 0, [], []
+    for seed in range(200):
+        take = np.random.default_rng(seed).choice(size, n, replace=False)
+        tuned, plain = ppi_mean(y[take], noise[take], noise), ppi_mean(y[take], noise[take], noise, power=1.0)
+        classical = y[take].std(ddof=1) / np.sqrt(n) * 2 * 1.959964
+        covered += tuned.low <= truth <= tuned.high
+        widths.append(((tuned.high - tuned.low) / classical, (plain.high - plain.low) / classical))
+        lambdas.append(ppi_power(y[take], noise[take], noise))
+    assert 0.90 <= covered / 200 <= 0.99
+    tuned_w, plain_w = np.mean(widths, axis=0)
+    assert tuned_w < 1.03 and plain_w > 1.15  # the useless judge: no help, and no harm once tuned
+    assert np.mean(lambdas) < 0.1
+    # a judge that tracks the labels keeps a weight near 1
+    good = y + rng.normal(0, 0.1, size)
+    take = rng.choice(size, n, replace=False)
+    assert ppi_power(y[take], good[take], good) > 0.9
+
+
+def test_ppi_power_by_hand() -> None:
+    # Cov(y, f) over the 4 labels, Var(f) over the 8 judged, n / N = 4 / 8
+    y, f, fu = [1.0, 0.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0]
+    cov = np.cov(y, f, ddof=1)[0, 1]
+    assert ppi_power(y, f, fu) == pytest.approx(cov / ((1 + 4 / 8) * np.var(fu, ddof=1)))
+    assert ppi_power([1.0], [1.0], fu) == 1.0  # one label: nothing to tune on
+    assert ppi_power(y, f, [0.5] * 8) == 0.0  # a judge that never varies
+    assert ppi_power(y, [0.0, 1.0, 0.0, 1.0], fu) == 0.0  # negatively related: clipped at 0
+    e = ppi_mean(y, f, fu, power=0.0)  # lambda 0 is the labels' own mean
+    assert e.value == pytest.approx(0.5)
 
 
 def test_weighted_ppi_undoes_informative_labeling() -> None:

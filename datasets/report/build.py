@@ -127,12 +127,15 @@ def win_rates(rows: Sequence[Row], settings: ReportSettings, floors: dict[str, f
             y = [float(np.mean([o for o, _ in r.human])) for r in labeled]
             _, f_u = _outcomes(rows, judge_source)
             w = [float(np.mean([wt for _, wt in r.human])) for r in labeled]  # the sample's skew undone
-            out["ppi"] = _called(stats.ppi_mean(y, f_l, f_u, w), floors.get(judge_source, 0.0), f_u, reliable=True)
+            lam = stats.ppi_power(y, f_l, f_u, w)  # how far the judge is leaned on (PPI++): 0 = people alone
+            out["ppi"] = _called(stats.ppi_mean(y, f_l, f_u, w, power=lam), floors.get(judge_source, 0.0), f_u,
+                                 reliable=True)
             out["ppi"]["judge"] = judge_source
-            # what evidence planning needs: the judge's spread over all pairs, its error's over the graded
+            out["ppi"]["judge_weight"] = lam
+            # what evidence planning needs: the (weighted) judge's spread over all pairs, the error's over the graded
             out["ppi"]["judged"] = len(f_u)
-            out["ppi"]["var_judge"] = float(np.var(f_u, ddof=1)) if len(f_u) > 1 else None
-            residual = np.asarray(y) - np.asarray(f_l)
+            out["ppi"]["var_judge"] = lam**2 * float(np.var(f_u, ddof=1)) if len(f_u) > 1 else None
+            residual = np.asarray(y) - lam * np.asarray(f_l)
             out["ppi"]["var_residual"] = float(np.var(residual, ddof=1)) if len(residual) > 1 else None
     for source in ("ppi", "human"):
         if source in out and out[source]["n"] >= 1 and (source == "ppi" or out[source]["n"] >= settings.min_graded):
@@ -224,8 +227,10 @@ def noise_floors(twin: Sequence[Row], settings: ReportSettings) -> dict[str, flo
 
 
 def judge_reliability(table: Table, settings: ReportSettings) -> dict[str, Any]:
-    """Each judge's agreement with people; reliable when its kappa reaches the bar on enough grades. `ece`:
-    how far its scores, read as probabilities, are from how often people said yes (binary judges)."""
+    """Each judge's agreement with people: `reliable` True when its kappa reaches the bar on at least
+    `min_graded` graded observations, False when it falls short there, None on fewer (or no kappa):
+    not checked yet, which is not the same as failing the check. `ece`: how far its scores, read as
+    probabilities, are from how often people said yes (binary judges)."""
     if not table.grades:
         return {}
     report = agreement(table.items, table.grades, with_offline_preference(
@@ -236,8 +241,8 @@ def judge_reliability(table: Table, settings: ReportSettings) -> dict[str, Any]:
         kappa = m.kappa
         out[j.judge] = {"n": m.n, "kappa": kappa, "accuracy": m.accuracy,
                         "ece": m.ece if isinstance(m, BinaryAgreement) else None,
-                        "reliable": bool(m.n >= settings.min_graded and kappa is not None
-                                         and kappa >= settings.min_kappa)}
+                        "reliable": None if m.n < settings.min_graded or kappa is None
+                        else kappa >= settings.min_kappa}
     return out
 
 

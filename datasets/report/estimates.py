@@ -166,22 +166,25 @@ def paired_difference(a: Numbers, b: Numbers, weights: Numbers | None = None, *,
 # ---- prediction-powered inference ----------------------------------------------------------------
 
 def ppi_mean(y_labeled: Numbers, f_labeled: Numbers, f_unlabeled: Numbers, weights: Numbers | None = None,
-             *, level: float = 0.95) -> Estimate:
+             *, level: float = 0.95, power: float | None = None) -> Estimate:
     """The mean of a human label over all traffic, from a few human grades and many judge scores.
 
-    Prediction-powered inference (Angelopoulos et al. 2023, Science 382:669): the judge's mean over
-    the N unlabeled exchanges, corrected by the judge's mean error on the n labeled ones,
+    Prediction-powered inference (Angelopoulos et al. 2023, Science 382:669), power-tuned (PPI++,
+    Angelopoulos, Duchi and Zrnic 2023): the judge's mean over the N unlabeled exchanges, weighted by
+    lambda, corrected by the mean of (label - lambda * judge) on the n labeled ones,
 
-        theta = mean(f_unlabeled) + mean(y_labeled - f_labeled)
-        var   = var(f_unlabeled) / N + var(y_labeled - f_labeled) / n
+        theta = lambda * mean(f_unlabeled) + mean(y_labeled - lambda * f_labeled)
+        var   = lambda^2 * var(f_unlabeled) / N + var(y_labeled - lambda * f_labeled) / n
 
-    with a normal interval theta +- z * sqrt(var). A biased judge shifts both terms equally, so the
-    bias cancels; the interval is narrower than labels alone whenever the judge tracks the labels.
-    Weights (inverse inclusion probabilities of the labeled exchanges) make the correction a Hajek
-    mean, with its linearised variance n/(n-1) * sum(w^2 (r - r_bar)^2) / sum(w)^2, which equals
-    var(r)/n when the weights are equal. f_unlabeled should cover all traffic in scope (including the
-    labeled exchanges is fine). `n` in the result is the number of labels; fewer than two labels or
-    judge scores give a value without bounds, none of either gives None."""
+    with a normal interval theta +- z * sqrt(var). Any lambda leaves the estimate unbiased (a biased
+    judge shifts both terms equally); `power` fixes it, and by default it is `ppi_power`'s, the one
+    with the least variance: near 1 for a judge that tracks the labels, near 0 for one that does not,
+    so a poor judge can no longer make the interval wider than the labels alone would. Weights
+    (inverse inclusion probabilities of the labeled exchanges) make the correction a Hajek mean, with
+    its linearised variance n/(n-1) * sum(w^2 (r - r_bar)^2) / sum(w)^2, which equals var(r)/n when
+    the weights are equal. f_unlabeled should cover all traffic in scope (including the labeled
+    exchanges is fine). `n` in the result is the number of labels; fewer than two labels or judge
+    scores give a value without bounds (lambda 1: nothing to tune it on), none of either gives None."""
     y, f, fu = vector(y_labeled, "y_labeled"), vector(f_labeled, "f_labeled"), vector(f_unlabeled, "f_unlabeled")
     if len(y) != len(f):
         raise ValueError(f"y_labeled and f_labeled must be paired, but have {len(y)} and {len(f)} entries")
@@ -190,14 +193,33 @@ def ppi_mean(y_labeled: Numbers, f_labeled: Numbers, f_unlabeled: Numbers, weigh
     n, big_n = len(y), len(fu)
     if n == 0 or big_n == 0:
         return Estimate(None, None, None, n, level)
-    r = y - f
+    lam = ppi_power(y, f, fu, w) if power is None else float(power)
+    r = y - lam * f
     rectifier = float(np.dot(w, r) / w.sum())
-    value = float(fu.mean()) + rectifier
+    value = lam * float(fu.mean()) + rectifier
     if n < 2 or big_n < 2:
         return Estimate(value, None, None, n, level)
     var_r = n / (n - 1) * float(np.sum(w**2 * (r - rectifier) ** 2)) / float(w.sum()) ** 2
-    half = z_for(0.5 + level / 2) * math.sqrt(float(fu.var(ddof=1)) / big_n + var_r)
+    half = z_for(0.5 + level / 2) * math.sqrt(lam**2 * float(fu.var(ddof=1)) / big_n + var_r)
     return Estimate(value, value - half, value + half, n, level)
+
+
+def ppi_power(y_labeled: Numbers, f_labeled: Numbers, f_unlabeled: Numbers, weights: Numbers | None = None) -> float:
+    """PPI++'s lambda for a mean: the weight on the judge that minimises the estimate's variance,
+    Cov(y, f) / ((1 + n / N) * Var(f)) (covariance over the labeled exchanges, weighted as the
+    correction is; the judge's variance over all N), clipped to [0, 1]. 1 with fewer than two labels
+    or judge scores (nothing to tune on: plain PPI), 0 when the judge's scores do not vary."""
+    y, f, fu = vector(y_labeled, "y_labeled"), vector(f_labeled, "f_labeled"), vector(f_unlabeled, "f_unlabeled")
+    n, big_n = len(y), len(fu)
+    if n < 2 or big_n < 2 or len(f) != n:
+        return 1.0
+    w = weight_vector(weights, n)
+    wn = w / w.sum()
+    cov = float(np.dot(wn, (y - np.dot(wn, y)) * (f - np.dot(wn, f)))) * n / (n - 1)
+    var_f = float(fu.var(ddof=1))
+    if var_f <= 0:
+        return 0.0
+    return float(min(1.0, max(0.0, cov / ((1 + n / big_n) * var_f))))
 
 
 # ---- the noise floor -----------------------------------------------------------------------------

@@ -86,6 +86,8 @@ def _win_rates(c: dict[str, Any]) -> list[list[Any]]:
     rows: list[list[Any]] = []
     for source, w in (c.get("win_rate") or {}).items():
         note = {False: "judge below the reliability bar", True: "reliable"}.get(w.get("reliable"), "not checked")
+        if w.get("judge_weight") is not None:  # prediction-powered: how far it leans on the judge
+            note += f", judge weight {w['judge_weight']:.2f}"
         rows.append([SOURCES.get(source, source), _ci(w), w.get("n", ""),
                      f"{w.get('wins', '')} / {w.get('ties', '')} / {w.get('losses', '')}", _call(w.get("call")), note])
     if c.get("length_controlled"):
@@ -191,7 +193,7 @@ def _judges(judges: dict[str, Any] | None, min_kappa: float) -> Markup | None:
     if not judges:
         return None
     bars = [Bar(f"{j} (n={r.get('n', 0)}" + (f", ECE {r['ece']:.2f})" if r.get("ece") is not None else ")"),
-                r.get("kappa"), mark=not r.get("reliable"))
+                r.get("kappa"), mark=r.get("reliable") is False)
             for j, r in sorted(judges.items())]
     lo = min([0.0] + [b.value for b in bars if b.value is not None])  # kappa can fall below chance
     return Markup(bar_chart(bars, domain=(lo, 1.0), base=0.0, ref=min_kappa, ref_label=f"min_kappa {min_kappa:g}",

@@ -29,6 +29,7 @@ from shadoweval.datasets.report.estimates import (
     percentile_interval,
     ppi_labels_needed,
     ppi_mean,
+    ppi_power,
     significant,
     units_needed,
     vector,
@@ -39,8 +40,8 @@ from shadoweval.datasets.report.estimates import (
 )
 
 __all__ = ["OUTCOMES", "Estimate", "Verdict", "bradley_terry", "length_controlled_win_rate", "mean_ci",
-           "noise_floor", "paired_difference", "ppi_labels_needed", "ppi_mean", "significant", "units_needed", "win_rate",
-           "win_tie_loss", "z_for"]
+           "noise_floor", "paired_difference", "ppi_labels_needed", "ppi_mean", "ppi_power", "significant",
+           "units_needed", "win_rate", "win_tie_loss", "z_for"]
 
 ANCHOR_RATING = 1000.0
 _ELO = 400 / math.log(10)  # rating points per unit of natural log-strength: 400 * log10(strength)

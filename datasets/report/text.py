@@ -95,6 +95,8 @@ def format_report(report: dict[str, Any]) -> str:
             tag = "" if w.get("reliable") is not False else "  (judge below the reliability bar)"
             if w.get("reliable") is None and name in ("pairwise", "offline"):
                 tag = "  (judge not checked against people)"
+            if w.get("judge_weight") is not None:  # prediction-powered: how far it leans on the judge
+                tag += f"  (judge weight {w['judge_weight']:.2f})"
             out.append(f"   win rate, {name:9} {_ci(w)}  win/tie/loss {w['wins']}/{w['ties']}/{w['losses']}  "
                        f"-> {w['call']}{tag}")
         if c.get("length_controlled"):
@@ -131,6 +133,6 @@ def format_report(report: dict[str, Any]) -> str:
         out += ["", "judge reliability against human grades:"]
         for j, r in sorted(report["judges"].items()):
             ece = f", ECE {r['ece']:.2f}" if r.get("ece") is not None else ""
-            out.append(f"   {j:16} kappa {_num(r['kappa'], '.2f')} on {r['n']}{ece}  "
-                       f"{'reliable' if r['reliable'] else 'below the bar'}")
+            out.append(f"   {j:18} kappa {_num(r['kappa'], '.2f')} on {r['n']}{ece}  "
+                       + {True: "reliable", False: "below the bar"}.get(r["reliable"], "not checked yet (too few grades)"))
     return "\n".join(out)
