@@ -253,11 +253,34 @@ def test_power_tuned_ppi_is_never_much_wider_than_labels_alone() -> None:
     assert ppi_power(y[take], good[take], good) > 0.9
 
 
+@pytest.mark.parametrize("power", [None, 1.0, 0.5])
+def test_ppi_interval_matches_the_spread_of_the_estimate_when_graded_pairs_are_among_the_judged(power) -> None:
+    """The report passes every judged pair, the graded ones included: the stated standard error must
+    match how much the estimate actually varies (it was 20% too wide at weight 1 and too narrow
+    when tuned, before the two means' covariance was counted)."""
+    rng = np.random.default_rng(11)
+    outcomes = np.array([0.0, 0.5, 1.0])
+
+    def noisy(truth: np.ndarray, right: float) -> np.ndarray:
+        other = outcomes[(np.searchsorted(outcomes, truth) + rng.integers(1, 3, truth.size)) % 3]
+        return np.where(rng.random(truth.size) < right, truth, other)
+
+    values, stated = [], []
+    for _ in range(1500):
+        truth = rng.choice(outcomes, size=200, p=[0.4, 0.2, 0.4])
+        judge, grade = noisy(truth, 0.85), noisy(truth, 0.8)
+        graded = rng.choice(200, 100, replace=False)
+        e = ppi_mean(grade[graded], judge[graded], judge, power=power)
+        values.append(e.value)
+        stated.append((e.high - e.low) / 2 / 1.959964)
+    assert np.mean(stated) == pytest.approx(np.std(values), rel=0.08)
+
+
 def test_ppi_power_by_hand() -> None:
-    # Cov(y, f) over the 4 labels, Var(f) over the 8 judged, n / N = 4 / 8
+    # Cov(y, f) over the 4 labels, Var(f) over the 8 judged (the labeled among them)
     y, f, fu = [1.0, 0.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0]
     cov = np.cov(y, f, ddof=1)[0, 1]
-    assert ppi_power(y, f, fu) == pytest.approx(cov / ((1 + 4 / 8) * np.var(fu, ddof=1)))
+    assert ppi_power(y, f, fu) == pytest.approx(cov / np.var(fu, ddof=1))
     assert ppi_power([1.0], [1.0], fu) == 1.0  # one label: nothing to tune on
     assert ppi_power(y, f, [0.5] * 8) == 0.0  # a judge that never varies
     assert ppi_power(y, [0.0, 1.0, 0.0, 1.0], fu) == 0.0  # negatively related: clipped at 0

@@ -170,21 +170,24 @@ def ppi_mean(y_labeled: Numbers, f_labeled: Numbers, f_unlabeled: Numbers, weigh
     """The mean of a human label over all traffic, from a few human grades and many judge scores.
 
     Prediction-powered inference (Angelopoulos et al. 2023, Science 382:669), power-tuned (PPI++,
-    Angelopoulos, Duchi and Zrnic 2023): the judge's mean over the N unlabeled exchanges, weighted by
+    Angelopoulos, Duchi and Zrnic 2023): the judge's mean over the N judged exchanges, weighted by
     lambda, corrected by the mean of (label - lambda * judge) on the n labeled ones,
 
         theta = lambda * mean(f_unlabeled) + mean(y_labeled - lambda * f_labeled)
-        var   = lambda^2 * var(f_unlabeled) / N + var(y_labeled - lambda * f_labeled) / n
+        var   = lambda^2 var(f) / N + var(r) / n + 2 lambda cov(f, r) / N,   r = y - lambda f
 
-    with a normal interval theta +- z * sqrt(var). Any lambda leaves the estimate unbiased (a biased
-    judge shifts both terms equally); `power` fixes it, and by default it is `ppi_power`'s, the one
-    with the least variance: near 1 for a judge that tracks the labels, near 0 for one that does not,
-    so a poor judge can no longer make the interval wider than the labels alone would. Weights
-    (inverse inclusion probabilities of the labeled exchanges) make the correction a Hajek mean, with
-    its linearised variance n/(n-1) * sum(w^2 (r - r_bar)^2) / sum(w)^2, which equals var(r)/n when
-    the weights are equal. f_unlabeled should cover all traffic in scope (including the labeled
-    exchanges is fine). `n` in the result is the number of labels; fewer than two labels or judge
-    scores give a value without bounds (lambda 1: nothing to tune it on), none of either gives None."""
+    with a normal interval theta +- z * sqrt(var). `f_unlabeled` is every judged exchange, the
+    labeled ones included (as the report passes them): the last term is the covariance that overlap
+    gives the two means (without it the interval is too wide at lambda 1 and too narrow below it).
+    Any lambda leaves the estimate unbiased (a biased judge shifts both terms equally); `power` fixes
+    it, and by default it is `ppi_power`'s, the one with the least variance: near 1 for a judge that
+    tracks the labels, near 0 for one that does not, so a poor judge can no longer make the interval
+    wider than the labels alone would. Weights (inverse inclusion probabilities of the labeled
+    exchanges) make the correction a Hajek mean, with its linearised variance n/(n-1) * sum(w^2 (r -
+    r_bar)^2) / sum(w)^2, which equals var(r)/n when the weights are equal. `n` in the result is the
+    number of labels; fewer than two labels or judge scores give a value without bounds (lambda 1:
+    nothing to tune it on), none of either gives None. scripts/check_ppi_coverage.py measures the
+    coverage."""
     y, f, fu = vector(y_labeled, "y_labeled"), vector(f_labeled, "f_labeled"), vector(f_unlabeled, "f_unlabeled")
     if len(y) != len(f):
         raise ValueError(f"y_labeled and f_labeled must be paired, but have {len(y)} and {len(f)} entries")
@@ -200,26 +203,32 @@ def ppi_mean(y_labeled: Numbers, f_labeled: Numbers, f_unlabeled: Numbers, weigh
     if n < 2 or big_n < 2:
         return Estimate(value, None, None, n, level)
     var_r = n / (n - 1) * float(np.sum(w**2 * (r - rectifier) ** 2)) / float(w.sum()) ** 2
-    half = z_for(0.5 + level / 2) * math.sqrt(lam**2 * float(fu.var(ddof=1)) / big_n + var_r)
+    # the graded pairs are among the N judged, so the two means covary: + 2 lambda Cov(f, r) / N
+    overlap = 2 * lam * _weighted_cov(f, r, w) / big_n
+    half = z_for(0.5 + level / 2) * math.sqrt(max(0.0, lam**2 * float(fu.var(ddof=1)) / big_n + var_r + overlap))
     return Estimate(value, value - half, value + half, n, level)
 
 
+def _weighted_cov(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> float:
+    n = len(a)
+    wn = w / w.sum()
+    return float(np.dot(wn, (a - np.dot(wn, a)) * (b - np.dot(wn, b)))) * n / (n - 1)
+
+
 def ppi_power(y_labeled: Numbers, f_labeled: Numbers, f_unlabeled: Numbers, weights: Numbers | None = None) -> float:
-    """PPI++'s lambda for a mean: the weight on the judge that minimises the estimate's variance,
-    Cov(y, f) / ((1 + n / N) * Var(f)) (covariance over the labeled exchanges, weighted as the
-    correction is; the judge's variance over all N), clipped to [0, 1]. 1 with fewer than two labels
-    or judge scores (nothing to tune on: plain PPI), 0 when the judge's scores do not vary."""
+    """PPI++'s lambda for a mean: the weight on the judge that minimises `ppi_mean`'s variance. With the
+    labeled exchanges among the N judged ones that is Cov(y, f) / Var(f), the regression estimator's
+    coefficient (covariance over the labeled exchanges, weighted as the correction is; the judge's
+    variance over all N), clipped to [0, 1]. 1 with fewer than two labels or judge scores (nothing to
+    tune on: plain PPI), 0 when the judge's scores do not vary."""
     y, f, fu = vector(y_labeled, "y_labeled"), vector(f_labeled, "f_labeled"), vector(f_unlabeled, "f_unlabeled")
     n, big_n = len(y), len(fu)
     if n < 2 or big_n < 2 or len(f) != n:
         return 1.0
-    w = weight_vector(weights, n)
-    wn = w / w.sum()
-    cov = float(np.dot(wn, (y - np.dot(wn, y)) * (f - np.dot(wn, f)))) * n / (n - 1)
     var_f = float(fu.var(ddof=1))
     if var_f <= 0:
         return 0.0
-    return float(min(1.0, max(0.0, cov / ((1 + n / big_n) * var_f))))
+    return float(min(1.0, max(0.0, _weighted_cov(y, f, weight_vector(weights, n)) / var_f)))
 
 
 # ---- the noise floor -----------------------------------------------------------------------------
