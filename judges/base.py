@@ -72,6 +72,17 @@ def verdict(j: Judge, s: Subject, **fields: Any) -> Verdict:
                    version=j.version, args=dict(j.args), created_at=time.time(), **fields)
 
 
+def production_to_compare(s: Subject) -> Output | str:
+    """Production's answer to compare `s`'s output with, for a judge that needs one (`needs_production`),
+    or why there is none: `s` is production's own answer, or production did not answer."""
+    prod = s.production
+    if s.output.role == "production" or prod is None or prod.id == s.output.id:
+        return "no production output to compare with"
+    if prod.status != "ok":
+        return f"production did not answer ({prod.status})"
+    return prod
+
+
 async def judge_safely(j: Judge, s: Subject) -> Verdict:
     try:
         return await j.judge(s)

@@ -15,7 +15,7 @@ from typing import Any
 
 from shadoweval.core.types import Verdict
 
-from .base import Subject, register, verdict
+from .base import Subject, production_to_compare, register, verdict
 from .llm import JudgeModel, format_passages, model_from, passages, question
 
 PAIRWISE_SYSTEM = ("You compare two answers to the same request, impartially. "
@@ -64,11 +64,9 @@ class Pairwise:
         self.args: dict[str, Any] = dict(self.llm.args)
 
     async def judge(self, s: Subject) -> Verdict:
-        prod = s.production
-        if s.output.role == "production" or prod is None or prod.id == s.output.id:
-            return verdict(self, s, error="no production output to compare with")
-        if prod.status != "ok":
-            return verdict(self, s, error=f"production did not answer ({prod.status})")
+        prod = production_to_compare(s)
+        if isinstance(prod, str):
+            return verdict(self, s, error=prod)
         cand_text, prod_text = s.output.text or "", prod.text or ""
         found = passages(s.exchange)
         context = f"Passages the answers were given:\n{format_passages(found)}\n" if found else ""

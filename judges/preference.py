@@ -18,7 +18,7 @@ import numpy as np
 
 from shadoweval.core.types import Verdict, new_id
 
-from .base import EMBEDDING_JUDGES, Judge, Subject, create, register, verdict
+from .base import EMBEDDING_JUDGES, Judge, Subject, create, production_to_compare, register, verdict
 
 DEFAULT_MARGIN = 0.05  # `[report] preference_margin`'s default
 _SCORE = {"candidate": 1.0, "production": 0.0, "tie": 0.5}
@@ -91,11 +91,9 @@ class OfflinePreference:
         self.args: dict[str, Any] = {"judges": names, "margin": self.margin, **extra}
 
     async def judge(self, s: Subject) -> Verdict:
-        prod = s.production
-        if s.output.role == "production" or prod is None or prod.id == s.output.id:
-            return verdict(self, s, error="no production output to compare with")
-        if prod.status != "ok":
-            return verdict(self, s, error=f"production did not answer ({prod.status})")
+        prod = production_to_compare(s)
+        if isinstance(prod, str):
+            return verdict(self, s, error=prod)
         per_judge: dict[str, dict[str, Any]] = {}
         pairs = []
         for j in self.judges:
