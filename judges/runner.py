@@ -36,12 +36,17 @@ def plan(store: Store, judges: Sequence[Judge], *, since: float | None = None, n
          worker: str | None = None) -> list[tuple[Judge, Todo]]:
     """For each judge, the outputs it has not judged yet (and no other `worker` is on), their
     exchanges' passages found."""
-    work = [(j, [(ex, out, prod) for ex, out, prod in store.outputs_to_judge(key_of(j), since=since, names=names,
-                                                                             limit=limit, worker=worker)
-                 # a judge comparing with production has nothing to compare production's own answer with
-                 if prod is not None or not getattr(j, "needs_production", False)])
-            for j in judges]
+    work = [(j, _to_judge(store, j, since=since, names=names, limit=limit, worker=worker)) for j in judges]
     return with_contexts(store, work, context)
+
+
+def _to_judge(store: Store, j: Judge, *, since: float | None, names: tuple[str, ...], limit: int | None,
+              worker: str | None) -> Todo:
+    """The outputs `j` has not judged yet; for a judge comparing with production (`needs_production`),
+    not production's own answers, which it has nothing to compare with."""
+    return [(ex, out, prod) for ex, out, prod in store.outputs_to_judge(key_of(j), since=since, names=names,
+                                                                        limit=limit, worker=worker)
+            if prod is not None or not getattr(j, "needs_production", False)]
 
 
 def with_contexts(store: Store, work: list[tuple[Judge, Todo]],
@@ -143,9 +148,7 @@ async def run_cascade(store: Store, offline: Sequence[Judge], llm: Sequence[Judg
     llm_work: list[tuple[Judge, Todo]] = []
     for j in llm:
         chosen: Todo = []
-        for ex, out, prod in store.outputs_to_judge(key_of(j), since=since, names=names, limit=limit, worker=worker):
-            if getattr(j, "needs_production", False) and prod is None:
-                continue  # a pairwise judge has nothing to compare production's own answer with
+        for ex, out, prod in _to_judge(store, j, since=since, names=names, limit=limit, worker=worker):
             verdicts, feedback = looked_up(ex.id)
             verdicts = [v for v in verdicts if v.judge_key in offline_keys]
             theirs = [v for v in verdicts if prod is not None and v.output_id == prod.id]
