@@ -365,7 +365,8 @@ class ReportSettings(_Section):
                                      "trails by more, ties otherwise.")
     min_kappa: float = Field(0.4, description="A judge is reliable when its Cohen's kappa against human grades "
                              "reaches this (on at least `min_graded` graded answers).")
-    min_graded: int = Field(30, ge=0, description="Graded answers a judge needs before its reliability counts.")
+    min_graded: int = Field(30, ge=0, description="Graded answers a judge needs before its reliability counts, "
+                            "and graded pairs people's own win rate needs before a decision rests on it.")
     min_pairs: int = Field(20, ge=1, description="Fewer pairs than this in a slice: its numbers are shown, never "
                            "flagged.")
     bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples behind every interval.")

@@ -1,10 +1,18 @@
-"""How often the report's prediction-powered interval covers the truth, power-tuned and with the judge's weight fixed at 1.
+"""How often the report's win-rate intervals cover the truth: prediction-powered (power-tuned, and with the judge's weight fixed at 1), and people's alone when pairs are graded more than once.
 
 A synthetic world shaped like the scenario suite's (docs/scenarios.md): each pair's true outcome is a
 win, tie or loss (0.4 / 0.2 / 0.4, so the graders' win rate is 0.5), the judge is right 85% of the
-time and a grader 80%, each otherwise picking one of the two other outcomes. A uniform sample of
-the pairs is graded; `ppi_mean` gets every pair's judge outcome (graded ones included, as the report
-passes them). Prints coverage and mean width per size. Figures quoted in docs/scenarios.md.
+time and a grader 80%, each otherwise picking one of the two other outcomes.
+
+- Prediction-powered: a uniform sample of the pairs is graded once; `ppi_mean` gets every pair's judge
+  outcome (graded ones included, as the report passes them).
+- People alone: each sampled pair gets one grade, or k independent grades (10% of pairs graded twice,
+  the grading queue's default `double_rate`; every pair three times, as a file imported with several
+  annotators' votes). The report's estimate is each pair's mean grade, bootstrapped over pairs (a
+  pair's grades share its answers); until 2026-12-08 it bootstrapped the grades as if independent,
+  shown beside it.
+
+Prints coverage and mean width per size. Figures quoted in docs/scenarios.md and docs/report.md.
 
     .venv/bin/python scripts/check_ppi_coverage.py [--reps 2000] [--seed 0]
 """
@@ -15,7 +23,7 @@ import argparse
 
 import numpy as np
 
-from shadoweval.datasets.report.estimates import ppi_mean
+from shadoweval.datasets.report.estimates import mean_ci, ppi_mean
 
 OUTCOMES = np.array([0.0, 0.5, 1.0])
 
@@ -47,6 +55,29 @@ def main() -> None:
                 widths[k] += e.high - e.low
         c, w = covered / args.reps, widths / args.reps
         print(f"{n:>6} {size:>6}  {c[0]:>15.3f} {w[0]:>6.3f}  {c[1]:>18.3f} {w[1]:>6.3f}")
+    people(args.reps, rng)
+
+
+def people(reps: int, rng: np.random.Generator) -> None:
+    """People's win rate alone: per pair (the report) against per grade (before), by grades per pair."""
+    print(f"\n{'graded pairs':>12} {'grades per pair':>16}  {'per pair: coverage':>18} {'width':>6}"
+          f"  {'per grade: coverage':>19} {'width':>6}")
+    for n, label, times in ((100, "1", lambda k: np.ones(k, int)),
+                            (100, "1, 10% twice", lambda k: 1 + (rng.random(k) < 0.1)),
+                            (100, "3", lambda k: np.full(k, 3)),
+                            (200, "3", lambda k: np.full(k, 3))):
+        covered, widths = np.zeros(2), np.zeros(2)
+        for r in range(reps):
+            truth = rng.choice(OUTCOMES, size=n, p=[0.4, 0.2, 0.4])
+            k = times(n)
+            votes = noisy(np.repeat(truth, k), 0.8, rng)
+            per_pair = np.add.reduceat(votes, np.r_[0, np.cumsum(k)[:-1]]) / k
+            for j, e in enumerate((mean_ci(per_pair, n_boot=500, seed=r), mean_ci(votes, n_boot=500, seed=r))):
+                assert e.low is not None and e.high is not None
+                covered[j] += e.low <= 0.5 <= e.high
+                widths[j] += e.high - e.low
+        c, w = covered / reps, widths / reps
+        print(f"{n:>12} {label:>16}  {c[0]:>18.3f} {w[0]:>6.3f}  {c[1]:>19.3f} {w[1]:>6.3f}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from shadoweval.datasets.report.agreement import BinaryAgreement, agreement, wit
 from shadoweval.judges.preference import offline_preference
 
 from . import stats
-from .rows import Row, paired
+from .rows import Row, graded, paired
 
 _OUTCOME = {"candidate": 1.0, "tie": 0.5, "production": 0.0}
 
@@ -56,12 +56,12 @@ def collect(bundles: Iterable[ExchangeBundle], settings: ReportSettings) -> Tabl
             if v.error is None:
                 by_output.setdefault(v.output_id, {})[v.judge] = v
                 t.verdicts.setdefault(v.output_id, []).append(v)
-        graded: dict[str, list[tuple[float, float]]] = {}
+        grades_of: dict[str, list[tuple[float, float]]] = {}
         for item, grade in b.graded:
             t.items.append(item)
             t.grades.append(grade)
             if item.candidate_output_id is not None and grade.winner in _OUTCOME:
-                graded.setdefault(item.candidate_output_id, []).append(
+                grades_of.setdefault(item.candidate_output_id, []).append(
                     (_OUTCOME[grade.winner], 1.0 / max(item.inclusion_probability, 1e-9)))
         if prod is None or prod.status != "ok":
             continue
@@ -80,7 +80,7 @@ def collect(bundles: Iterable[ExchangeBundle], settings: ReportSettings) -> Tabl
                 question=last_user_text(b.exchange.request or {}), slices=slices, production=prod,
                 other=o, scores=scores, pairwise=_OUTCOME.get(pw.label or "") if pw else None,
                 offline=offline_preference(scores.values(), settings.preference_margin),
-                human=tuple(graded.get(o.id, ())), passes=passes,
+                human=tuple(grades_of.get(o.id, ())), passes=passes,
             ))
     return t
 
@@ -116,39 +116,49 @@ def win_rates(rows: Sequence[Row], settings: ReportSettings, floors: dict[str, f
             judge = "pairwise" if source == "pairwise" else "offline-preference"
             out[source] = _called(est, floors.get(source, 0.0), xs,
                                   reliable=reliability.get(judge, {}).get("reliable"))
-    human = [(o, w) for r in rows for o, w in r.human]
-    if human:
-        est = stats.win_rate([o for o, _ in human], [w for _, w in human], n_boot=settings.bootstrap, seed=seed)
-        out["human"] = _called(est, floors.get("pairwise", 0.0), [o for o, _ in human], reliable=True)
+    people, weights = graded(rows)  # per graded pair, its grades averaged: pairs are what was sampled
+    if people:
+        est = stats.mean_ci(people, weights, n_boot=settings.bootstrap, seed=seed)
+        votes = [o for r in rows for o, _ in r.human]
+        out["human"] = _called(est, floors.get("pairwise", 0.0), votes, reliable=True, per_pair=people)
     judge_source = "pairwise" if "pairwise" in out else "offline" if "offline" in out else None
-    if human and judge_source:
+    if people and judge_source:
         labeled, f_l = _outcomes([r for r in rows if r.human], judge_source)
         if labeled:
-            y = [float(np.mean([o for o, _ in r.human])) for r in labeled]
+            y, w = graded(labeled)  # w: the sample's skew undone
             _, f_u = _outcomes(rows, judge_source)
-            w = [float(np.mean([wt for _, wt in r.human])) for r in labeled]  # the sample's skew undone
             lam = stats.ppi_power(y, f_l, f_u, w)  # how far the judge is leaned on (PPI++): 0 = people alone
             out["ppi"] = _called(stats.ppi_mean(y, f_l, f_u, w, power=lam), floors.get(judge_source, 0.0), f_u,
                                  reliable=True)
             out["ppi"]["judge"] = judge_source
             out["ppi"]["judge_weight"] = lam
             # what evidence planning needs: the (weighted) judge's spread over all pairs, the error's over the graded
-            out["ppi"]["judged"] = len(f_u)
+            out["ppi"]["judged"], out["ppi"]["labeled"] = len(f_u), len(labeled)
             out["ppi"]["var_judge"] = lam**2 * float(np.var(f_u, ddof=1)) if len(f_u) > 1 else None
             residual = np.asarray(y) - lam * np.asarray(f_l)
             out["ppi"]["var_residual"] = float(np.var(residual, ddof=1)) if len(residual) > 1 else None
-    for source in ("ppi", "human"):
+    # every judged pair graded (labeled data imported whole): the judge's mean adds nothing the grades
+    # do not say, and people's own estimate reads every graded pair, judged or not
+    everything_graded = "ppi" in out and out["ppi"]["judged"] == out["ppi"]["labeled"]
+    for source in ("human", "ppi") if everything_graded else ("ppi", "human"):
         if source in out and out[source]["n"] >= 1 and (source == "ppi" or out[source]["n"] >= settings.min_graded):
             return out, source
     return out, judge_source
 
 
-def _called(est: stats.Estimate, floor: float, outcomes: Sequence[float], *, reliable: bool | None) -> dict[str, Any]:
+def _called(est: stats.Estimate, floor: float, outcomes: Sequence[float], *, reliable: bool | None,
+            per_pair: Sequence[float] | None = None) -> dict[str, Any]:
+    """An estimate with its call, its wins/ties/losses (`outcomes`: one per judged pair, or per grade)
+    and the per-pair spread evidence planning reads. Given `per_pair` (people's outcome per graded
+    pair), `n` counts those pairs and `grades` the grades behind them."""
     body = est.to_dict()
     body.update(stats.win_tie_loss(outcomes))
+    units = outcomes if per_pair is None else per_pair
+    if per_pair is not None:
+        body["grades"], body["n"] = len(outcomes), len(per_pair)
     body["call"] = stats.significant(est, null=0.5, floor=floor)
     body["reliable"] = reliable
-    body["sd"] = float(np.std(outcomes, ddof=1)) if len(outcomes) > 1 else None  # per pair: evidence planning
+    body["sd"] = float(np.std(units, ddof=1)) if len(units) > 1 else None  # per pair: evidence planning
     return body
 
 
@@ -319,7 +329,7 @@ def judge_bias(rows: Sequence[Row], source: str, *, margin: float, min_n: int = 
     """The judge favours the candidate more than people do, on the very pairs people graded: the
     paired difference judge outcome - people's mean outcome has an interval wholly above `margin`.
     A candidate that learned to please the judge, not the users, shows here before any trend does."""
-    both = [(o, float(np.mean([h for h, _ in r.human]))) for r in rows if r.human
+    both = [(o, graded_pair[0]) for r in rows if (graded_pair := r.people()) is not None
             and (o := _outcome(r, source)) is not None]
     if len(both) < max(min_n, 2):
         return []

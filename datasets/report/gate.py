@@ -182,19 +182,22 @@ def plan(entry: dict[str, Any], policy: GateSettings, *, min_graded: int = 30) -
     """How many more graded pairs (or judged pairs) would let the rule tell a difference of
     `effect_size` from none at 95% with 80% power, from the spread observed so far.
 
-    Returns {more_graded, more_judged, graded, judged, delta, text} or None when nothing was
-    measured yet. The per-pair spread is the decided estimate's (human grades: their outcomes';
+    Returns {more_graded, more_judged, more_traffic, graded, judged, delta, text} or None when nothing
+    was measured yet; `more_traffic`: how many of the pairs to grade do not exist yet (every pair there
+    is, or every judged one for the prediction-powered estimate, would be graded first). The per-pair spread is the decided estimate's (human grades: their outcomes';
     prediction-powered: the judge's error against people, plus the judge's own spread over the judged
     pairs); with too few outcomes to measure it, the widest spread a tie-free outcome has (0.5)."""
     wins = entry.get("win_rate") or {}
     delta = effect_size(policy)
     size = f"{100 * delta:.0f}-point {'drop' if policy.mode == 'not-worse' else 'gain'}"
     human, ppi = wins.get("human"), wins.get("ppi")
+    if entry.get("decided_by") == "human":  # people's own estimate decides (every judged pair is graded)
+        ppi = None
     judge = wins.get("pairwise") or wins.get("offline")
     graded = (human or {}).get("n", 0)
     judged = (judge or {}).get("n", 0)
     out: dict[str, Any] = {"graded": graded, "judged": judged, "delta": delta, "more_graded": None,
-                           "more_judged": None, "text": None}
+                           "more_judged": None, "more_traffic": None, "text": None}
     need_people = policy.require_reliable_judges and judge is not None and judge.get("reliable") is not True
     tail = f" to tell a {size} from no change at 95% (80% power), from the spread seen so far"
     if ppi and ppi.get("var_residual") is not None and ppi.get("var_judge") is not None:
@@ -216,7 +219,14 @@ def plan(entry: dict[str, Any], policy: GateSettings, *, min_graded: int = 30) -
         out["more_graded"] = max(0, (stats.units_needed(0.5, delta) or 0) - graded)
     if need_people and graded < min_graded:
         out["more_graded"] = max(out["more_graded"] or 0, min_graded - graded)
+    # pairs there are left to grade: the judged ones for the prediction-powered estimate, else any pair
+    room = max(0, (judged if ppi else entry.get("pairs") or judged) - graded)
+    if out["more_graded"] and out["more_graded"] > room:
+        out["more_traffic"] = out["more_graded"] - room
     parts = [f"grade about {out['more_graded']} more pairs"] if out["more_graded"] else []
+    if out["more_traffic"]:
+        parts[0] += (", from traffic yet to come (every pair so far is graded)" if not room else
+                     f" (about {out['more_traffic']} of them from traffic yet to come)")
     parts += [f"judge about {out['more_judged']} more pairs"] if out["more_judged"] else []
     counts = f" ({graded} graded, {judged} judged)"
     out["text"] = (" and ".join(parts) + tail + counts if parts else

@@ -88,7 +88,10 @@ def _win_rates(c: dict[str, Any]) -> list[list[Any]]:
         note = {False: "judge below the reliability bar", True: "reliable"}.get(w.get("reliable"), "not checked")
         if w.get("judge_weight") is not None:  # prediction-powered: how far it leans on the judge
             note += f", judge weight {w['judge_weight']:.2f}"
-        rows.append([SOURCES.get(source, source), _ci(w), w.get("n", ""),
+        n = w.get("n", "")
+        if w.get("grades", n) != n:  # people's win rate: graded pairs, some graded more than once
+            n = f"{n} ({w['grades']} grades)"
+        rows.append([SOURCES.get(source, source), _ci(w), n,
                      f"{w.get('wins', '')} / {w.get('ties', '')} / {w.get('losses', '')}", _call(w.get("call")), note])
     if c.get("length_controlled"):
         rows.append(["length-controlled", _ci(c["length_controlled"]), c["length_controlled"].get("n", ""),

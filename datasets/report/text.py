@@ -11,7 +11,8 @@ SOURCES = {"human": "human grades (reweighted)", "ppi": "judge + human (predicti
 def _ci(e: dict[str, Any] | None, digits: int = 3) -> str:
     if not e or e.get("value") is None:
         return "-"
-    return f"{e['value']:.{digits}f} [{e['low']:.{digits}f}, {e['high']:.{digits}f}] n={e['n']}"
+    grades = f" ({e['grades']} grades)" if e.get("grades", e["n"]) != e["n"] else ""  # pairs graded twice
+    return f"{e['value']:.{digits}f} [{e['low']:.{digits}f}, {e['high']:.{digits}f}] n={e['n']}{grades}"
 
 
 def _num(x: float | None, fmt: str = ".1f") -> str:

@@ -33,7 +33,7 @@ from shadoweval.judges.text import STOPWORDS, stem
 
 from . import estimates as est
 from .estimates import Estimate, Numbers
-from .rows import Row, paired
+from .rows import Row, graded, paired
 
 Period = Literal["day", "week"]
 Source = Literal["pairwise", "offline", "human"]
@@ -71,7 +71,7 @@ def drift(rows: Sequence[Row], *, period: Period = "day", source: Source, judges
         scores = {judge: _side_means(paired((r.scores for r in rs), judge)) for judge in judges}
         passing = {judge: _side_means([(float(p), float(c)) for p, c in paired((r.passes for r in rs), judge)])
                    for judge in judges}
-        rate = est.win_rate(values, weights, n_boot=n_boot, seed=seed)
+        rate = est.mean_ci(values, weights, n_boot=n_boot, seed=seed)  # outcomes checked where they were made
         out.append({"period": key, "n": len(rs), "win_rate": rate.to_dict(), "scores": scores, "passing": passing})
     return out
 
@@ -206,7 +206,7 @@ def reward_gaming(rows: Sequence[Row], *, source_judge: str = "offline", split: 
             ja, jb, level=level, n_boot=boots, seed=seed)
         if est.significant(diff, null=0.0) != "better":
             continue
-        human = win_rate_difference(ha, hb, hwa, hwb, n_boot=n_boot, seed=seed)
+        human = mean_difference(ha, hb, hwa, hwb, n_boot=n_boot, seed=seed)  # per pair: 0.25 and 0.75 too
         if est.significant(human, null=0.0) == "better":
             continue
         what = "win rate" if source_judge in ("pairwise", "offline") else "mean score difference"
@@ -389,10 +389,11 @@ def _top_terms(words: Sequence[dict[str, str]], members: Sequence[int], df: Coun
 # ---- helpers ------------------------------------------------------------------------------------
 
 def _outcomes(rows: Sequence[Row], source: str) -> tuple[list[float], list[float]]:
-    """Outcomes and weights by source; human grades carry their inverse inclusion probabilities."""
+    """Outcomes and weights by source. For "human", one per graded pair (`Row.people`: the mean of its
+    grades, so 0.25 or 0.75 where graders split) weighted by its inverse inclusion probability; for a
+    judge, its outcome (0, 0.5 or 1) per pair."""
     if source == "human":
-        grades = [g for r in rows for g in r.human]
-        return [o for o, _ in grades], [w for _, w in grades]
+        return graded(rows)  # per graded pair: its grades' mean outcome and weight
     if source not in ("pairwise", "offline"):
         raise ValueError(f"source must be 'pairwise', 'offline' or 'human', not {source!r}")
     values = [o for r in rows if (o := getattr(r, source)) is not None]
