@@ -367,6 +367,10 @@ class ReportSettings(_Section):
                              "reaches this (on at least `min_graded` graded answers).")
     min_graded: int = Field(30, ge=0, description="Graded answers a judge needs before its reliability counts, "
                             "and graded pairs people's own win rate needs before a decision rests on it.")
+    slice_fdr: float = Field(0.05, ge=0, lt=1, description="Slices' better/worse calls are corrected for their "
+                             "number (Benjamini-Hochberg): the false discovery rate allowed among them; with no real "
+                             "difference anywhere, the chance of any slice called better or worse by chance (0: each "
+                             "slice tested alone at 95%).")
     min_pairs: int = Field(20, ge=1, description="Fewer pairs than this in a slice: its numbers are shown, never "
                            "flagged.")
     bootstrap: int = Field(1000, ge=100, description="Bootstrap resamples behind every interval.")

@@ -100,7 +100,8 @@ def compare(table: Table, candidate: str, settings: ReportSettings, *, floors: d
         n_boot=settings.bootstrap, seed=seed).to_dict() if len(pick) >= 10 else None
     out["scores"] = score_table(rows, settings, floors, reliability, seed=seed)
     out["ops"] = ops(table, candidate)
-    out["slices"], out["flags"] = slice_table(rows, settings, floors, reliability, out["decided_by"], seed=seed)
+    out["slices"], out["flags"], out["slice_tests"] = slice_table(rows, settings, floors, reliability,
+                                                                  out["decided_by"], seed=seed)
     out["call"] = decided["call"] if decided else "not enough data"
     return out
 
@@ -193,13 +194,22 @@ def _as_shares(decided: Sequence[tuple[bool, bool]]) -> list[tuple[float, float]
 
 
 def slice_table(rows: Sequence[Row], settings: ReportSettings, floors: dict[str, float], reliability: dict[str, Any],
-                decided_by: str | None, *, seed: int = 0) -> tuple[dict[str, Any], list[str]]:
-    """Every metric per slice; flags for slices significantly worse, even when the whole is better."""
+                decided_by: str | None, *, seed: int = 0) -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+    """Every metric per slice; flags for slices significantly worse, even when the whole is better; and
+    how the slices' calls were corrected for their number.
+
+    Each checked slice asks several questions (the decided win rate, each judge's score and share
+    passing), and at 95% each, twenty of them would call one slice better or worse by chance alone.
+    So the calls the report flags and the gate reads are kept only when they survive the
+    Benjamini-Hochberg procedure over all of them at `[report] slice_fdr` (0: each slice tested alone):
+    a call that does not is "within noise", with `uncorrected_call` saying what it was."""
     groups: dict[str, list[Row]] = {}
     for r in rows:
         for k, v in r.slices.items():
             groups.setdefault(f"{k}={v}", []).append(r)
-    out, flags = {}, []
+    out: dict[str, Any] = {}
+    deciding: dict[str, str] = {}  # checked slice -> the win rate source its flag reads
+    tests: list[tuple[dict[str, Any], dict[str, Any], float]] = []  # (holds the call, its estimate, the null)
     small = settings.model_copy(update={"bootstrap": max(200, settings.bootstrap // 2)})
     for name, rs in sorted(groups.items()):
         wins, _ = win_rates(rs, small, floors, reliability, seed=seed)
@@ -208,16 +218,45 @@ def slice_table(rows: Sequence[Row], settings: ReportSettings, floors: dict[str,
         if len(rs) < settings.min_pairs:  # shown, never flagged: too few pairs to tell
             continue
         source = decided_by if decided_by in wins else next(iter(wins), None)
-        if source and wins[source]["call"] == "worse":
-            w = wins[source]
+        if source:
+            deciding[name] = source
+            tests.append((wins[source], wins[source], 0.5))
+        for s in scores.values():
+            tests += [(s, s["difference"], 0.0)] + ([(s["pass_rate"], s["pass_rate"]["difference"], 0.0)]
+                                                   if "pass_rate" in s else [])
+    correction = _correct_calls(tests, settings.slice_fdr)
+    flags = []
+    for name, sl in out.items():
+        if not sl["checked"]:
+            continue
+        source = deciding.get(name)
+        if source and sl["win_rate"][source]["call"] == "worse":
+            w = sl["win_rate"][source]
             flags.append(f"{name}: worse by {source} win rate {w['value']:.2f} [{w['low']:.2f}, {w['high']:.2f}] "
-                         f"on {len(rs)} pairs")
-        for judge, s in scores.items():
+                         f"on {sl['pairs']} pairs")
+        for judge, s in sl["scores"].items():
             if s["call"] == "worse":
                 d = s["difference"]
                 flags.append(f"{name}: {judge} lower by {-d['value']:.2f} [{d['low']:.2f}, {d['high']:.2f}] "
                              f"on {d['n']} pairs")
-    return out, flags
+    return out, flags, correction
+
+
+def _correct_calls(tests: Sequence[tuple[dict[str, Any], dict[str, Any], float]], q: float) -> dict[str, Any]:
+    """Benjamini-Hochberg over the slices' calls: a "better" or "worse" call stands only when its test
+    is among those rejected at false discovery rate q (and its 95% interval made the call, as before);
+    one that does not becomes "within noise", keeping `uncorrected_call`. q 0: no correction."""
+    summary: dict[str, Any] = {"tests": len(tests), "method": "Benjamini-Hochberg" if q else None,
+                               "fdr": q or None, "not_kept": 0}
+    if not q or not tests:
+        return summary
+    p = [stats.p_value(est, null=null) for _, est, null in tests]
+    kept = stats.benjamini_hochberg([1.0 if v is None else v for v in p], q=q)
+    for (holder, _, _), keep in zip(tests, kept, strict=True):
+        if holder["call"] in ("better", "worse") and not keep:
+            holder["uncorrected_call"], holder["call"] = holder["call"], "within noise"
+            summary["not_kept"] += 1
+    return summary
 
 
 def noise_floors(twin: Sequence[Row], settings: ReportSettings) -> dict[str, float]:

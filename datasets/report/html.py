@@ -23,7 +23,7 @@ from markupsafe import Markup
 from shadoweval.core.settings import ReportSettings
 
 from .svg import Bar, _ci, _f, bar_chart, time_series
-from .text import SOURCES, failure_patterns  # one wording for both renderings
+from .text import SOURCES, failure_patterns, uncorrected_calls  # one wording for both renderings
 
 # Calls map to fixed class names: a call string never reaches an attribute, even if a new one appears.
 _CALLS = {"better": "better", "worse": "worse", "within noise": "noise", "not enough data": "nodata"}
@@ -97,6 +97,14 @@ def _win_rates(c: dict[str, Any]) -> list[list[Any]]:
         rows.append(["length-controlled", _ci(c["length_controlled"]), c["length_controlled"].get("n", ""),
                      "", "", ""])
     return rows
+
+
+def _slice_note(c: dict[str, Any]) -> str:
+    tests = c.get("slice_tests") or {}
+    if tests.get("fdr") and tests.get("tests"):
+        return (f"Red: flagged as worse, its call kept after correcting the {tests['tests']} slice calls for their "
+                f"number (false discovery rate {tests['fdr']:.0%}). Faint: too few pairs to check.")
+    return "Red: flagged as worse. Faint: too few pairs to check."
 
 
 def _slices(c: dict[str, Any]) -> Markup | None:
@@ -178,7 +186,8 @@ def _candidate(report: dict[str, Any], c: dict[str, Any], i: int, shown: set[str
 
     return {"i": i, "name": c.get("candidate", "?"), "call": _call(c.get("call")), "decision": _decision(c.get("decision")),
             "alerts": own("alerts"), "win_rates": _win_rates(c), "drift": _drift(_per_candidate(report, c, "drift")),
-            "slices": _slices(c), "flags": c.get("flags"), "scores": _scores(c), "ops": _ops(c),
+            "slices": _slices(c), "slice_note": _slice_note(c), "slices_alone": uncorrected_calls(c),
+            "flags": c.get("flags"), "scores": _scores(c), "ops": _ops(c),
             "reward_gaming": own("reward_gaming"), "clusters": _clusters(_per_candidate(report, c, "failure_clusters"))}
 
 

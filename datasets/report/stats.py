@@ -20,11 +20,13 @@ from shadoweval.datasets.report.estimates import (
     Estimate,
     Numbers,
     Verdict,
+    benjamini_hochberg,
     bootstrap,
     check_level,
     mean_ci,
     noise_floor,
     outcome_vector,
+    p_value,
     paired_difference,
     percentile_interval,
     ppi_labels_needed,
@@ -39,8 +41,8 @@ from shadoweval.datasets.report.estimates import (
     z_for,
 )
 
-__all__ = ["OUTCOMES", "Estimate", "Verdict", "bradley_terry", "length_controlled_win_rate", "mean_ci",
-           "noise_floor", "paired_difference", "ppi_labels_needed", "ppi_mean", "ppi_power", "significant",
+__all__ = ["OUTCOMES", "Estimate", "Verdict", "benjamini_hochberg", "bradley_terry", "length_controlled_win_rate",
+           "mean_ci", "noise_floor", "p_value", "paired_difference", "ppi_labels_needed", "ppi_mean", "ppi_power", "significant",
            "units_needed", "win_rate", "win_tie_loss", "z_for"]
 
 ANCHOR_RATING = 1000.0

@@ -15,6 +15,35 @@ def _ci(e: dict[str, Any] | None, digits: int = 3) -> str:
     return f"{e['value']:.{digits}f} [{e['low']:.{digits}f}, {e['high']:.{digits}f}] n={e['n']}{grades}"
 
 
+def _slices(c: dict[str, Any]) -> list[str]:
+    tests = c.get("slice_tests") or {}
+    corrected = (f" ({tests['tests']} calls, corrected for their number: false discovery rate {tests['fdr']:.0%})"
+                 if tests.get("fdr") and tests.get("tests") else "")
+    if c["flags"]:
+        out = [f"   slices worse than production{corrected}:", *[f"     ! {f}" for f in c["flags"]]]
+    else:
+        checked = sum(1 for s in (c.get("slices") or {}).values() if s.get("checked", True))
+        out = [f"   slices: {checked} checked, none significantly worse{corrected}"]
+    alone = uncorrected_calls(c)
+    if alone:
+        out.append("     called alone, not once corrected: " + "; ".join(alone))
+    return out
+
+
+def uncorrected_calls(c: dict[str, Any]) -> list[str]:
+    """The slice calls a 95% interval made on its own that the correction for their number did not keep."""
+    found = []
+    for name, s in (c.get("slices") or {}).items():
+        for source, w in (s.get("win_rate") or {}).items():
+            if w.get("uncorrected_call"):
+                found.append(f"{name} {source} win rate {w['uncorrected_call']}")
+        for judge, sc in (s.get("scores") or {}).items():
+            for what, e in ((judge, sc), (f"{judge} share passing", sc.get("pass_rate") or {})):
+                if e.get("uncorrected_call"):
+                    found.append(f"{name} {what} {e['uncorrected_call']}")
+    return found
+
+
 def _num(x: float | None, fmt: str = ".1f") -> str:
     return "-" if x is None else format(x, fmt)
 
@@ -115,11 +144,7 @@ def format_report(report: dict[str, Any]) -> str:
         ops = c["ops"]
         out.append("   ops: " + "; ".join(
             f"{k} {_num(v['production'], '.4g')} -> {_num(v['candidate'], '.4g')}" for k, v in ops.items()))
-        if c["flags"]:
-            out.append("   slices worse than production:")
-            out += [f"     ! {f}" for f in c["flags"]]
-        else:
-            out.append(f"   slices: {len(c['slices'])} checked, none significantly worse")
+        out += _slices(c)
         out += _over_time(c.get("drift") or [])
         for m in c.get("reward_gaming") or []:
             out.append(f"   !! reward gaming: {m}")
