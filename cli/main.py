@@ -406,7 +406,8 @@ def calibrate(labels_file: str, judge_name: str, label: str, by: str | None, thr
     Binary labels (yes/no, or numbers with --positive-min) give accuracy, precision, recall,
     specificity, F1, macro-F1, balanced accuracy, ROC AUC and Cohen's kappa at the threshold, a
     threshold sweep and the best thresholds, and, for scores in 0..1, how far they hold as
-    probabilities (expected calibration error, Brier score, reliability table); pair files
+    probabilities (expected calibration error, Brier score, reliability table) and a rescaling to
+    the labels (Platt scaling, measured on records it was not fitted on); pair files
     (labels.preference a/b/tie) and other string labels give accuracy, macro-F1, kappa and a
     confusion matrix.
     """
@@ -483,6 +484,7 @@ def _print_calibration(report: CalibrationReport) -> None:
                        f"your configuration's [judges] section: thresholds = {{ {name} = "
                        f"{best['balanced_accuracy'].threshold:.4g} }}")
         _print_reliability(report.calibration, scored=report.overall.n)
+        _print_rescaling(report)
         sweep = report.sweep
         if sweep:
             keep = {round(k * (len(sweep) - 1) / 9) for k in range(10)} if len(sweep) > 10 else set(range(len(sweep)))
@@ -508,6 +510,25 @@ def _print_calibration(report: CalibrationReport) -> None:
         click.echo(f"{'':{cw}} " + " ".join(f"{c:>{cw}}" for c in classes))
         for h in classes:
             click.echo(f"{h:{cw}} " + " ".join(f"{overall.confusion[h][p]:>{cw}}" for p in classes))
+
+
+def _print_rescaling(report: CalibrationReport) -> None:
+    """The scores rescaled to these labels (Platt scaling), measured on records each fold's scale did not see."""
+    r = report.rescaling
+    if r is None:
+        return
+    click.echo(f"rescaled to these labels (Platt scaling; each record rescaled by a scale fitted on the other "
+               f"{r.folds - 1} of {r.folds} folds): ECE {r.before.ece:.3f} -> {r.after.ece:.3f}, Brier "
+               f"{r.before.brier:.3f} -> {r.after.brier:.3f}, mean score {r.after.mean_score:.3f} against "
+               f"{r.after.base_rate:.3f}")
+    name = report.judge.split("@")[0]
+    if r.after.ece >= r.before.ece:
+        click.echo("rescaling does not bring the scores closer to these labels on records it was not fitted on: "
+                   "keep the scores as they are")
+    elif name in ("grounded", "citations"):
+        click.echo(f"to read the {name} judge's scores as probabilities of labels like these (no decision changes: the "
+                   f"threshold moves with the scale), put this in your configuration's [judges] section: "
+                   f"calibration = {{ {name} = {r.scale.as_list()} }}")
 
 
 def _print_reliability(c: Calibration | None, *, scored: int) -> None:

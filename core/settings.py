@@ -292,6 +292,13 @@ class JudgesSettings(_Section):
         "`{ grounded = 0.42 }`, as `shadoweval calibrate` suggests from your labeled records (empty: the thresholds "
         "shipped with the support model, chosen on its training data)."
     )
+    calibration: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, description="A rescaling of `grounded` or `citations` scores so they read as "
+        "probabilities of your own labels, `{ grounded = [slope, intercept] }`, as `shadoweval calibrate` fits it "
+        "(Platt scaling: sigmoid(slope * logit(score) + intercept)); it never reorders answers or changes a decision "
+        "(the threshold moves with it; `thresholds` stay on the support model's scale). Empty: the support model's "
+        "own probabilities."
+    )
     concurrency: int = Field(2, ge=1, description="Outputs judged at once by the offline tier.")
     threads: int = Field(
         1, ge=0, description="CPU threads the embedding model uses (0 = every core). The background judge also "
@@ -324,6 +331,16 @@ class JudgesSettings(_Section):
     def _share_ok(cls, v: str) -> str:
         if v not in ("all", "sample", "risky", "none"):
             raise ValueError("llm_share must be all, sample, risky or none")
+        return v
+
+    @field_validator("calibration")
+    @classmethod
+    def _calibration_ok(cls, v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for name, (slope, _) in v.items():
+            if name not in ("grounded", "citations"):
+                raise ValueError(f"calibration rescales grounded or citations scores, not {name!r}")
+            if not slope > 0:
+                raise ValueError(f"calibration.{name}: the slope must be > 0 (it keeps the scores' order), not {slope}")
         return v
 
 

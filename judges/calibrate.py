@@ -55,6 +55,7 @@ from .metrics import (
     multiclass_metrics,
     sweep,
 )
+from .scale import CrossFitted, cross_fitted
 
 Kind = Literal["binary", "categorical", "pairwise"]
 
@@ -278,6 +279,8 @@ class CalibrationReport:
     # binary, scores all within 0..1: the scores read as probabilities, overall and per slice
     calibration: Calibration | None = None
     by_calibration: dict[str, Calibration | None] = field(default_factory=dict)
+    # the scores rescaled to these labels (Platt scaling) and its worth out of sample: `judges.scale`
+    rescaling: CrossFitted | None = None
 
     def as_dict(self) -> dict[str, Any]:
         binary = self.kind == "binary"
@@ -291,6 +294,7 @@ class CalibrationReport:
             "by_field": self.by_field, "by": {k: m.as_dict() for k, m in self.by.items()},
             "calibration": self.calibration.as_dict() if self.calibration else None,
             "by_calibration": {k: c.as_dict() if c else None for k, c in self.by_calibration.items()},
+            "rescaling": self.rescaling.as_dict() if self.rescaling else None,
         }
 
 
@@ -351,12 +355,14 @@ async def calibrate(records: Sequence[dict[str, Any]], judge: Judge, *, label: s
 
     def reliability(group: list[tuple[Item, Any]]) -> Calibration | None:
         return calibration([s for _, s in group], [bool(i.truth) for i, _ in group]) if kind == "binary" else None
+    overall = reliability(kept)
     return CalibrationReport(
         judge=key_of(judge), label=label_path(label), kind=kind, records=len(records), unlabeled=unlabeled,
         errors=len(items) - len(kept), error_examples=examples, overall=measure(kept), by_field=by,
         by={k: measure(g) for k, g in sorted(sliced.items())}, threshold=cut if kind == "binary" else None,
         threshold_source=source if kind == "binary" else None,
         positive_min=positive_min if kind == "binary" else None, sweep=rows, best_threshold=best,
-        calibration=reliability(kept),
+        calibration=overall,
         by_calibration={k: reliability(g) for k, g in sorted(sliced.items())} if kind == "binary" else {},
+        rescaling=cross_fitted(scores, truths) if overall is not None else None,
     )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,7 @@ from shadoweval.core.types import Verdict
 
 from .base import Subject, register, verdict
 from .embed import get_embedder
+from .scale import Scale
 from .support import Claim as Read
 from .support import (
     Evidence,
@@ -100,11 +102,18 @@ class CitationContext:
     name = "citations"
     version = "4"
 
-    def __init__(self, *, threshold: float | None = None, model: str | None = None, embedder: str = "minilm") -> None:
+    def __init__(self, *, threshold: float | None = None, model: str | None = None, embedder: str = "minilm",
+                 calibration: Sequence[float] | None = None) -> None:
         self.model = load_model(model)
-        self.threshold = self.model.threshold("citations") if threshold is None else threshold
+        # each cited sentence is decided on the support model's scale (`support_threshold`); a team's
+        # rescaling (`judges.scale`) maps the score, the mean support, and the threshold it is read at
+        self.scale = Scale.of(calibration)
+        self.support_threshold = self.model.threshold("citations") if threshold is None else threshold
+        self.threshold = round(self.scale(self.support_threshold), 4) if self.scale else self.support_threshold
         self.args: dict[str, Any] = {"threshold": self.threshold, "model": model_id(self.model),
                                      "embedder": embedder}
+        if self.scale:
+            self.args["calibration"] = self.scale.as_list()
         self.reader = reader_for(get_embedder(embedder), self.model.reader_layers)
 
     def _assess(self, answer: str, passages: list[dict[str, Any]], reader: Reader, said: str = ""
@@ -134,10 +143,11 @@ class CitationContext:
                 alone = union if len(sources) == 1 else support_of(r, [sources[k]], self.model, known=known)
                 rest = sources[:k] + sources[k + 1:]
                 without = support_of(r, rest, self.model, known=known) if rest else 0.0
-                precise.append({"citation": ref, "precise": alone >= self.threshold or (
-                    union >= self.threshold and without < self.threshold), "support_alone": round(alone, 3)})
+                cut = self.support_threshold
+                precise.append({"citation": ref, "precise": alone >= cut or (union >= cut and without < cut),
+                                "support_alone": round(alone, 3)})
             results.append({"sentence": c.sentence, "citations": refs + missing,
-                            "support": round(union, 3), "supported": union >= self.threshold,
+                            "support": round(union, 3), "supported": union >= self.support_threshold,
                             "per_citation": precise})
         uncited = [c.sentence for c in claims if not c.cites and _is_factual(c)] if cited else []
         return {"cited": results, "nonexistent": nonexistent, "uncited": uncited, "sentences": len(claims),
@@ -163,7 +173,8 @@ class CitationContext:
         per_citation = [pc for r in cited for pc in r["per_citation"]]
         recall = supported / len(cited)
         precision = sum(pc["precise"] for pc in per_citation) / len(per_citation) if per_citation else 0.0
-        score = float(np.mean([r["support"] for r in cited]))
+        raw = float(np.mean([r["support"] for r in cited]))
+        score = self.scale(raw) if self.scale else raw
         problems = [f"{len(cited) - supported} of {len(cited)} cited sentences not supported by their sources"]
         if report["nonexistent"]:
             problems.append(f"{len(report['nonexistent'])} sentences cite sources that do not exist")
@@ -178,4 +189,5 @@ class CitationContext:
                            "unsupported": [r for r in cited if not r["supported"]],
                            "nonexistent": report["nonexistent"], "uncited": report["uncited"],
                            "unreadable": report["unreadable"],
-                           "cited_sentences": len(cited), "sentences": report["sentences"]})
+                           "cited_sentences": len(cited), "sentences": report["sentences"],
+                           **({"support_model_score": round(raw, 4)} if self.scale else {})})

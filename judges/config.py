@@ -37,6 +37,8 @@ def _offline_args(name: str, s: JudgesSettings) -> dict[str, object]:
     args: dict[str, object] = {"embedder": s.embedder} if name in EMBEDDING_JUDGES else {}
     if name in s.thresholds:
         args["threshold"] = s.thresholds[name]
+    if name in s.calibration:
+        args["calibration"] = list(s.calibration[name])
     return args
 
 

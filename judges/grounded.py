@@ -15,6 +15,7 @@ says why.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from shadoweval.core.types import Verdict
 
 from .base import Subject, register, verdict
 from .embed import get_embedder
+from .scale import Scale
 from .support import (
     Claim,
     Evidence,
@@ -118,12 +120,17 @@ class Groundedness:
     version = "3"
 
     def __init__(self, *, threshold: float | None = None, sentence_cut: float = 0.5, model: str | None = None,
-                 embedder: str = "minilm") -> None:
+                 embedder: str = "minilm", calibration: Sequence[float] | None = None) -> None:
         self.model = load_model(model)
-        self.threshold = self.model.threshold("grounded") if threshold is None else threshold
+        # `threshold` is on the support model's scale; a team's rescaling (`judges.scale`) moves it along
+        self.scale = Scale.of(calibration)
+        raw = self.model.threshold("grounded") if threshold is None else threshold
+        self.threshold = round(self.scale(raw), 4) if self.scale else raw
         self.sentence_cut = sentence_cut
         self.args: dict[str, Any] = {"threshold": self.threshold, "sentence_cut": sentence_cut,
                                      "model": model_id(self.model), "embedder": embedder}
+        if self.scale:
+            self.args["calibration"] = self.scale.as_list()
         self.reader = reader_for(get_embedder(embedder), self.model.reader_layers)
 
     async def judge(self, s: Subject) -> Verdict:
@@ -139,7 +146,8 @@ class Groundedness:
         if not parts:
             why = leading_reason([r for _, r in skipped]) if skipped else "the answer has no sentences with content words"
             return verdict(self, s, error=f"could not judge: {why}")
-        score = answer_score([p.support for p in parts], [p.weight for p in parts])
+        raw = answer_score([p.support for p in parts], [p.weight for p in parts])
+        score = self.scale(raw) if self.scale else raw
         weak = [p for p in parts if p.support < self.sentence_cut]
         weakest = min(parts, key=lambda p: p.support)
         label = "grounded" if score >= self.threshold else "ungrounded"
@@ -152,4 +160,5 @@ class Groundedness:
             "least_supported": weakest.as_evidence(),
             "skipped": [{"sentence": t[:200], "reason": r} for t, r in skipped],
             "passages": len(passages),
+            **({"support_model_score": round(raw, 4)} if self.scale else {}),
         })
