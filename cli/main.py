@@ -526,8 +526,8 @@ def _print_rescaling(report: CalibrationReport) -> None:
         click.echo("rescaling does not bring the scores closer to these labels on records it was not fitted on: "
                    "keep the scores as they are")
     elif name in ("grounded", "citations"):
-        click.echo(f"to read the {name} judge's scores as probabilities of labels like these (no decision changes: the "
-                   f"threshold moves with the scale), put this in your configuration's [judges] section: "
+        click.echo(f"to read the {name} judge's scores as probabilities of labels like these (the same answers pass "
+                   f"and fail: the threshold moves with the scale), put this in your configuration's [judges] section: "
                    f"calibration = {{ {name} = {r.scale.as_list()} }}")
 
 

@@ -295,9 +295,10 @@ class JudgesSettings(_Section):
     calibration: dict[str, tuple[float, float]] = Field(
         default_factory=dict, description="A rescaling of `grounded` or `citations` scores so they read as "
         "probabilities of your own labels, `{ grounded = [slope, intercept] }`, as `shadoweval calibrate` fits it "
-        "(Platt scaling: sigmoid(slope * logit(score) + intercept)); it never reorders answers or changes a decision "
-        "(the threshold moves with it; `thresholds` stay on the support model's scale). Empty: the support model's "
-        "own probabilities."
+        "(Platt scaling: sigmoid(slope * logit(score) + intercept)); it never reorders answers, and the same answers "
+        "pass and fail (the threshold moves with it; `thresholds` stay on the support model's scale), while margins "
+        "on scores (`preference_margin`, `score_margin`, `risk_margin`) read the new scale. Empty: the support "
+        "model's own probabilities."
     )
     concurrency: int = Field(2, ge=1, description="Outputs judged at once by the offline tier.")
     threads: int = Field(

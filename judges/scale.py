@@ -6,8 +6,9 @@ against 86% grounded, ECE 0.37), so a report's "grounded 0.44" looks like a fail
 scaling (Platt 1999) fixes the scale without retraining: p' = sigmoid(slope * logit(p) + intercept),
 fitted by logistic regression of the team's labels on the score's logit. The slope is kept above 0,
 so the map is increasing: it never reorders answers, and the judges move their threshold through
-the same map, so a rescaling alone never changes a decision (`[judges] thresholds` stays on the
-support model's own scale, as `shadoweval calibrate` prints it).
+the same map, so a rescaling alone passes and fails the same answers (`[judges] thresholds` stays
+on the support model's own scale, as `shadoweval calibrate` prints it). Margins on scores (the
+offline preference's, the gate's `score_margin`, the cascade's `risk_margin`) read the new scale.
 
 `fit_scale` fits one; `cross_fitted` says what it is worth on records it was not fitted on (k-fold),
 which is what `shadoweval calibrate` prints before suggesting `[judges] calibration = { grounded =

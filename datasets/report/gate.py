@@ -183,8 +183,9 @@ def plan(entry: dict[str, Any], policy: GateSettings, *, min_graded: int = 30) -
     `effect_size` from none at 95% with 80% power, from the spread observed so far.
 
     Returns {more_graded, more_judged, more_traffic, graded, judged, delta, text} or None when nothing
-    was measured yet; `more_traffic`: how many of the pairs to grade do not exist yet (every pair there
-    is, or every judged one for the prediction-powered estimate, would be graded first). The per-pair spread is the decided estimate's (human grades: their outcomes';
+    was measured yet; `more_traffic`: how many of the pairs to grade do not exist yet (every pair
+    there is, or every judged one for the prediction-powered estimate, would be graded first). The
+    per-pair spread is the decided estimate's (human grades: their graded pairs' outcomes;
     prediction-powered: the judge's error against people, plus the judge's own spread over the judged
     pairs); with too few outcomes to measure it, the widest spread a tie-free outcome has (0.5)."""
     wins = entry.get("win_rate") or {}

@@ -71,7 +71,8 @@ def drift(rows: Sequence[Row], *, period: Period = "day", source: Source, judges
         scores = {judge: _side_means(paired((r.scores for r in rs), judge)) for judge in judges}
         passing = {judge: _side_means([(float(p), float(c)) for p, c in paired((r.passes for r in rs), judge)])
                    for judge in judges}
-        rate = est.mean_ci(values, weights, n_boot=n_boot, seed=seed)  # outcomes checked where they were made
+        # people's outcomes are per-pair means (0.25 and 0.75 too), so a weighted mean, not win_rate's 0/0.5/1
+        rate = est.mean_ci(values, weights, n_boot=n_boot, seed=seed)
         out.append({"period": key, "n": len(rs), "win_rate": rate.to_dict(), "scores": scores, "passing": passing})
     return out
 
