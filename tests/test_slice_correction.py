@@ -90,3 +90,15 @@ def test_a_call_the_correction_does_not_keep_is_shown_as_made_alone():
     entry = {"candidate": "cand", "pairs": len(rows), "call": "within noise", "decided_by": "pairwise",
              "win_rate": {}, "scores": {}, "ops": {}, "flags": flags, "slices": out, "slice_tests": tests}
     assert "     called alone, not once corrected: route=r" in format_report({"candidates": [entry], "alerts": []})
+
+
+def test_the_text_report_counts_the_slices_it_could_not_check():
+    rng = np.random.default_rng(10)
+    rows = _rows(rng, 3, 30) + _rows(rng, 1, 5)[:5]  # three checked slices; a fourth of 5 pairs (r00 again: 35)
+    rows += [r for r in _rows(np.random.default_rng(11), 5, 4) if r.slices["route"] == "r04"]  # r04: 4 pairs
+    out, flags, tests = slice_table(rows, ReportSettings(bootstrap=200), {}, {}, "pairwise")
+    assert [name for name, s in out.items() if not s["checked"]] == ["route=r04"]
+    entry = {"candidate": "cand", "pairs": len(rows), "call": "within noise", "decided_by": "pairwise",
+             "win_rate": {}, "scores": {}, "ops": {}, "flags": [], "slices": out, "slice_tests": tests}
+    text = format_report({"candidates": [entry], "alerts": []})
+    assert "   slices: 3 checked (1 with too few pairs to check), none significantly worse (9 calls" in text

@@ -22,8 +22,10 @@ def _slices(c: dict[str, Any]) -> list[str]:
     if c["flags"]:
         out = [f"   slices worse than production{corrected}:", *[f"     ! {f}" for f in c["flags"]]]
     else:
-        checked = sum(1 for s in (c.get("slices") or {}).values() if s.get("checked", True))
-        out = [f"   slices: {checked} checked, none significantly worse{corrected}"]
+        slices = c.get("slices") or {}
+        checked = sum(1 for s in slices.values() if s.get("checked", True))
+        small = (f" ({len(slices) - checked} with too few pairs to check)" if checked < len(slices) else "")
+        out = [f"   slices: {checked} checked{small}, none significantly worse{corrected}"]
     alone = uncorrected_calls(c)
     if alone:
         out.append("     called alone, not once corrected: " + "; ".join(alone))
