@@ -52,17 +52,17 @@ class Scale:
         return cls(float(pair[0]), float(pair[1]))
 
     def __call__(self, p: float) -> float:
-        q = min(max(float(p), _EPS), 1 - _EPS)
-        z = self.slope * math.log(q / (1 - q)) + self.intercept
+        z = self.slope * _logit(p) + self.intercept
         return 1 / (1 + math.exp(-z)) if z >= 0 else math.exp(z) / (1 + math.exp(z))
 
     def as_list(self) -> list[float]:
         return [round(self.slope, 4), round(self.intercept, 4)]
 
 
-def _logits(scores: Sequence[float]) -> np.ndarray:
-    p = np.clip(np.asarray(scores, dtype=float), _EPS, 1 - _EPS)
-    return np.log(p / (1 - p))
+def _logit(p: float) -> float:
+    """The score's logit, clipped to [eps, 1 - eps] first: the one reading of a score, for the map and its fit."""
+    q = min(max(float(p), _EPS), 1 - _EPS)
+    return math.log(q / (1 - q))
 
 
 def fit_scale(scores: Sequence[float], labels: Sequence[bool]) -> Scale | None:
@@ -73,7 +73,7 @@ def fit_scale(scores: Sequence[float], labels: Sequence[bool]) -> Scale | None:
         return None
     from sklearn.linear_model import LogisticRegression  # here: the judges' hot path never needs sklearn
 
-    fit = LogisticRegression(C=100.0, max_iter=1000).fit(_logits(scores).reshape(-1, 1), y)
+    fit = LogisticRegression(C=100.0, max_iter=1000).fit(np.array([[_logit(v)] for v in scores]), y)
     slope, intercept = float(fit.coef_[0][0]), float(fit.intercept_[0])
     return Scale(slope, intercept) if slope > 0 else None
 

@@ -191,9 +191,9 @@ def plan(entry: dict[str, Any], policy: GateSettings, *, min_graded: int = 30) -
     wins = entry.get("win_rate") or {}
     delta = effect_size(policy)
     size = f"{100 * delta:.0f}-point {'drop' if policy.mode == 'not-worse' else 'gain'}"
-    human, ppi = wins.get("human"), wins.get("ppi")
-    if entry.get("decided_by") == "human":  # people's own estimate decides (every judged pair is graded)
-        ppi = None
+    human = wins.get("human")
+    # the prediction-powered plan only when that estimate decides: people's own may, when every judged pair is graded
+    ppi = wins.get("ppi") if entry.get("decided_by") == "ppi" else None
     judge = wins.get("pairwise") or wins.get("offline")
     graded = (human or {}).get("n", 0)
     judged = (judge or {}).get("n", 0)
