@@ -8,6 +8,7 @@ variables that hold them, and they are read here, once.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -337,9 +338,12 @@ class JudgesSettings(_Section):
     @field_validator("calibration")
     @classmethod
     def _calibration_ok(cls, v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
-        for name, (slope, _) in v.items():
+        for name, (slope, intercept) in v.items():
             if name not in ("grounded", "citations"):
                 raise ValueError(f"calibration rescales grounded or citations scores, not {name!r}")
+            if not (math.isfinite(slope) and math.isfinite(intercept)):
+                raise ValueError(f"calibration.{name}: the slope and intercept must be finite numbers, not "
+                                 f"[{slope}, {intercept}]")
             if not slope > 0:
                 raise ValueError(f"calibration.{name}: the slope must be > 0 (it keeps the scores' order), not {slope}")
         return v

@@ -117,7 +117,9 @@ def test_calibrate_suggests_a_scale_the_configuration_then_applies(tmp_path: Pat
 
 
 @pytest.mark.parametrize("bad, says", [({"grounded": [0, 1]}, "slope must be > 0"),
-                                       ({"intent": [1, 0]}, "rescales grounded or citations scores")])
+                                       ({"intent": [1, 0]}, "rescales grounded or citations scores"),
+                                       ({"citations": [1, float("nan")]}, "must be finite numbers"),
+                                       ({"grounded": [float("inf"), 0]}, "must be finite numbers")])
 def test_a_bad_scale_is_refused(bad, says):
     with pytest.raises(SettingsError, match=says):
         load_settings(None, env={}, overrides={"judges": {"calibration": bad}})
